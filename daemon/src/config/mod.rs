@@ -1,0 +1,385 @@
+//! Configuration: TOML files → one validated, typed [`Config`] snapshot.
+//!
+//! Every problem is collected (syntax, types, unknown keys, cross-references, secrets
+//! that cannot be read) and reported together with file, line and key, so a technician
+//! fixes a file in one pass. Secrets are [`Secret`]s and never printed.
+
+mod problems;
+mod reader;
+mod schema;
+mod secret;
+mod tree;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use problems::{ConfigError, Problem, Problems};
+pub use reader::parse_duration;
+pub use schema::*;
+pub use secret::Secret;
+pub use tree::Location;
+
+use reader::{node_string, Section};
+use tree::{Node, Table, Value};
+
+/// Default per-call deadline for a plugin.
+const DEFAULT_METHOD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default request body limit: receipts and carts are small; images for `/v1/decode`
+/// are the largest legitimate bodies.
+const DEFAULT_MAX_BODY_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Loads `path` and the `*.toml` files of `conf.d/` beside it (in name order), and
+/// validates the result.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+    let mut merged = Table::default();
+    for file in config_files(path, &mut problems) {
+        if let Some(table) = tree::parse_file(&file, &mut problems) {
+            merged.merge(table);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError(problems.into_vec()));
+    }
+    let root_at = Location { file: Arc::new(path.to_path_buf()), line: 1 };
+    let config = build(&merged, path, root_at, &mut problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError(problems.into_vec())),
+    }
+}
+
+/// The main file, then `conf.d/*.toml` in name order.
+fn config_files(path: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let conf_d = path.parent().unwrap_or_else(|| Path::new(".")).join("conf.d");
+    match std::fs::read_dir(&conf_d) {
+        Ok(entries) => {
+            let mut extra: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.extension().is_some_and(|ext| ext == "toml"))
+                .collect();
+            extra.sort();
+            files.extend(extra);
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => problems.push(Problem::at_file(Arc::new(conf_d), format!("cannot list the directory: {error}"))),
+    }
+    files
+}
+
+fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Option<Config> {
+    let mut top = Section::new(root, "", root_at.clone());
+    let server = server(top.table(p, "server"), &root_at, p);
+    let store = store(top.table(p, "store"), &root_at, p);
+    let plugins = plugins(top.table(p, "plugins"), &root_at, p);
+    let clients = clients(top.tables(p, "clients"), p);
+    let scanners = scanners(top.tables(p, "scanners"), p);
+    let registers = registers(top.tables(p, "registers"), &scanners, p);
+    let methods = methods(top.table(p, "methods"), p);
+    top.finish(p);
+    Some(Config {
+        source: source.to_path_buf(),
+        server: server?,
+        store: store?,
+        plugins: plugins?,
+        clients,
+        registers,
+        scanners,
+        methods,
+    })
+}
+
+/// An absent optional table reads as empty, located at the file's start.
+fn or_empty<'t>(section: Option<Section<'t>>, empty: &'t Table, path: &str, at: &Location) -> Section<'t> {
+    section.unwrap_or_else(|| Section::new(empty, path, at.clone()))
+}
+
+static EMPTY: std::sync::LazyLock<Table> = std::sync::LazyLock::new(Table::default);
+
+fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<ServerConfig> {
+    let mut s = or_empty(section, &EMPTY, "server", root_at);
+    let listen_text = s.string(p, "listen").unwrap_or_else(|| "127.0.0.1:8787".to_string());
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(address) if address.ip().is_loopback() => Some(address),
+        Ok(_) => {
+            p.add(&s.value_at("listen"), &s.key_path("listen"), format!("{listen_text} is not a loopback address; posbridge serves the registers on this machine only (use 127.0.0.1 or [::1])"));
+            None
+        }
+        Err(_) => {
+            p.add(&s.value_at("listen"), &s.key_path("listen"), format!("expected an address such as \"127.0.0.1:8787\", found {listen_text:?}"));
+            None
+        }
+    };
+    let allowed_origins = s.string_list(p, "allowed_origins").unwrap_or_default();
+    let max_body = s.integer_in(p, "max_body_bytes", 1024..=64 * 1024 * 1024).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    s.finish(p);
+    Some(ServerConfig { listen: listen?, allowed_origins, max_body_bytes: max_body as usize })
+}
+
+fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<StoreConfig> {
+    let mut s = or_empty(section, &EMPTY, "store", root_at);
+    let path = s.path(p, "path").unwrap_or_else(|| root_at.base_dir().join("data"));
+    let retention = s.duration(p, "retention").unwrap_or(Duration::from_secs(400 * 86_400));
+    s.finish(p);
+    Some(StoreConfig { path, retention })
+}
+
+fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<PluginsConfig> {
+    let mut s = or_empty(section, &EMPTY, "plugins", root_at);
+    let dir = s.path(p, "dir").unwrap_or_else(|| root_at.base_dir().join("plugins"));
+    let mut pinned = BTreeMap::new();
+    if let Some(pins) = s.table(p, "pinned") {
+        for entry in pins.remaining() {
+            let key_path = pins.key_path(&entry.key);
+            let Some(text) = node_string(&entry.node, &key_path, p) else { continue };
+            match parse_sha256(&text) {
+                Some(digest) => {
+                    pinned.insert(entry.key.clone(), digest);
+                }
+                None => p.add(&entry.node.at, &key_path, "expected \"sha256:\" followed by 64 hex digits"),
+            }
+        }
+    }
+    s.finish(p);
+    Some(PluginsConfig { dir, pinned })
+}
+
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let hex_digits = text.strip_prefix("sha256:")?;
+    let bytes = hex::decode(hex_digits).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Reports a second use of an id within one kind of table.
+fn check_unique(seen: &mut HashSet<String>, id: &str, section: &Section<'_>, key: &str, p: &mut Problems) {
+    if !seen.insert(id.to_string()) {
+        p.add(&section.value_at(key), &section.key_path(key), format!("{id:?} is used twice; ids must be unique"));
+    }
+}
+
+fn clients(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ClientConfig> {
+    let mut seen = HashSet::new();
+    let mut tokens: Vec<(String, Secret)> = Vec::new();
+    let mut clients = Vec::new();
+    for mut s in sections {
+        let name = s.required_string(p, "name");
+        let token = s.secret(p, "token", "token_file");
+        if let Some(name) = &name {
+            check_unique(&mut seen, name, &s, "name", p);
+        }
+        if let Some(token) = &token {
+            if token.expose().len() < 16 {
+                p.add(&s.location().clone(), &s.key_path("token"), "too short: a client token needs at least 16 characters");
+            }
+            if let Some((other, _)) = tokens.iter().find(|(_, known)| known == token) {
+                p.add(&s.location().clone(), &s.key_path("token"), format!("the same token as client {other:?}; each register needs its own"));
+            }
+        }
+        s.finish(p);
+        if let (Some(name), Some(token)) = (name, token) {
+            tokens.push((name.clone(), token.clone()));
+            clients.push(ClientConfig { name, token });
+        }
+    }
+    clients
+}
+
+fn scanners(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ScannerConfig> {
+    let mut seen = HashSet::new();
+    let mut scanners = Vec::new();
+    for mut s in sections {
+        let id = s.required_string(p, "id");
+        if let Some(id) = &id {
+            check_unique(&mut seen, id, &s, "id", p);
+        }
+        let source = scanner_source(&mut s, p);
+        let mode = match s.string(p, "mode").as_deref() {
+            None | Some("keyboard") => Some(ScannerMode::Keyboard),
+            Some("pos") => Some(ScannerMode::Pos),
+            Some(other) => {
+                p.add(&s.value_at("mode"), &s.key_path("mode"), format!("expected \"keyboard\" or \"pos\", found {other:?}"));
+                None
+            }
+        };
+        let layout = match s.string(p, "layout").as_deref() {
+            None | Some("us") => Some(KeyboardLayout::Us),
+            Some("fi") | Some("se") => Some(KeyboardLayout::Fi),
+            Some(other) => {
+                p.add(&s.value_at("layout"), &s.key_path("layout"), format!("expected \"us\" or \"fi\", found {other:?}"));
+                None
+            }
+        };
+        s.finish(p);
+        if let (Some(id), Some(source), Some(mode), Some(layout)) = (id, source, mode, layout) {
+            scanners.push(ScannerConfig { id, source, mode, layout });
+        }
+    }
+    scanners
+}
+
+fn scanner_source(s: &mut Section<'_>, p: &mut Problems) -> Option<ScannerSource> {
+    let source = s.required_string(p, "source");
+    // Read every source's keys, so none is reported as unknown; then insist on the
+    // ones this source needs.
+    let vendor_id = s.integer_in(p, "vendor_id", 0..=0xffff);
+    let product_id = s.integer_in(p, "product_id", 0..=0xffff);
+    let serial = s.string(p, "serial");
+    let usage_page = s.integer_in(p, "usage_page", 0..=0xffff);
+    let path = s.path(p, "path");
+    match source.as_deref()? {
+        "hid" => {
+            for (key, value) in [("vendor_id", vendor_id), ("product_id", product_id)] {
+                if value.is_none() && s.entry(key).is_none() {
+                    s.missing(p, key, "an integer such as 0x0c2e");
+                }
+            }
+            Some(ScannerSource::Hid {
+                vendor_id: vendor_id? as u16,
+                product_id: product_id? as u16,
+                serial,
+                usage_page: usage_page.map(|page| page as u16),
+            })
+        }
+        "replay" => {
+            if path.is_none() && s.entry("path").is_none() {
+                s.missing(p, "path", "the path of a file or FIFO of hex reports");
+            }
+            Some(ScannerSource::Replay { path: path? })
+        }
+        other => {
+            p.add(&s.value_at("source"), &s.key_path("source"), format!("expected \"hid\" or \"replay\", found {other:?}"));
+            None
+        }
+    }
+}
+
+fn registers(sections: Vec<Section<'_>>, scanners: &[ScannerConfig], p: &mut Problems) -> Vec<RegisterConfig> {
+    let mut seen = HashSet::new();
+    let mut registers = Vec::new();
+    for mut s in sections {
+        let id = s.required_string(p, "id");
+        if let Some(id) = &id {
+            check_unique(&mut seen, id, &s, "id", p);
+        }
+        let assigned = s.string_list(p, "scanners").unwrap_or_default();
+        for scanner in &assigned {
+            if !scanners.iter().any(|known| &known.id == scanner) {
+                p.add(&s.value_at("scanners"), &s.key_path("scanners"), format!("no [[scanners]] entry has id {scanner:?}"));
+            }
+        }
+        s.finish(p);
+        if let Some(id) = id {
+            registers.push(RegisterConfig { id, scanners: assigned });
+        }
+    }
+    registers
+}
+
+fn methods(section: Option<Section<'_>>, p: &mut Problems) -> BTreeMap<String, MethodConfig> {
+    let mut methods = BTreeMap::new();
+    let Some(section) = section else { return methods };
+    for entry in section.remaining() {
+        let key_path = section.key_path(&entry.key);
+        let Value::Table(table) = &entry.node.value else {
+            p.add(&entry.node.at, &key_path, format!("expected a table ([methods.{}]), found {}", entry.key, entry.node.value.type_name()));
+            continue;
+        };
+        if !is_identifier(&entry.key) {
+            p.add(&entry.key_at, &key_path, "a method id is lowercase letters, digits, '-' and '_'");
+        }
+        if let Some(method) = method(&entry.key, Section::new(table, key_path, entry.node.at.clone()), p) {
+            methods.insert(entry.key.clone(), method);
+        }
+    }
+    methods
+}
+
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn method(id: &str, mut s: Section<'_>, p: &mut Problems) -> Option<MethodConfig> {
+    let plugin = s.required_string(p, "plugin");
+    let kind = s.string(p, "kind");
+    let timeout = s.duration(p, "timeout").unwrap_or(DEFAULT_METHOD_TIMEOUT);
+    let mut settings = PluginSettings { json: serde_json::Value::Object(Default::default()), locations: HashMap::new() };
+    let prefix = s.key_path("");
+    let rest: Vec<_> = s.remaining().collect();
+    let mut object = serde_json::Map::new();
+    for entry in rest {
+        plugin_setting(entry.key.as_str(), &entry.node, &entry.key, &prefix, &mut object, &mut settings.locations, p);
+    }
+    settings.json = serde_json::Value::Object(object);
+    Some(MethodConfig { id: id.to_string(), plugin: plugin?, kind, timeout, settings, at: s.location().clone() })
+}
+
+/// Converts one plugin setting to JSON, resolving `*_file` and `env:` secrets, and
+/// records where it was written under its plugin-facing path.
+fn plugin_setting(
+    key: &str,
+    node: &Node,
+    field: &str,
+    prefix: &str,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    locations: &mut HashMap<String, Location>,
+    p: &mut Problems,
+) {
+    let file_key = key.strip_suffix("_file").filter(|_| matches!(node.value, Value::String(_)));
+    let (name, field) = match file_key {
+        Some(base) => (base.to_string(), field.strip_suffix("_file").unwrap_or(field).to_string()),
+        None => (key.to_string(), field.to_string()),
+    };
+    locations.insert(field.clone(), node.at.clone());
+    let resolved = match (&node.value, file_key) {
+        (Value::String(path), Some(_)) => Secret::from_file(&node.at.base_dir().join(path)).map(|secret| secret.expose().into()),
+        _ => plugin_value(node, &field, prefix, locations, p),
+    };
+    match resolved {
+        Ok(value) => {
+            out.insert(name, value);
+        }
+        Err(message) => p.add(&node.at, &format!("{prefix}{}", field_with_suffix(&field, file_key.is_some())), message),
+    }
+}
+
+fn field_with_suffix(field: &str, was_file: bool) -> String {
+    if was_file {
+        format!("{field}_file")
+    } else {
+        field.to_string()
+    }
+}
+
+fn plugin_value(node: &Node, field: &str, prefix: &str, locations: &mut HashMap<String, Location>, p: &mut Problems) -> Result<serde_json::Value, String> {
+    Ok(match &node.value {
+        Value::String(text) if text.starts_with("env:") => Secret::from_value(text)?.expose().into(),
+        Value::String(text) | Value::Datetime(text) => text.clone().into(),
+        Value::Integer(number) => (*number).into(),
+        Value::Float(number) => serde_json::Number::from_f64(*number).map(serde_json::Value::Number).unwrap_or_default(),
+        Value::Boolean(flag) => (*flag).into(),
+        Value::Array(items) => {
+            let mut values = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let item_field = format!("{field}[{index}]");
+                locations.insert(item_field.clone(), item.at.clone());
+                match plugin_value(item, &item_field, prefix, locations, p) {
+                    Ok(value) => values.push(value),
+                    Err(message) => p.add(&item.at, &format!("{prefix}{item_field}"), message),
+                }
+            }
+            values.into()
+        }
+        Value::Table(table) => {
+            let mut object = serde_json::Map::new();
+            for entry in &table.entries {
+                let child_field = format!("{field}.{}", entry.key);
+                plugin_setting(&entry.key, &entry.node, &child_field, prefix, &mut object, locations, p);
+            }
+            object.into()
+        }
+    })
+}

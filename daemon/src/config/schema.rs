@@ -1,0 +1,133 @@
+//! The typed configuration, as the rest of the daemon sees it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::secret::Secret;
+use super::tree::Location;
+
+/// A validated configuration snapshot. Built whole or not at all, so a running daemon
+/// swaps one valid snapshot for another and never sees half a config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file, as given on the command line.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub plugins: PluginsConfig,
+    pub clients: Vec<ClientConfig>,
+    pub registers: Vec<RegisterConfig>,
+    pub scanners: Vec<ScannerConfig>,
+    /// Payment methods by the id the POS uses.
+    pub methods: BTreeMap<String, MethodConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Browser origins allowed by CORS; empty denies every cross-origin request.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// How long settled payments stay for refunds and reports.
+    pub retention: Duration,
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+    /// Plugin id → expected SHA-256 of its file. Non-empty turns pinning on: every
+    /// loaded file must be listed and match.
+    pub pinned: BTreeMap<String, [u8; 32]>,
+}
+
+/// `[[clients]]`: who may call the API.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    pub token: Secret,
+}
+
+/// `[[registers]]`
+#[derive(Debug, Clone)]
+pub struct RegisterConfig {
+    pub id: String,
+    pub scanners: Vec<String>,
+}
+
+/// `[[scanners]]`
+#[derive(Debug, Clone)]
+pub struct ScannerConfig {
+    pub id: String,
+    pub source: ScannerSource,
+    pub mode: ScannerMode,
+    pub layout: KeyboardLayout,
+}
+
+/// Where a scanner's raw reports come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScannerSource {
+    /// A USB HID device through hidapi.
+    Hid { vendor_id: u16, product_id: u16, serial: Option<String>, usage_page: Option<u16> },
+    /// Recorded reports, one hex line each, from a file or FIFO.
+    Replay { path: PathBuf },
+}
+
+/// How a scanner talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScannerMode {
+    /// Boot keyboard reports (keyboard wedge).
+    Keyboard,
+    /// HID point-of-sale barcode scanner reports (usage page 0x8C).
+    Pos,
+}
+
+/// The keyboard layout a keyboard-wedge scanner emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyboardLayout {
+    Us,
+    /// Finnish/Swedish.
+    Fi,
+}
+
+/// `[methods.<id>]`: a payment method provided by a plugin.
+#[derive(Debug, Clone)]
+pub struct MethodConfig {
+    pub id: String,
+    pub plugin: String,
+    /// Which of the plugin's kinds; `None` when it provides one.
+    pub kind: Option<String>,
+    /// How long one plugin call may take.
+    pub timeout: Duration,
+    /// The rest of the section, secrets resolved, for the plugin.
+    pub settings: PluginSettings,
+    /// The section header, for errors about the method as a whole.
+    pub at: Location,
+}
+
+/// A method's plugin-specific settings, with where each key was written so the plugin's
+/// complaints about a key can be shown with its line.
+#[derive(Clone)]
+pub struct PluginSettings {
+    pub json: serde_json::Value,
+    pub locations: HashMap<String, Location>,
+}
+
+impl std::fmt::Debug for PluginSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may hold resolved secrets: show only the keys.
+        let mut keys: Vec<&String> = self.locations.keys().collect();
+        keys.sort();
+        f.debug_struct("PluginSettings").field("keys", &keys).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,12 @@
+//! posbridge: a local payment bridge between cash registers and payment-method plugins.
+//!
+//! The binary (`main.rs`) is a thin CLI over these modules; see ARCHITECTURE.md for the
+//! map and the invariants.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod plugins;
+pub mod runtime;
+pub mod store;

@@ -1,0 +1,100 @@
+//! The host side of the ABI: the capabilities lent to each payment method.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use posbridge_plugin_api::{Header, Host, HostError, HttpRequest, HttpResponse, LogLevel, RResult, RStr, RString, RVec};
+
+/// HTTP, clock and logging for one configured method. Every outbound call is timed,
+/// logged with secrets masked, and bounded by the request's timeout.
+pub struct HostServices {
+    plugin_id: String,
+    method_id: String,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HostServices {
+    /// Services for `method_id` of `plugin_id`, doing HTTP on `runtime`.
+    pub fn new(plugin_id: &str, method_id: &str, http: reqwest::Client, runtime: tokio::runtime::Handle) -> Self {
+        HostServices { plugin_id: plugin_id.to_string(), method_id: method_id.to_string(), http, runtime }
+    }
+
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HostError> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| host_error("invalid_request", "not an HTTP method"))?;
+        let mut builder = self.http.request(method, request.url.as_str()).timeout(Duration::from_millis(request.timeout_ms.max(1)));
+        for header in request.headers.iter() {
+            builder = builder.header(header.name.as_str(), header.value.as_str());
+        }
+        let response = builder.body(request.body.to_vec()).send().await.map_err(|error| classify(&error))?;
+        let status = response.status().as_u16();
+        let headers: RVec<Header> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| Header::new(name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        let body = response.bytes().await.map_err(|error| classify(&error))?;
+        Ok(HttpResponse { status, headers, body: body.to_vec().into() })
+    }
+}
+
+impl Host for HostServices {
+    fn http(&self, request: HttpRequest) -> RResult<HttpResponse, HostError> {
+        let started = Instant::now();
+        let url = redact(request.url.as_str(), &request.redact);
+        let result = self.runtime.block_on(self.send(&request));
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(response) => tracing::debug!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, status = response.status, elapsed_ms, "plugin http"),
+            Err(error) => tracing::warn!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, error = %redact(&error.to_string(), &request.redact), elapsed_ms, "plugin http failed"),
+        }
+        result.into()
+    }
+
+    fn now_unix_ms(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_millis() as i64).unwrap_or(0)
+    }
+
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let (plugin, method_id, message) = (&self.plugin_id, &self.method_id, message.as_str());
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, method_id, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, method_id, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, method_id, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, method_id, "{message}"),
+        }
+    }
+}
+
+fn host_error(kind: &str, message: impl Into<String>) -> HostError {
+    HostError { kind: RString::from(kind), message: RString::from(message.into()) }
+}
+
+fn classify(error: &reqwest::Error) -> HostError {
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else if error.is_builder() {
+        "invalid_request"
+    } else {
+        "io"
+    };
+    // reqwest's Display includes the URL; the caller masks secrets in it.
+    host_error(kind, error.to_string())
+}
+
+/// Masks each of `secrets` in `text`.
+pub fn redact(text: &str, secrets: &[RString]) -> String {
+    secrets.iter().filter(|secret| !secret.is_empty()).fold(text.to_string(), |masked, secret| masked.replace(secret.as_str(), "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_every_occurrence() {
+        let secrets = [RString::from("s3cr3t"), RString::from("")];
+        assert_eq!(redact("a=s3cr3t&b=s3cr3t", &secrets), "a=***&b=***");
+    }
+}

@@ -1,0 +1,178 @@
+//! Finding and loading plugin libraries, and refusing the ones that must not run.
+//!
+//! Each file is loaded with `lib_header_from_path` + `init_root_module` (never
+//! `load_from_*`, which caches one module per root type per process, so a second plugin
+//! would silently be the first one again). Libraries are never unloaded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use posbridge_plugin_api::{Capabilities, Manifest, PluginModV1Ref, ABI_VERSION};
+use sha2::{Digest, Sha256};
+
+use crate::config::PluginsConfig;
+
+/// A plugin library that loaded and passed every check.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub id: String,
+    pub version: String,
+    pub methods: Vec<MethodKind>,
+    pub file: PathBuf,
+    pub sha256: [u8; 32],
+    pub(super) module: PluginModV1Ref,
+}
+
+/// One kind of payment method a plugin provides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodKind {
+    pub kind: String,
+    pub capabilities: Capabilities,
+    pub description: String,
+}
+
+/// A library file that was not loaded, and why, in one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: refused: {}", self.file.display(), self.reason)
+    }
+}
+
+/// What a plugin directory held.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    pub plugins: BTreeMap<String, LoadedPlugin>,
+    pub refused: Vec<Refusal>,
+}
+
+/// The plugin directory itself could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin directory {}: {source}", dir.display())]
+pub struct DirectoryError {
+    dir: PathBuf,
+    source: std::io::Error,
+}
+
+/// Loads every library in `config.dir`. Files that fail a check are refused (listed in
+/// [`Catalog::refused`]) and never run; the rest are keyed by plugin id.
+pub fn load_directory(config: &PluginsConfig) -> Result<Catalog, DirectoryError> {
+    let mut catalog = Catalog::default();
+    let mut loaded: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
+    for file in library_files(&config.dir)? {
+        match load_file(&file, config) {
+            Ok(plugin) => loaded.entry(plugin.id.clone()).or_default().push(plugin),
+            Err(reason) => catalog.refused.push(Refusal { file, reason }),
+        }
+    }
+    for (id, mut candidates) in loaded {
+        if candidates.len() == 1 {
+            catalog.plugins.insert(id, candidates.remove(0));
+        } else {
+            // Two files with one id: neither is trusted, since which would run is a guess.
+            refuse_duplicates(&mut catalog, &id, &candidates);
+        }
+    }
+    Ok(catalog)
+}
+
+fn refuse_duplicates(catalog: &mut Catalog, id: &str, candidates: &[LoadedPlugin]) {
+    for plugin in candidates {
+        let others: Vec<String> =
+            candidates.iter().filter(|other| other.file != plugin.file).map(|other| other.file.display().to_string()).collect();
+        let reason = format!("plugin id {id:?} is also provided by {}; keep only one", others.join(", "));
+        catalog.refused.push(Refusal { file: plugin.file.clone(), reason });
+    }
+}
+
+/// The platform's library files in `dir`, sorted by name so loading is repeatable.
+fn library_files(dir: &Path) -> Result<Vec<PathBuf>, DirectoryError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DirectoryError { dir: dir.to_path_buf(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn load_file(file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String> {
+    let bytes = std::fs::read(file).map_err(|error| format!("cannot read the file: {error}"))?;
+    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    // Pins are checked before the library is opened: opening runs its initialisers.
+    let pinned_as = check_pin_before_load(&sha256, config)?;
+    let header = lib_header_from_path(file).map_err(|error| describe(&error))?;
+    let module = header.init_root_module::<PluginModV1Ref>().map_err(|error| describe(&error))?;
+    let manifest = module.manifest()().into_result().map_err(|error| format!("its manifest failed: {error}"))?;
+    let plugin = from_manifest(manifest, file, sha256, module)?;
+    if let Some(pinned_id) = pinned_as {
+        if pinned_id != plugin.id {
+            return Err(format!("its hash is pinned for plugin {pinned_id:?}, but the file is plugin {:?}", plugin.id));
+        }
+    }
+    Ok(plugin)
+}
+
+/// With pinning on, the file's hash must be one of the pins; answers the pinned id.
+fn check_pin_before_load(sha256: &[u8; 32], config: &PluginsConfig) -> Result<Option<String>, String> {
+    if config.pinned.is_empty() {
+        return Ok(None);
+    }
+    match config.pinned.iter().find(|(_, pin)| *pin == sha256) {
+        Some((id, _)) => Ok(Some(id.clone())),
+        None => Err(format!(
+            "its SHA-256 sha256:{} matches no [plugins.pinned] entry (pinning is on: every plugin file must be pinned)",
+            hex::encode(sha256)
+        )),
+    }
+}
+
+fn from_manifest(manifest: Manifest, file: &Path, sha256: [u8; 32], module: PluginModV1Ref) -> Result<LoadedPlugin, String> {
+    let id = manifest.id.to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(format!("its manifest id {id:?} is not lowercase letters, digits and '-'"));
+    }
+    if manifest.methods.is_empty() {
+        return Err(format!("plugin {id:?} declares no payment methods"));
+    }
+    let methods = manifest
+        .methods
+        .iter()
+        .map(|info| MethodKind { kind: info.kind.to_string(), capabilities: info.capabilities, description: info.description.to_string() })
+        .collect();
+    Ok(LoadedPlugin { id, version: manifest.version.to_string(), methods, file: file.to_path_buf(), sha256, module })
+}
+
+/// abi_stable's errors run to a page; a technician needs one line.
+fn describe(error: &LibraryError) -> String {
+    let ours = format!("{}.x", ABI_VERSION);
+    match error {
+        LibraryError::OpenError { err, .. } => format!("not a loadable library ({})", first_line(&err.to_string())),
+        LibraryError::GetSymbolError { .. } => "not a posbridge plugin (it exports no plugin root module)".to_string(),
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            format!("built for posbridge plugin ABI {actual_version}, but this posbridge speaks plugin ABI {ours}; rebuild it against posbridge-plugin-api {ours}")
+        }
+        LibraryError::AbiInstability(_) => format!(
+            "its plugin ABI layout differs from posbridge plugin ABI {ours} (built against a modified or mismatched posbridge-plugin-api, or not a posbridge plugin)"
+        ),
+        LibraryError::InvalidAbiHeader(header) => {
+            format!("built with an incompatible abi_stable (header {}.{}); rebuild it against posbridge-plugin-api {ours}", header.abi_major, header.abi_minor)
+        }
+        LibraryError::InvalidCAbi { .. } => "built by a Rust compiler with an incompatible C ABI".to_string(),
+        LibraryError::RootModule { err, .. } => format!("failed while initialising: {}", first_line(&err.to_string())),
+        LibraryError::ParseVersionError(error) => format!("declares an unreadable ABI version ({})", first_line(&error.to_string())),
+        LibraryError::Many(errors) => errors.iter().map(describe).collect::<Vec<_>>().join("; "),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("unknown error").to_string()
+}
+

@@ -1,0 +1,161 @@
+//! Plugins: loading libraries, creating the configured payment methods, and calling
+//! them safely (on the blocking pool, with a deadline, panics already turned into
+//! errors by the plugin side of the ABI).
+
+mod host;
+mod loader;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use posbridge_plugin_api::{Capabilities, HostBox, Host_TO, MethodError, MethodSetup, PaymentMethodBox, RResult, RString};
+
+use crate::config::{Config, Problem};
+pub use host::{redact, HostServices};
+pub use loader::{load_directory, Catalog, DirectoryError, LoadedPlugin, MethodKind, Refusal};
+
+/// A configured, created payment method, ready to be called.
+#[derive(Clone)]
+pub struct Method {
+    pub id: String,
+    pub plugin_id: String,
+    pub plugin_version: String,
+    pub kind: String,
+    pub capabilities: Capabilities,
+    pub timeout: Duration,
+    inner: Arc<PaymentMethodBox>,
+}
+
+/// Why a call into a plugin produced no answer from the plugin's logic.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin answered with a failure (a panic inside it arrives here too, as
+    /// code `plugin_panicked`).
+    #[error("{0}")]
+    Failed(MethodError),
+    /// The plugin did not answer within the method's timeout.
+    #[error("method {method:?}: {operation} took longer than {after:?}")]
+    TimedOut { method: String, operation: &'static str, after: Duration },
+    /// The blocking task died without an answer.
+    #[error("method {method:?}: {operation} did not complete: {reason}")]
+    Aborted { method: String, operation: &'static str, reason: String },
+}
+
+impl Method {
+    /// Calls the plugin on the blocking pool, bounded by the method's timeout.
+    pub async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PaymentMethodBox) -> RResult<T, MethodError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let task = tokio::task::spawn_blocking(move || call(&inner).into_result());
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(failure))) => Err(CallError::Failed(failure)),
+            Ok(Err(join)) => Err(CallError::Aborted { method: self.id.clone(), operation, reason: join.to_string() }),
+            Err(_) => Err(CallError::TimedOut { method: self.id.clone(), operation, after: self.timeout }),
+        }
+    }
+}
+
+/// The payment methods of a configuration, by the id the POS uses.
+#[derive(Clone, Default)]
+pub struct Methods {
+    by_id: BTreeMap<String, Method>,
+}
+
+impl Methods {
+    /// The method the POS calls `id`.
+    pub fn get(&self, id: &str) -> Option<&Method> {
+        self.by_id.get(id)
+    }
+
+    /// Every method, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Method> {
+        self.by_id.values()
+    }
+}
+
+/// Creates every `[methods.<id>]` of `config` from the loaded plugins. Problems (missing
+/// plugin, unknown kind, the plugin's complaints about its settings) come back together,
+/// each at the line where the technician wrote the key.
+pub fn create_methods(catalog: &Catalog, config: &Config, http: &reqwest::Client, runtime: &tokio::runtime::Handle) -> Result<Methods, Vec<Problem>> {
+    let mut methods = Methods::default();
+    let mut problems = Vec::new();
+    for method_config in config.methods.values() {
+        match create_method(catalog, method_config, http, runtime) {
+            Ok(method) => {
+                methods.by_id.insert(method.id.clone(), method);
+            }
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
+    if problems.is_empty() {
+        Ok(methods)
+    } else {
+        Err(problems)
+    }
+}
+
+fn create_method(
+    catalog: &Catalog,
+    config: &crate::config::MethodConfig,
+    http: &reqwest::Client,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Method, Vec<Problem>> {
+    let key = |name: &str| format!("methods.{}.{name}", config.id);
+    let problem = |name: &str, message: String| Problem::new(Some(config.at.clone()), key(name), message);
+    let Some(plugin) = catalog.plugins.get(&config.plugin) else {
+        let why = catalog
+            .refused
+            .iter()
+            .map(|refusal| refusal.to_string())
+            .collect::<Vec<_>>();
+        let detail = if why.is_empty() { String::new() } else { format!(" (refused files: {})", why.join("; ")) };
+        return Err(vec![problem("plugin", format!("no loaded plugin has id {:?}{detail}", config.plugin))]);
+    };
+    let kind = match (&config.kind, plugin.methods.as_slice()) {
+        (Some(kind), kinds) => kinds.iter().find(|known| &known.kind == kind).ok_or_else(|| {
+            let known: Vec<&str> = kinds.iter().map(|known| known.kind.as_str()).collect();
+            vec![problem("kind", format!("plugin {:?} provides no kind {kind:?} (it provides: {})", plugin.id, known.join(", ")))]
+        })?,
+        (None, [only]) => only,
+        (None, kinds) => {
+            let known: Vec<&str> = kinds.iter().map(|known| known.kind.as_str()).collect();
+            return Err(vec![problem("kind", format!("plugin {:?} provides several kinds; choose one with kind = one of {}", plugin.id, known.join(", ")))]);
+        }
+    };
+    let host: HostBox = Host_TO::from_value(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()), posbridge_plugin_api::abi_stable::sabi_trait::TD_Opaque);
+    let setup = MethodSetup {
+        method_id: RString::from(config.id.as_str()),
+        kind: RString::from(kind.kind.as_str()),
+        config_json: RString::from(config.settings.json.to_string()),
+        host,
+    };
+    match plugin.module.create()(setup).into_result() {
+        Ok(inner) => Ok(Method {
+            id: config.id.clone(),
+            plugin_id: plugin.id.clone(),
+            plugin_version: plugin.version.clone(),
+            kind: kind.kind.clone(),
+            capabilities: kind.capabilities,
+            timeout: config.timeout,
+            inner: Arc::new(inner),
+        }),
+        Err(complaints) => Err(complaints.iter().map(|complaint| locate(config, complaint)).collect()),
+    }
+}
+
+/// A plugin's complaint about its settings, placed at the line of the key it names.
+fn locate(config: &crate::config::MethodConfig, complaint: &MethodError) -> Problem {
+    let field = complaint.field.as_ref().map(|field| field.to_string()).into_option();
+    let at = field.as_ref().and_then(|field| config.settings.locations.get(field)).cloned().unwrap_or_else(|| config.at.clone());
+    let key = match &field {
+        Some(field) => format!("methods.{}.{field}", config.id),
+        None => format!("methods.{}", config.id),
+    };
+    Problem::new(Some(at), key, format!("{} (plugin {:?}: {})", complaint.message, config.plugin, complaint.code))
+}
+

@@ -1,0 +1,117 @@
+//! Start-up and shutdown: config → plugins → methods → store → HTTP server.
+//! `check` and `plugins` go through the same path, so what they accept the daemon runs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, ConfigError, Problem};
+use crate::plugins::{self, Catalog, DirectoryError, Methods};
+use crate::store::{Store, StoreError};
+
+/// Why the daemon (or `check`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    PluginDirectory(#[from] DirectoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Config, plugins and methods: everything `check` validates.
+pub struct Prepared {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub methods: Methods,
+}
+
+/// Loads and validates the config, loads the plugin directory and creates every
+/// configured method. Needs a tokio runtime (plugins' HTTP runs on it).
+pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
+    let config = config::load(config_path)?;
+    let catalog = plugins::load_directory(&config.plugins)?;
+    for refusal in &catalog.refused {
+        tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
+    }
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| ConfigError(vec![Problem::new(None, "", format!("cannot set up HTTPS: {error}"))]))?;
+    let methods = plugins::create_methods(&catalog, &config, &http, &tokio::runtime::Handle::current()).map_err(ConfigError)?;
+    Ok(Prepared { config, catalog, methods })
+}
+
+/// The running daemon's shared state.
+pub struct Daemon {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub methods: Methods,
+    pub store: Store,
+}
+
+/// What `/readyz` reports.
+pub struct Readiness {
+    pub ready: bool,
+    pub store: bool,
+    pub plugins: bool,
+    pub config: bool,
+}
+
+impl Daemon {
+    /// Is every part able to take payments?
+    pub fn readiness(&self) -> Readiness {
+        let store = self.store.is_healthy();
+        let plugins = self.config.methods.keys().all(|id| self.methods.get(id).is_some());
+        let config = true;
+        Readiness { ready: store && plugins && config, store, plugins, config }
+    }
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
+pub async fn serve(config_path: &Path) -> Result<(), StartError> {
+    let Prepared { config, catalog, methods } = prepare(config_path)?;
+    let store = Store::open(&config.store.path)?;
+    let address = config.server.listen;
+    let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
+    let bound = listener.local_addr().map_err(StartError::Serve)?;
+    let daemon = Arc::new(Daemon { config, catalog, methods, store });
+    tracing::info!(address = %bound, methods = daemon.methods.iter().count(), "listening");
+    axum::serve(listener, crate::api::router(daemon.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(StartError::Serve)?;
+    daemon.store.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
