@@ -143,6 +143,6 @@ fn print_catalog(catalog: &Catalog, dir: &Path) {
         }
     }
     for refusal in &catalog.refused {
-        println!("refused: {refusal}");
+        println!("{refusal}");
     }
 }

@@ -36,17 +36,21 @@ pub struct Prepared {
 /// Loads and validates the config, loads the plugin directory and creates every
 /// configured method. Needs a tokio runtime (plugins' HTTP runs on it).
 pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
-    let config = config::load(config_path)?;
+    let (config, mut problems) = config::load_with_problems(config_path);
+    let Some(config) = config else { return Err(ConfigError(problems).into()) };
     let catalog = plugins::load_directory(&config.plugins)?;
-    for refusal in &catalog.refused {
-        tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
-    }
     let http = reqwest::Client::builder()
         .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| ConfigError(vec![Problem::new(None, "", format!("cannot set up HTTPS: {error}"))]))?;
-    let methods = plugins::create_methods(&catalog, &config, &http, &tokio::runtime::Handle::current()).map_err(ConfigError)?;
-    Ok(Prepared { config, catalog, methods })
+    match plugins::create_methods(&catalog, &config, &http, &tokio::runtime::Handle::current()) {
+        Ok(methods) if problems.is_empty() => Ok(Prepared { config, catalog, methods }),
+        Ok(_) => Err(ConfigError(problems).into()),
+        Err(mut method_problems) => {
+            problems.append(&mut method_problems);
+            Err(ConfigError(problems).into())
+        }
+    }
 }
 
 /// The running daemon's shared state.
@@ -78,16 +82,16 @@ impl Daemon {
 /// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
 pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let Prepared { config, catalog, methods } = prepare(config_path)?;
+    for refusal in &catalog.refused {
+        tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
+    }
     let store = Store::open(&config.store.path)?;
     let address = config.server.listen;
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;
     let daemon = Arc::new(Daemon { config, catalog, methods, store });
     tracing::info!(address = %bound, methods = daemon.methods.iter().count(), "listening");
-    axum::serve(listener, crate::api::router(daemon.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(StartError::Serve)?;
+    axum::serve(listener, crate::api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await.map_err(StartError::Serve)?;
     daemon.store.flush().await?;
     tracing::info!("stopped");
     Ok(())

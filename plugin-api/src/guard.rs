@@ -12,10 +12,7 @@ use crate::types::MethodError;
 pub fn guard<T>(f: impl FnOnce() -> Result<T, MethodError>) -> Result<T, MethodError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => Err(MethodError::new(
-            "plugin_panicked",
-            format!("the plugin panicked: {}", panic_message(payload.as_ref())),
-        )),
+        Err(payload) => Err(MethodError::new("plugin_panicked", format!("the plugin panicked: {}", panic_message(payload.as_ref())))),
     }
 }
 

@@ -39,6 +39,7 @@ mod guard;
 mod host;
 mod method;
 mod module;
+mod settings;
 mod types;
 
 pub use abi_stable;
@@ -47,10 +48,8 @@ pub use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, R
 pub use guard::{guard, panic_message};
 pub use host::{Header, Host, HostBox, HostError, Host_TO, HttpRequest, HttpResponse, LogLevel};
 pub use method::{ErasedPaymentMethod, ErasedPaymentMethod_TO, Guarded, PaymentMethod, PaymentMethodBox};
-pub use module::{
-    Capabilities, Manifest, MethodInfo, MethodSetup, Plugin, PluginModV1, PluginModV1Ref,
-    ABI_VERSION, ROOT_MODULE_NAME,
-};
+pub use module::{Capabilities, Manifest, MethodInfo, MethodSetup, Plugin, PluginModV1, PluginModV1Ref, ABI_VERSION, ROOT_MODULE_NAME};
+pub use settings::Settings;
 pub use types::*;
 
 #[doc(hidden)]

@@ -5,8 +5,8 @@ use abi_stable::std_types::{RBox, RResult, RSlice, RStr};
 
 use crate::guard::guard;
 use crate::types::{
-    CardProgress, CartLine, InspectedCode, LookupRequest, ManualEntry, MethodError,
-    PaymentContext, ProviderStatus, RefundOutcome, RefundRequest, Settlement,
+    CardProgress, CartLine, InspectedCode, LookupRequest, ManualEntry, MethodError, PaymentContext, ProviderStatus, RefundOutcome,
+    RefundRequest, Settlement,
 };
 
 /// One configured payment method (a `[methods.<id>]` section), as a plugin implements it.

@@ -158,9 +158,7 @@ pub extern "C" fn manifest_guarded<P: Plugin>() -> RResult<Manifest, MethodError
 /// The constructor entry point, guarded. Used by [`export_plugin!`].
 pub extern "C" fn create_guarded<P: Plugin>(setup: MethodSetup) -> RResult<PaymentMethodBox, RVec<MethodError>> {
     match guard(|| Ok(P::create(setup))) {
-        Ok(Ok(method)) => {
-            RResult::ROk(ErasedPaymentMethod_TO::from_value(Guarded(method), abi_stable::sabi_trait::TD_Opaque))
-        }
+        Ok(Ok(method)) => RResult::ROk(ErasedPaymentMethod_TO::from_value(Guarded(method), abi_stable::sabi_trait::TD_Opaque)),
         Ok(Err(problems)) => RResult::RErr(problems.into_iter().collect()),
         Err(panicked) => RResult::RErr(RVec::from(vec![panicked])),
     }
@@ -186,7 +184,7 @@ macro_rules! __root_module_symbol {
 ///
 /// Put it once in the `lib.rs` of a crate with `crate-type = ["cdylib"]`:
 ///
-/// ```ignore
+/// ```text
 /// posbridge_plugin_api::export_plugin!(MyPlugin);
 /// ```
 ///

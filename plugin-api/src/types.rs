@@ -33,12 +33,7 @@ pub struct MethodError {
 impl MethodError {
     /// A non-retryable failure with a code and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        MethodError {
-            code: RString::from(code.into()),
-            message: RString::from(message.into()),
-            field: ROption::RNone,
-            retryable: false,
-        }
+        MethodError { code: RString::from(code.into()), message: RString::from(message.into()), field: ROption::RNone, retryable: false }
     }
 
     /// The same failure, about `field`.
@@ -235,6 +230,7 @@ pub struct RefundOutcome {
 /// `processing`), so recovery never guesses and never charges again.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // an ABI value passed once per lookup; boxing would only add an allocation
 pub enum ProviderStatus {
     /// The provider has no trace of our attempt: nothing was taken.
     NotTaken,

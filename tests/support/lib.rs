@@ -1,1 +1,226 @@
+//! Support for posbridge's black-box tests: a temporary installation (config, tokens,
+//! plugin directory with the chosen real plugin libraries), the real binary started on
+//! an ephemeral loopback port, and a small HTTP client.
+//!
+//! Synchronisation is by events, never by sleeping: the daemon is ready when it logs
+//! `listening` (JSON log line), and a stopped daemon is waited for.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The client token every test installation has, for register `till-1`.
+pub const TILL_TOKEN: &str = "test-till-1-token-0123456789abcdef";
+
+/// Longest wait for the daemon to come up: generous, since CI machines are shared.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A plugin library's file name on this platform (`libsmartum.so`, `smartum.dll`…).
+pub fn library_file_name(crate_name: &str) -> String {
+    format!("{}{}{}", std::env::consts::DLL_PREFIX, crate_name.replace('-', "_"), std::env::consts::DLL_SUFFIX)
+}
+
+/// A temporary installation of posbridge.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+impl Install {
+    /// An empty installation for the binary at `bin` (pass `env!("CARGO_BIN_EXE_posbridge")`).
+    pub fn new(bin: &str) -> Install {
+        let dir = tempfile::Builder::new().prefix("posbridge-test-").tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).expect("plugins dir");
+        let install = Install { dir, bin: PathBuf::from(bin) };
+        install.write("till-1.token", &format!("{TILL_TOKEN}\n"));
+        install
+    }
+
+    /// The installation's root directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The plugin directory the base config points at.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.path().join("plugins")
+    }
+
+    /// The library a workspace crate built, beside the binary.
+    pub fn built_library(&self, crate_name: &str) -> PathBuf {
+        let dir = self.bin.parent().expect("binary has a directory");
+        let file = dir.join(library_file_name(crate_name));
+        assert!(file.exists(), "{} was not built; the daemon's dev-dependencies should build it", file.display());
+        file
+    }
+
+    /// Copies a built plugin library into the plugin directory, under `file_name`.
+    pub fn add_plugin_as(&self, crate_name: &str, file_name: &str) -> PathBuf {
+        let target = self.plugins_dir().join(file_name);
+        std::fs::copy(self.built_library(crate_name), &target).expect("copy plugin");
+        target
+    }
+
+    /// Copies a built plugin library into the plugin directory.
+    pub fn add_plugin(&self, crate_name: &str) -> PathBuf {
+        self.add_plugin_as(crate_name, &library_file_name(crate_name))
+    }
+
+    /// Writes a file relative to the installation.
+    pub fn write(&self, relative: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("parent dir");
+        }
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// The main config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("posbridge.toml")
+    }
+
+    /// Writes the main config: `base_config()` followed by `extra`.
+    pub fn configure(&self, extra: &str) {
+        self.write("posbridge.toml", &format!("{}\n{extra}", base_config()));
+    }
+
+    /// Runs `posbridge ARGS --config <main config>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("POSBRIDGE_LOG")
+            .output()
+            .expect("run posbridge")
+    }
+
+    /// Starts the daemon and waits until it listens.
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.bin, &self.config_path())
+    }
+}
+
+/// The parts of a config every test installation shares: an ephemeral loopback port,
+/// the store and plugin directory inside the installation, one client.
+pub fn base_config() -> String {
+    r#"[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "data"
+
+[plugins]
+dir = "plugins"
+
+[[clients]]
+name = "till-1"
+token_file = "till-1.token"
+
+[[registers]]
+id = "till-1"
+"#
+    .to_string()
+}
+
+/// A running daemon. Killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    log: Arc<Mutex<Vec<String>>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Daemon {
+    fn start(bin: &Path, config: &Path) -> Daemon {
+        let mut child = Command::new(bin)
+            .args(["--log-format", "json", "--config"])
+            .arg(config)
+            .env_remove("POSBRIDGE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start posbridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = listening_address(&line) {
+                    let _ = address_tx.send(address);
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let address = match address_rx.recv_timeout(START_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!("posbridge did not start (exit {status:?}); log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client");
+        Daemon { child, base_url: format!("http://{address}"), log, http }
+    }
+
+    /// `GET path` without a token.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.http.get(format!("{}{path}", self.base_url)).send().expect("GET")
+    }
+
+    /// A request builder with the till's token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(TILL_TOKEN)
+    }
+
+    /// `POST path` with a JSON body and the till's token.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::POST, path).json(body).send().expect("POST")
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for posbridge")
+    }
+
+    /// Kills the process at once (SIGKILL), as a power cut would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_address(line: &str) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if event.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    Some(event.get("address")?.as_str()?.to_string())
+}
+
+/// stdout and stderr of a finished command, as one string for assertions.
+pub fn all_output(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

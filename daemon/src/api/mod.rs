@@ -25,13 +25,16 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
     let report = daemon.readiness();
     let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({
-        "status": if report.ready { "ready" } else { "not_ready" },
-        "checks": {
-            "store": report.store,
-            "plugins": report.plugins,
-            "config": report.config,
-        }
-    })))
+    (
+        status,
+        Json(json!({
+            "status": if report.ready { "ready" } else { "not_ready" },
+            "checks": {
+                "store": report.store,
+                "plugins": report.plugins,
+                "config": report.config,
+            }
+        })),
+    )
         .into_response()
 }

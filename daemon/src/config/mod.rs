@@ -34,6 +34,17 @@ const DEFAULT_MAX_BODY_BYTES: i64 = 4 * 1024 * 1024;
 /// Loads `path` and the `*.toml` files of `conf.d/` beside it (in name order), and
 /// validates the result.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (config, problems) = load_with_problems(path);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError(problems)),
+    }
+}
+
+/// Like [`load`], but a config with problems still comes back (invalid values replaced
+/// by defaults), so later checks (plugins, methods) can add theirs and the technician
+/// sees everything in one pass. `None` only when a file could not be parsed at all.
+pub fn load_with_problems(path: &Path) -> (Option<Config>, Vec<Problem>) {
     let mut problems = Problems::default();
     let mut merged = Table::default();
     for file in config_files(path, &mut problems) {
@@ -42,14 +53,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
     }
     if !problems.is_empty() {
-        return Err(ConfigError(problems.into_vec()));
+        return (None, problems.into_vec());
     }
     let root_at = Location { file: Arc::new(path.to_path_buf()), line: 1 };
     let config = build(&merged, path, root_at, &mut problems);
-    match config {
-        Some(config) if problems.is_empty() => Ok(config),
-        _ => Err(ConfigError(problems.into_vec())),
-    }
+    (Some(config), problems.into_vec())
 }
 
 /// The main file, then `conf.d/*.toml` in name order.
@@ -71,7 +79,7 @@ fn config_files(path: &Path, problems: &mut Problems) -> Vec<PathBuf> {
     files
 }
 
-fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Option<Config> {
+fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Config {
     let mut top = Section::new(root, "", root_at.clone());
     let server = server(top.table(p, "server"), &root_at, p);
     let store = store(top.table(p, "store"), &root_at, p);
@@ -81,16 +89,7 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Op
     let registers = registers(top.tables(p, "registers"), &scanners, p);
     let methods = methods(top.table(p, "methods"), p);
     top.finish(p);
-    Some(Config {
-        source: source.to_path_buf(),
-        server: server?,
-        store: store?,
-        plugins: plugins?,
-        clients,
-        registers,
-        scanners,
-        methods,
-    })
+    Config { source: source.to_path_buf(), server, store, plugins, clients, registers, scanners, methods }
 }
 
 /// An absent optional table reads as empty, located at the file's start.
@@ -100,35 +99,46 @@ fn or_empty<'t>(section: Option<Section<'t>>, empty: &'t Table, path: &str, at: 
 
 static EMPTY: std::sync::LazyLock<Table> = std::sync::LazyLock::new(Table::default);
 
-fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<ServerConfig> {
+fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> ServerConfig {
     let mut s = or_empty(section, &EMPTY, "server", root_at);
     let listen_text = s.string(p, "listen").unwrap_or_else(|| "127.0.0.1:8787".to_string());
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 8787));
     let listen = match listen_text.parse::<SocketAddr>() {
-        Ok(address) if address.ip().is_loopback() => Some(address),
+        Ok(address) if address.ip().is_loopback() => address,
         Ok(_) => {
-            p.add(&s.value_at("listen"), &s.key_path("listen"), format!("{listen_text} is not a loopback address; posbridge serves the registers on this machine only (use 127.0.0.1 or [::1])"));
-            None
+            p.add(
+                &s.value_at("listen"),
+                &s.key_path("listen"),
+                format!(
+                    "{listen_text} is not a loopback address; posbridge serves the registers on this machine only (use 127.0.0.1 or [::1])"
+                ),
+            );
+            fallback
         }
         Err(_) => {
-            p.add(&s.value_at("listen"), &s.key_path("listen"), format!("expected an address such as \"127.0.0.1:8787\", found {listen_text:?}"));
-            None
+            p.add(
+                &s.value_at("listen"),
+                &s.key_path("listen"),
+                format!("expected an address such as \"127.0.0.1:8787\", found {listen_text:?}"),
+            );
+            fallback
         }
     };
     let allowed_origins = s.string_list(p, "allowed_origins").unwrap_or_default();
     let max_body = s.integer_in(p, "max_body_bytes", 1024..=64 * 1024 * 1024).unwrap_or(DEFAULT_MAX_BODY_BYTES);
     s.finish(p);
-    Some(ServerConfig { listen: listen?, allowed_origins, max_body_bytes: max_body as usize })
+    ServerConfig { listen, allowed_origins, max_body_bytes: max_body as usize }
 }
 
-fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<StoreConfig> {
+fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> StoreConfig {
     let mut s = or_empty(section, &EMPTY, "store", root_at);
     let path = s.path(p, "path").unwrap_or_else(|| root_at.base_dir().join("data"));
     let retention = s.duration(p, "retention").unwrap_or(Duration::from_secs(400 * 86_400));
     s.finish(p);
-    Some(StoreConfig { path, retention })
+    StoreConfig { path, retention }
 }
 
-fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> Option<PluginsConfig> {
+fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PluginsConfig {
     let mut s = or_empty(section, &EMPTY, "plugins", root_at);
     let dir = s.path(p, "dir").unwrap_or_else(|| root_at.base_dir().join("plugins"));
     let mut pinned = BTreeMap::new();
@@ -145,7 +155,7 @@ fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -
         }
     }
     s.finish(p);
-    Some(PluginsConfig { dir, pinned })
+    PluginsConfig { dir, pinned }
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
@@ -176,7 +186,11 @@ fn clients(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ClientConfig> {
                 p.add(&s.location().clone(), &s.key_path("token"), "too short: a client token needs at least 16 characters");
             }
             if let Some((other, _)) = tokens.iter().find(|(_, known)| known == token) {
-                p.add(&s.location().clone(), &s.key_path("token"), format!("the same token as client {other:?}; each register needs its own"));
+                p.add(
+                    &s.location().clone(),
+                    &s.key_path("token"),
+                    format!("the same token as client {other:?}; each register needs its own"),
+                );
             }
         }
         s.finish(p);
@@ -354,7 +368,13 @@ fn field_with_suffix(field: &str, was_file: bool) -> String {
     }
 }
 
-fn plugin_value(node: &Node, field: &str, prefix: &str, locations: &mut HashMap<String, Location>, p: &mut Problems) -> Result<serde_json::Value, String> {
+fn plugin_value(
+    node: &Node,
+    field: &str,
+    prefix: &str,
+    locations: &mut HashMap<String, Location>,
+    p: &mut Problems,
+) -> Result<serde_json::Value, String> {
     Ok(match &node.value {
         Value::String(text) if text.starts_with("env:") => Secret::from_value(text)?.expose().into(),
         Value::String(text) | Value::Datetime(text) => text.clone().into(),

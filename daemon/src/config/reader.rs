@@ -118,7 +118,9 @@ impl<'t> Section<'t> {
         for (index, item) in items.iter().enumerate() {
             match &item.value {
                 Value::String(text) => strings.push(text.clone()),
-                other => p.add(&item.at, &format!("{}[{index}]", self.key_path(key)), format!("expected a string, found {}", other.type_name())),
+                other => {
+                    p.add(&item.at, &format!("{}[{index}]", self.key_path(key)), format!("expected a string, found {}", other.type_name()))
+                }
             }
         }
         Some(strings)
@@ -127,7 +129,7 @@ impl<'t> Section<'t> {
     /// A path, resolved against the directory of the file that wrote it.
     pub fn path(&mut self, p: &mut Problems, key: &'static str) -> Option<PathBuf> {
         let text = self.string(p, key)?;
-        Some(self.value_at(key).base_dir().join(text))
+        Some(normalize(&self.value_at(key).base_dir().join(text)))
     }
 
     /// A secret given as `key = "env:NAME"`, `key = "literal"` or `key_file = "path"`;
@@ -150,11 +152,8 @@ impl<'t> Section<'t> {
                     p.add(&entry.node.at, &key_path, format!("expected a string, found {}", entry.node.value.type_name()));
                     return None;
                 };
-                let resolved = if entry.key == file_key {
-                    Secret::from_file(&entry.node.at.base_dir().join(text))
-                } else {
-                    Secret::from_value(text)
-                };
+                let resolved =
+                    if entry.key == file_key { Secret::from_file(&entry.node.at.base_dir().join(text)) } else { Secret::from_value(text) };
                 resolved.map_err(|message| p.add(&entry.node.at, &key_path, message)).ok()
             }
         }
@@ -225,6 +224,26 @@ pub fn node_string(node: &Node, key_path: &str, p: &mut Problems) -> Option<Stri
     }
 }
 
+/// Removes `.` and `name/..` from a path without touching the file system, so messages
+/// show `target/debug` rather than `config/../target/debug`.
+pub fn normalize(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// Parses `"250ms"`, `"30s"`, `"15m"`, `"2h"`, `"400d"`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -278,6 +297,13 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(normalize(std::path::Path::new("config/../target/./debug")), PathBuf::from("target/debug"));
+        assert_eq!(normalize(std::path::Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(std::path::Path::new("a/..")), PathBuf::from("."));
     }
 
     #[test]

@@ -95,9 +95,7 @@ impl Table {
                 None => self.entries.push(entry),
                 Some(existing) => match (&mut existing.node.value, entry.node.value) {
                     (Value::Table(base), Value::Table(more)) => base.merge(more),
-                    (Value::Array(base), Value::Array(more)) if is_array_of_tables(base) && is_array_of_tables(&more) => {
-                        base.extend(more)
-                    }
+                    (Value::Array(base), Value::Array(more)) if is_array_of_tables(base) && is_array_of_tables(&more) => base.extend(more),
                     (_, value) => {
                         existing.key_at = entry.key_at;
                         existing.node = Node { value, at: entry.node.at };

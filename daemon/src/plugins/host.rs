@@ -20,18 +20,16 @@ impl HostServices {
     }
 
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HostError> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| host_error("invalid_request", "not an HTTP method"))?;
+        let method =
+            reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| host_error("invalid_request", "not an HTTP method"))?;
         let mut builder = self.http.request(method, request.url.as_str()).timeout(Duration::from_millis(request.timeout_ms.max(1)));
         for header in request.headers.iter() {
             builder = builder.header(header.name.as_str(), header.value.as_str());
         }
         let response = builder.body(request.body.to_vec()).send().await.map_err(|error| classify(&error))?;
         let status = response.status().as_u16();
-        let headers: RVec<Header> = response
-            .headers()
-            .iter()
-            .map(|(name, value)| Header::new(name.as_str(), String::from_utf8_lossy(value.as_bytes())))
-            .collect();
+        let headers: RVec<Header> =
+            response.headers().iter().map(|(name, value)| Header::new(name.as_str(), String::from_utf8_lossy(value.as_bytes()))).collect();
         let body = response.bytes().await.map_err(|error| classify(&error))?;
         Ok(HttpResponse { status, headers, body: body.to_vec().into() })
     }
@@ -44,8 +42,12 @@ impl Host for HostServices {
         let result = self.runtime.block_on(self.send(&request));
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
-            Ok(response) => tracing::debug!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, status = response.status, elapsed_ms, "plugin http"),
-            Err(error) => tracing::warn!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, error = %redact(&error.to_string(), &request.redact), elapsed_ms, "plugin http failed"),
+            Ok(response) => {
+                tracing::debug!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, status = response.status, elapsed_ms, "plugin http")
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %self.plugin_id, method_id = %self.method_id, http.method = %request.method, %url, error = %redact(&error.to_string(), &request.redact), elapsed_ms, "plugin http failed")
+            }
         }
         result.into()
     }

@@ -175,4 +175,3 @@ fn describe(error: &LibraryError) -> String {
 fn first_line(text: &str) -> String {
     text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("unknown error").to_string()
 }
-

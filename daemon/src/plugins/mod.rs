@@ -81,7 +81,12 @@ impl Methods {
 /// Creates every `[methods.<id>]` of `config` from the loaded plugins. Problems (missing
 /// plugin, unknown kind, the plugin's complaints about its settings) come back together,
 /// each at the line where the technician wrote the key.
-pub fn create_methods(catalog: &Catalog, config: &Config, http: &reqwest::Client, runtime: &tokio::runtime::Handle) -> Result<Methods, Vec<Problem>> {
+pub fn create_methods(
+    catalog: &Catalog,
+    config: &Config,
+    http: &reqwest::Client,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Methods, Vec<Problem>> {
     let mut methods = Methods::default();
     let mut problems = Vec::new();
     for method_config in config.methods.values() {
@@ -108,11 +113,7 @@ fn create_method(
     let key = |name: &str| format!("methods.{}.{name}", config.id);
     let problem = |name: &str, message: String| Problem::new(Some(config.at.clone()), key(name), message);
     let Some(plugin) = catalog.plugins.get(&config.plugin) else {
-        let why = catalog
-            .refused
-            .iter()
-            .map(|refusal| refusal.to_string())
-            .collect::<Vec<_>>();
+        let why = catalog.refused.iter().map(|refusal| refusal.to_string()).collect::<Vec<_>>();
         let detail = if why.is_empty() { String::new() } else { format!(" (refused files: {})", why.join("; ")) };
         return Err(vec![problem("plugin", format!("no loaded plugin has id {:?}{detail}", config.plugin))]);
     };
@@ -124,10 +125,16 @@ fn create_method(
         (None, [only]) => only,
         (None, kinds) => {
             let known: Vec<&str> = kinds.iter().map(|known| known.kind.as_str()).collect();
-            return Err(vec![problem("kind", format!("plugin {:?} provides several kinds; choose one with kind = one of {}", plugin.id, known.join(", ")))]);
+            return Err(vec![problem(
+                "kind",
+                format!("plugin {:?} provides several kinds; choose one with kind = one of {}", plugin.id, known.join(", ")),
+            )]);
         }
     };
-    let host: HostBox = Host_TO::from_value(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()), posbridge_plugin_api::abi_stable::sabi_trait::TD_Opaque);
+    let host: HostBox = Host_TO::from_value(
+        HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()),
+        posbridge_plugin_api::abi_stable::sabi_trait::TD_Opaque,
+    );
     let setup = MethodSetup {
         method_id: RString::from(config.id.as_str()),
         kind: RString::from(kind.kind.as_str()),
@@ -158,4 +165,3 @@ fn locate(config: &crate::config::MethodConfig, complaint: &MethodError) -> Prob
     };
     Problem::new(Some(at), key, format!("{} (plugin {:?}: {})", complaint.message, config.plugin, complaint.code))
 }
-

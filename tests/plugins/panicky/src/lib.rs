@@ -1,1 +1,49 @@
+//! Test-only plugin: every payment operation panics. The host must turn each panic into
+//! an error and keep serving. `eligible_amount` answers normally unless a line carries
+//! the label `panic`, so a test can tell a working call from a panicking one.
 
+use posbridge_plugin_api::{
+    export_plugin, Capabilities, CartLine, InspectedCode, Manifest, MethodError, MethodInfo, MethodSetup, PaymentContext, PaymentMethod,
+    Plugin, RString, RVec,
+};
+
+pub struct PanickyPlugin;
+pub struct PanickyMethod;
+
+impl Plugin for PanickyPlugin {
+    type Method = PanickyMethod;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            id: RString::from("panicky"),
+            version: RString::from(env!("CARGO_PKG_VERSION")),
+            methods: RVec::from(vec![MethodInfo {
+                kind: RString::from("panicky"),
+                capabilities: Capabilities::SCAN,
+                description: RString::from("test plugin that panics"),
+            }]),
+        }
+    }
+
+    fn create(setup: MethodSetup) -> Result<PanickyMethod, Vec<MethodError>> {
+        if setup.config_json.contains("\"panic_on_create\":true") {
+            panic!("panicky plugin refuses to be created");
+        }
+        Ok(PanickyMethod)
+    }
+}
+
+impl PaymentMethod for PanickyMethod {
+    fn eligible_amount(&self, lines: &[CartLine]) -> Result<u64, MethodError> {
+        if lines.iter().any(|line| line.labels.iter().any(|label| label.as_str() == "panic")) {
+            panic!("panicky plugin panicked in eligible_amount");
+        }
+        Ok(lines.iter().map(|line| line.amount).sum())
+    }
+
+    fn inspect_code(&self, _payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
+        panic!("panicky plugin panicked on code {code:?}");
+    }
+}
+
+export_plugin!(PanickyPlugin);

@@ -1,0 +1,76 @@
+//! The `[methods.<id>]` keys of a Stripe card method.
+
+use posbridge_plugin_api::{MethodError, Settings};
+
+/// The Stripe API version every request pins, unless configured otherwise: a response
+/// shape never changes under a running shop.
+pub const DEFAULT_STRIPE_VERSION: &str = "2024-06-20";
+
+/// A Stripe method's validated settings.
+#[derive(Clone)]
+pub struct StripeSettings {
+    pub api_url: String,
+    pub secret_key: String,
+    pub stripe_version: String,
+    /// Charge on the merchant's connected account (`Stripe-Account` header).
+    pub connected_account: Option<String>,
+    /// A Terminal reader; without one, a payment page.
+    pub reader: Option<String>,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("api_url", &self.api_url)
+            .field("secret_key", &"***")
+            .field("stripe_version", &self.stripe_version)
+            .field("connected_account", &self.connected_account)
+            .field("reader", &self.reader)
+            .finish()
+    }
+}
+
+fn check_prefix(s: &mut Settings, key: &str, value: &Option<String>, prefixes: &[&str], example: &str) {
+    if let Some(value) = value {
+        if !prefixes.iter().any(|prefix| value.starts_with(prefix)) {
+            s.problem(key, format!("expected an id such as {example:?}, found {value:?}"));
+        }
+    }
+}
+
+impl StripeSettings {
+    /// Reads and checks every key, reporting all problems together.
+    pub fn parse(json: &str) -> Result<StripeSettings, Vec<MethodError>> {
+        let mut s = Settings::parse(json)?;
+        let api_url = s.string("api_url").unwrap_or_else(|| "https://api.stripe.com".to_string());
+        let secret_key = s.required_secret("secret_key");
+        if let Some(key) = &secret_key {
+            if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+                s.problem("secret_key", "expected a Stripe secret key (sk_…) or restricted key (rk_…)");
+            }
+        }
+        let stripe_version = s.string("stripe_version").unwrap_or_else(|| DEFAULT_STRIPE_VERSION.to_string());
+        let connected_account = s.string("connected_account");
+        check_prefix(&mut s, "connected_account", &connected_account, &["acct_"], "acct_1Nv0FGQ9RKHgCVdK");
+        let reader = s.string("reader");
+        check_prefix(&mut s, "reader", &reader, &["tmr_"], "tmr_FDOt2wlRZEdpd7");
+        s.finish()?;
+        let secret_key = secret_key.ok_or_else(|| vec![MethodError::new("invalid_config", "incomplete settings")])?;
+        Ok(StripeSettings { api_url: api_url.trim_end_matches('/').to_string(), secret_key, stripe_version, connected_account, reader })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_problems() {
+        let ok = StripeSettings::parse(r#"{"secret_key": "sk_test_123"}"#).unwrap();
+        assert_eq!(ok.api_url, "https://api.stripe.com");
+        assert_eq!(ok.stripe_version, DEFAULT_STRIPE_VERSION);
+        assert!(!format!("{ok:?}").contains("sk_test_123"));
+        let problems = StripeSettings::parse(r#"{"secret_key": "pk_live", "reader": "rdr_1"}"#).unwrap_err();
+        assert_eq!(problems.len(), 2);
+    }
+}
