@@ -49,12 +49,16 @@ impl Install {
         self.path().join("plugins")
     }
 
-    /// The library a workspace crate built, beside the binary.
+    /// The library a workspace crate built. Cargo writes a dependency's cdylib to
+    /// `deps/` beside the binary and copies it up only in some builds, so `deps/` (always
+    /// the fresh one) is looked at first.
     pub fn built_library(&self, crate_name: &str) -> PathBuf {
         let dir = self.bin.parent().expect("binary has a directory");
-        let file = dir.join(library_file_name(crate_name));
-        assert!(file.exists(), "{} was not built; the daemon's dev-dependencies should build it", file.display());
-        file
+        let name = library_file_name(crate_name);
+        let candidates = [dir.join("deps").join(&name), dir.join(&name)];
+        candidates.iter().find(|file| file.exists()).cloned().unwrap_or_else(|| {
+            panic!("{name} was not built (looked in {} and its deps/); the daemon's dev-dependencies should build it", dir.display())
+        })
     }
 
     /// Copies a built plugin library into the plugin directory, under `file_name`.

@@ -2,17 +2,28 @@
 //! redeemed once at Smartum, refunded the same day.
 //!
 //! Module map: `settings` (the `[methods.<id>]` keys), `eligibility` (which cart lines
-//! Smartum may pay). The wire contract with Smartum (SMARTUM-API.md) will live in one
-//! module, `wire`, so a correction touches one file.
+//! Smartum may pay), `receipt` (the three code forms), `jws` (ES512 verification),
+//! `wire` (every assumed detail of Smartum's HTTP API), `helsinki` (the refund window's
+//! calendar day).
 
 mod eligibility;
+mod helsinki;
+mod jws;
+mod receipt;
 mod settings;
+mod wire;
 
 use posbridge_plugin_api::{
-    export_plugin, Capabilities, CartLine, HostBox, Manifest, MethodError, MethodInfo, MethodSetup, PaymentMethod, Plugin, RString, RVec,
+    export_plugin, Capabilities, CartLine, InspectedCode, LookupRequest, Manifest, ManualEntry, MethodError, MethodInfo, MethodSetup,
+    PaymentContext, PaymentMethod, Plugin, ProviderStatus, ROption, RString, RVec, RefundOutcome, RefundRequest, RefundState, Settlement,
 };
+use serde_json::json;
 
-pub use settings::{Benefit, SmartumSettings};
+pub use helsinki::{parse_rfc3339_ms, same_day};
+pub use jws::{JwsError, KeySet};
+pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
+pub use settings::{is_smartum_id, Benefit, SmartumSettings};
+use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
 
 /// The plugin as the host loads it.
 pub struct SmartumPlugin;
@@ -20,8 +31,8 @@ pub struct SmartumPlugin;
 /// One configured Smartum method (one venue and benefit).
 pub struct SmartumMethod {
     settings: SmartumSettings,
-    #[allow(dead_code)] // used by the online operations
-    host: HostBox,
+    keys: KeySet,
+    api: SmartumApi,
 }
 
 /// What a Smartum method can do.
@@ -51,13 +62,229 @@ impl Plugin for SmartumPlugin {
 
     fn create(setup: MethodSetup) -> Result<SmartumMethod, Vec<MethodError>> {
         let settings = SmartumSettings::parse(setup.config_json.as_str())?;
-        Ok(SmartumMethod { settings, host: setup.host })
+        let pems: Vec<(String, String)> = settings.jwt_keys.iter().map(|key| (key.kid.clone(), key.pem.clone())).collect();
+        let keys = KeySet::from_pems(&pems).map_err(|bad_kids| {
+            bad_kids
+                .iter()
+                .map(|kid| {
+                    let index = settings.jwt_keys.iter().position(|key| &key.kid == kid).unwrap_or(0);
+                    MethodError::new("invalid_config", format!("the key {kid:?} is not a P-521 (ES512) public key in PEM form"))
+                        .with_field(format!("jwt_keys[{index}].pem"))
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let api = SmartumApi::new(setup.host, settings.clone());
+        Ok(SmartumMethod { settings, keys, api })
+    }
+}
+
+fn failure(code: &str, message: impl Into<String>) -> MethodError {
+    MethodError::new(code, message)
+}
+
+impl SmartumMethod {
+    /// The venue, benefit and currency a receipt must carry to pay here.
+    fn check_claims(&self, venue: &str, benefit: &str, currency: &str, payment: &PaymentContext) -> Result<(), MethodError> {
+        if venue != self.settings.venue_id {
+            return Err(failure("wrong_venue", format!("the receipt was paid to another venue ({venue}), not this one")));
+        }
+        if benefit != self.settings.benefit.name() {
+            return Err(failure(
+                "wrong_benefit",
+                format!("the receipt is a {benefit} benefit; this venue takes {}", self.settings.benefit.name()),
+            ));
+        }
+        if currency != payment.currency.as_str() {
+            return Err(failure("invalid_code", format!("the receipt is in {currency}, the purchase in {}", payment.currency)));
+        }
+        Ok(())
+    }
+
+    /// A receipt covers at most the eligible amount and at most what is still due.
+    fn check_amount(amount: u64, payment: &PaymentContext) -> Result<(), MethodError> {
+        if amount > payment.amount_due {
+            return Err(failure(
+                "amount_exceeds_due",
+                format!("the receipt is for {amount} cents, but only {} are due", payment.amount_due),
+            ));
+        }
+        if amount > payment.eligible_amount {
+            return Err(failure(
+                "amount_exceeds_due",
+                format!("the receipt is for {amount} cents, but only {} of the purchase may be paid with Smartum", payment.eligible_amount),
+            ));
+        }
+        Ok(())
+    }
+
+    fn settlement(&self, transaction: &Transaction, verified: bool) -> Settlement {
+        let data = json!({"transaction_id": transaction.id, "amount": transaction.amount, "verified": verified, "created_at": transaction.created_at});
+        Settlement {
+            transaction_id: ROption::RSome(RString::from(transaction.id.as_str())),
+            captured_amount: transaction.amount,
+            verified,
+            benefit: ROption::RSome(RString::from(transaction.benefit.as_str())),
+            plugin_data: RString::from(data.to_string()),
+        }
+    }
+
+    /// After a lost answer or a 409: was the transaction checked by this payment?
+    fn checked_by_us(&self, transaction_id: &str, payment: &PaymentContext) -> Result<Settlement, MethodError> {
+        let transaction = self
+            .api
+            .transaction(transaction_id, payment.deadline_unix_ms)?
+            .ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt's transaction"))?;
+        if transaction.check_reference.as_deref() == Some(payment.payment_id.as_str()) {
+            Ok(self.settlement(&transaction, true))
+        } else {
+            Err(failure("receipt_already_used", "this receipt was already used (checked at Smartum)"))
+        }
+    }
+
+    fn transaction_of(request: &RefundRequest) -> Option<String> {
+        let cached = request
+            .plugin_data
+            .as_ref()
+            .into_option()
+            .and_then(|data| serde_json::from_str::<serde_json::Value>(data.as_str()).ok())
+            .and_then(|data| data.get("transaction_id").and_then(|id| id.as_str()).map(str::to_string));
+        cached.or_else(|| request.transaction_id.as_ref().into_option().map(|id| id.to_string()))
     }
 }
 
 impl PaymentMethod for SmartumMethod {
     fn eligible_amount(&self, lines: &[CartLine]) -> Result<u64, MethodError> {
         eligibility::eligible_amount(lines, &self.settings.eligible_label)
+    }
+
+    fn inspect_code(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
+        match receipt::parse(code, &self.keys) {
+            Ok(Receipt::Signed(claims)) => {
+                self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
+                Self::check_amount(claims.amount, payment)?;
+                Ok(InspectedCode {
+                    transaction_id: claims.transaction_id.into(),
+                    amount: ROption::RSome(claims.amount),
+                    signature_verified: true,
+                })
+            }
+            Ok(Receipt::TransactionId(id)) => {
+                Ok(InspectedCode { transaction_id: id.into(), amount: ROption::RNone, signature_verified: false })
+            }
+            Err(ReceiptError::Invalid(why)) => Err(failure("invalid_code", why)),
+            Err(ReceiptError::Signature(JwsError::Malformed(why))) => {
+                Err(failure("invalid_code", format!("the receipt is damaged: {why}")))
+            }
+            Err(ReceiptError::Signature(JwsError::WrongAlgorithm(alg))) => {
+                Err(failure("bad_signature", format!("the receipt is signed with {alg:?}; Smartum signs with ES512")))
+            }
+            Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => Err(failure(
+                "bad_signature",
+                format!("the receipt is signed with an unknown key ({kid:?}); check the configured Smartum keys"),
+            )),
+            Err(ReceiptError::Signature(JwsError::BadSignature)) => {
+                Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
+            }
+        }
+    }
+
+    fn redeem(&self, payment: &PaymentContext, _code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
+        let id = inspected.transaction_id.as_str();
+        let deadline = payment.deadline_unix_ms;
+        let transaction =
+            self.api.transaction(id, deadline)?.ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt"))?;
+        self.check_claims(&transaction.venue, &transaction.benefit, &transaction.currency, payment)?;
+        if let ROption::RSome(signed_amount) = inspected.amount {
+            if signed_amount != transaction.amount {
+                return Err(failure("provider_error", "the signed receipt and Smartum disagree on the amount"));
+            }
+        }
+        match transaction.status {
+            TransactionStatus::Paid => {}
+            TransactionStatus::Checked => return self.checked_by_us(id, payment),
+            TransactionStatus::Refunded | TransactionStatus::PartiallyRefunded => {
+                return Err(failure("receipt_already_used", "this receipt was refunded and cannot pay again"));
+            }
+        }
+        Self::check_amount(transaction.amount, payment)?;
+        match self.api.check(id, payment.payment_id.as_str(), deadline) {
+            Ok(CheckOutcome::Checked(checked)) => Ok(self.settlement(&checked, true)),
+            Ok(CheckOutcome::AlreadyChecked) => self.checked_by_us(id, payment),
+            Err(error) if error.retryable => {
+                // The check may have happened with the answer lost: ask before failing.
+                self.checked_by_us(id, payment).map_err(|_| error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn accept_manual(&self, payment: &PaymentContext, entry: &ManualEntry) -> Result<Settlement, MethodError> {
+        if entry.amount == 0 {
+            return Err(failure("invalid_request", "the amount must be more than zero").with_field("amount"));
+        }
+        Self::check_amount(entry.amount, payment).map_err(|error| error.with_field("amount"))?;
+        let transaction_id = entry.transaction_id.as_ref().into_option().map(|id| id.trim().to_string());
+        if let Some(id) = &transaction_id {
+            if !is_smartum_id(id, "tx_") {
+                return Err(failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits")
+                    .with_field("transaction_id"));
+            }
+        }
+        let data = json!({"transaction_id": transaction_id, "amount": entry.amount, "verified": false});
+        Ok(Settlement {
+            transaction_id: transaction_id.map(RString::from).into(),
+            captured_amount: entry.amount,
+            verified: false,
+            benefit: ROption::RSome(RString::from(self.settings.benefit.name())),
+            plugin_data: RString::from(data.to_string()),
+        })
+    }
+
+    fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, MethodError> {
+        let Some(transaction_id) = Self::transaction_of(request) else {
+            return Err(failure("transaction_id_required", "this payment was entered by hand: give the receipt's transaction id (tx_…)")
+                .with_field("transaction_id"));
+        };
+        if !is_smartum_id(&transaction_id, "tx_") {
+            return Err(
+                failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits").with_field("transaction_id")
+            );
+        }
+        let now = self.api.now_ms();
+        let captured_at = match request.captured_at_unix_ms.into_option() {
+            Some(at) => Some(at),
+            None => self
+                .api
+                .transaction(&transaction_id, request.deadline_unix_ms)?
+                .ok_or_else(|| failure("invalid_code", "Smartum does not know this transaction").with_field("transaction_id"))?
+                .created_at
+                .as_deref()
+                .and_then(parse_rfc3339_ms),
+        };
+        if let Some(at) = captured_at {
+            if !same_day(at, now) {
+                return Err(failure(
+                    "refund_window_closed",
+                    "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)",
+                ));
+            }
+        }
+        let record = self.api.refund(&transaction_id, request.amount, request.refund_id.as_str(), request.deadline_unix_ms)?;
+        let state = if record.status == "succeeded" { RefundState::Succeeded } else { RefundState::Pending };
+        Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)) })
+    }
+
+    fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
+        let Some(id) = request.transaction_id.as_ref().into_option() else { return Ok(ProviderStatus::NotTaken) };
+        let Some(transaction) = self.api.transaction(id.as_str(), request.payment.deadline_unix_ms)? else {
+            return Ok(ProviderStatus::NotTaken);
+        };
+        let ours = transaction.check_reference.as_deref() == Some(request.payment.payment_id.as_str());
+        Ok(match transaction.status {
+            TransactionStatus::Paid => ProviderStatus::NotTaken,
+            _ if ours => ProviderStatus::Taken(self.settlement(&transaction, true)),
+            _ => ProviderStatus::Refused(failure("receipt_already_used", "this receipt was already used (checked at Smartum)")),
+        })
     }
 }
 

@@ -1,0 +1,127 @@
+//! ES512 compact JWS verification (ECDSA P-521 / SHA-512) against Smartum's keys by `kid`.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p521::ecdsa::signature::Verifier;
+use p521::ecdsa::{Signature, VerifyingKey};
+use p521::pkcs8::DecodePublicKey;
+
+/// Why a JWS was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwsError {
+    /// Not three base64url parts with a JSON header and payload.
+    Malformed(String),
+    /// `alg` is not ES512 (`none`, HS256… are never accepted).
+    WrongAlgorithm(String),
+    /// The `kid` is not one of the configured keys.
+    UnknownKey(String),
+    /// The signature does not verify.
+    BadSignature,
+}
+
+/// Smartum's public keys by `kid`; several at once during key rotation.
+#[derive(Clone)]
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// Parses PEM public keys (SubjectPublicKeyInfo, P-521). Answers the `kid`s whose
+    /// PEM is not a P-521 public key.
+    pub fn from_pems(pems: &[(String, String)]) -> Result<KeySet, Vec<String>> {
+        let mut keys = HashMap::new();
+        let mut bad = Vec::new();
+        for (kid, pem) in pems {
+            match p521::PublicKey::from_public_key_pem(pem.trim()).map(|key| VerifyingKey::from_affine(*key.as_affine())) {
+                Ok(Ok(key)) => {
+                    keys.insert(kid.clone(), key);
+                }
+                _ => bad.push(kid.clone()),
+            }
+        }
+        if bad.is_empty() {
+            Ok(KeySet { keys })
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// Verifies a compact JWS and answers its payload (JSON).
+    pub fn verify(&self, compact: &str) -> Result<serde_json::Value, JwsError> {
+        let mut parts = compact.trim().split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwsError::Malformed("a JWS has three dot-separated parts".into()));
+        };
+        let header: serde_json::Value = decode_json(header_b64, "header")?;
+        let alg = header.get("alg").and_then(|alg| alg.as_str()).unwrap_or("");
+        if alg != "ES512" {
+            return Err(JwsError::WrongAlgorithm(alg.to_string()));
+        }
+        let kid = header.get("kid").and_then(|kid| kid.as_str()).unwrap_or("");
+        let key = self.keys.get(kid).ok_or_else(|| JwsError::UnknownKey(kid.to_string()))?;
+        let signature_bytes =
+            URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| JwsError::Malformed("signature is not base64url".into()))?;
+        let signature = Signature::from_slice(&signature_bytes).map_err(|_| JwsError::BadSignature)?;
+        let signing_input = &compact.trim()[..header_b64.len() + 1 + payload_b64.len()];
+        key.verify(signing_input.as_bytes(), &signature).map_err(|_| JwsError::BadSignature)?;
+        decode_json(payload_b64, "payload")
+    }
+}
+
+fn decode_json(part: &str, what: &str) -> Result<serde_json::Value, JwsError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Malformed(format!("{what} is not base64url")))?;
+    serde_json::from_slice(&bytes).map_err(|_| JwsError::Malformed(format!("{what} is not JSON")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p521::ecdsa::signature::Signer;
+    use p521::ecdsa::SigningKey;
+    use p521::pkcs8::{EncodePublicKey, LineEnding};
+
+    fn key_pair() -> (SigningKey, String) {
+        let signing = SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+        let public = p521::PublicKey::from_affine(*VerifyingKey::from(&signing).as_affine()).unwrap();
+        (signing, public.to_public_key_pem(LineEnding::LF).unwrap())
+    }
+
+    fn sign(key: &SigningKey, header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let signature: Signature = key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    #[test]
+    fn verifies_and_rejects() {
+        let (signing, pem) = key_pair();
+        let (other, _) = key_pair();
+        let keys = KeySet::from_pems(&[("k1".into(), pem)]).unwrap();
+        let good = sign(&signing, r#"{"alg":"ES512","typ":"JWT","kid":"k1"}"#, r#"{"jti":"tx_R60D21hL60bj5N1v"}"#);
+        assert_eq!(keys.verify(&good).unwrap()["jti"], "tx_R60D21hL60bj5N1v");
+
+        let forged = sign(&other, r#"{"alg":"ES512","typ":"JWT","kid":"k1"}"#, r#"{"jti":"tx_R60D21hL60bj5N1v"}"#);
+        assert_eq!(keys.verify(&forged), Err(JwsError::BadSignature));
+        let unknown = sign(&signing, r#"{"alg":"ES512","kid":"k2"}"#, "{}");
+        assert_eq!(keys.verify(&unknown), Err(JwsError::UnknownKey("k2".into())));
+        let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#), URL_SAFE_NO_PAD.encode("{}"));
+        assert_eq!(keys.verify(&none), Err(JwsError::WrongAlgorithm("none".into())));
+        assert!(matches!(keys.verify("a.b"), Err(JwsError::Malformed(_))));
+        // Payload altered after signing.
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let altered = URL_SAFE_NO_PAD.encode(r#"{"jti":"tx_AAAAAAAAAAAAAAAA"}"#);
+        parts[1] = &altered;
+        assert_eq!(keys.verify(&parts.join(".")), Err(JwsError::BadSignature));
+    }
+
+    #[test]
+    fn bad_pem_is_named_by_kid() {
+        assert_eq!(
+            KeySet::from_pems(&[("k9".into(), "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----".into())]).err(),
+            Some(vec!["k9".to_string()])
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Smartum's HTTP API as posbridge assumes it (SMARTUM-API.md, "Assumed working
+//! contract"). Every path, field name and status code the plugin relies on is in this
+//! file, so a correction from Smartum's partner documentation touches only here.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::settings::SmartumSettings;
+
+/// Renew the access token this long before it expires.
+const TOKEN_RENEW_MARGIN_MS: i64 = 60_000;
+/// First retry delay after a 429 or 5xx; doubled each time, up to `MAX_BACKOFF_MS`.
+const FIRST_BACKOFF_MS: u64 = 100;
+const MAX_BACKOFF_MS: u64 = 2_000;
+
+/// Where a Smartum transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionStatus {
+    Paid,
+    Checked,
+    Refunded,
+    PartiallyRefunded,
+}
+
+/// `GET /v1/transactions/{id}` → `data`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Transaction {
+    pub id: String,
+    pub venue: String,
+    pub benefit: String,
+    pub amount: u64,
+    pub currency: String,
+    pub status: TransactionStatus,
+    #[serde(default)]
+    pub check_reference: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// The answer to marking a transaction checked.
+pub enum CheckOutcome {
+    /// Checked now, by us.
+    Checked(Transaction),
+    /// Smartum says it was checked before (by us after a lost answer, or by someone else).
+    AlreadyChecked,
+}
+
+/// `POST /v1/transactions/{id}/refunds` → `data`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub status: String,
+}
+
+struct CachedToken {
+    value: String,
+    expires_at_ms: i64,
+}
+
+/// A Smartum API client over the host's HTTP capability.
+pub struct SmartumApi {
+    host: HostBox,
+    settings: SmartumSettings,
+    token: Mutex<Option<CachedToken>>,
+}
+
+/// A failure to reach Smartum or to understand it.
+fn unavailable(message: impl Into<String>) -> MethodError {
+    MethodError::new("provider_unavailable", message).retryable()
+}
+
+fn provider_error(message: impl Into<String>) -> MethodError {
+    MethodError::new("provider_error", message)
+}
+
+impl SmartumApi {
+    /// A client for the configured API root.
+    pub fn new(host: HostBox, settings: SmartumSettings) -> Self {
+        SmartumApi { host, settings, token: Mutex::new(None) }
+    }
+
+    /// The host's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.host.now_unix_ms()
+    }
+
+    /// Looks a transaction up; `None` when Smartum does not know it.
+    pub fn transaction(&self, id: &str, deadline_ms: i64) -> Result<Option<Transaction>, MethodError> {
+        let (status, body) = self.call("GET", &format!("/v1/transactions/{id}"), None, None, deadline_ms)?;
+        match status {
+            200 => data::<Transaction>(&body).map(Some),
+            404 => Ok(None),
+            _ => Err(unexpected(status, &body)),
+        }
+    }
+
+    /// Marks a transaction checked (redeemed) with our payment id as the reference.
+    pub fn check(&self, id: &str, reference: &str, deadline_ms: i64) -> Result<CheckOutcome, MethodError> {
+        let body = json!({"venue": self.settings.venue_id, "reference": reference});
+        let (status, answer) = self.call("POST", &format!("/v1/transactions/{id}/check"), Some(body), None, deadline_ms)?;
+        match status {
+            200 | 201 => data::<Transaction>(&answer).map(CheckOutcome::Checked),
+            409 => Ok(CheckOutcome::AlreadyChecked),
+            404 => Err(MethodError::new("invalid_code", "Smartum does not know this receipt's transaction")),
+            _ => Err(unexpected(status, &answer)),
+        }
+    }
+
+    /// Refunds `amount` of a transaction; `idempotency_key` makes a retry safe.
+    pub fn refund(&self, id: &str, amount: u64, idempotency_key: &str, deadline_ms: i64) -> Result<RefundRecord, MethodError> {
+        let body = json!({"amount": amount});
+        let (status, answer) =
+            self.call("POST", &format!("/v1/transactions/{id}/refunds"), Some(body), Some(idempotency_key), deadline_ms)?;
+        match (status, error_code(&answer).as_deref()) {
+            (200 | 201, _) => data::<RefundRecord>(&answer),
+            (422, Some("refund_window_closed")) => Err(MethodError::new(
+                "refund_window_closed",
+                "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)",
+            )),
+            (422, Some("amount_exceeds_refundable")) => {
+                Err(MethodError::new("refund_exceeds_payment", "the refund is more than what is left to refund at Smartum")
+                    .with_field("amount"))
+            }
+            (404, _) => Err(MethodError::new("invalid_code", "Smartum does not know this transaction").with_field("transaction_id")),
+            _ => Err(unexpected(status, &answer)),
+        }
+    }
+
+    /// One authorised call, with a token refresh on 401 and backoff on 429/5xx, all
+    /// within the deadline.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+        deadline_ms: i64,
+    ) -> Result<(u16, Value), MethodError> {
+        let mut refreshed = false;
+        let mut backoff_ms = FIRST_BACKOFF_MS;
+        loop {
+            let token = self.token(deadline_ms)?;
+            let mut headers = vec![Header::new("Authorization", format!("Bearer {token}")), Header::new("Accept", "application/json")];
+            if body.is_some() {
+                headers.push(Header::new("Content-Type", "application/json"));
+            }
+            if let Some(key) = idempotency_key {
+                headers.push(Header::new("Idempotency-Key", key));
+            }
+            let payload = body.as_ref().map(|body| body.to_string().into_bytes()).unwrap_or_default();
+            let outcome = self.send(method, path, headers, payload, vec![token.clone()], deadline_ms);
+            match outcome {
+                Ok(response) if response.status == 401 && !refreshed => {
+                    refreshed = true;
+                    *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                }
+                Ok(response) if is_retryable(response.status) => self.back_off(&response, &mut backoff_ms, deadline_ms)?,
+                Ok(response) => return Ok((response.status, parse_body(&response))),
+                Err(failure) if failure.retryable => self.wait(&mut backoff_ms, None, deadline_ms, &failure.message.to_string())?,
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+
+    fn back_off(&self, response: &HttpResponse, backoff_ms: &mut u64, deadline_ms: i64) -> Result<(), MethodError> {
+        let retry_after_ms =
+            response.header("retry-after").and_then(|value| value.trim().parse::<u64>().ok()).map(|seconds| seconds * 1000);
+        self.wait(backoff_ms, retry_after_ms, deadline_ms, &format!("Smartum answered {}", response.status))
+    }
+
+    /// Sleeps before a retry, or gives up when the retry could not finish in time.
+    fn wait(&self, backoff_ms: &mut u64, at_least_ms: Option<u64>, deadline_ms: i64, why: &str) -> Result<(), MethodError> {
+        let delay = at_least_ms.unwrap_or(*backoff_ms).max(*backoff_ms);
+        if self.now_ms() + delay as i64 >= deadline_ms {
+            return Err(unavailable(format!("Smartum is not answering ({why}); try again shortly")));
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        *backoff_ms = (*backoff_ms * 2).min(MAX_BACKOFF_MS);
+        Ok(())
+    }
+
+    fn token(&self, deadline_ms: i64) -> Result<String, MethodError> {
+        let now = self.now_ms();
+        let mut cached = self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(token) = cached.as_ref().filter(|token| token.expires_at_ms - TOKEN_RENEW_MARGIN_MS > now) {
+            return Ok(token.value.clone());
+        }
+        let form = form_encode(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.settings.client_id),
+            ("client_secret", &self.settings.client_secret),
+        ]);
+        let headers = vec![Header::new("Content-Type", "application/x-www-form-urlencoded"), Header::new("Accept", "application/json")];
+        let secrets = vec![self.settings.client_secret.clone(), form.clone()];
+        let response = self.send("POST", "/oauth/token", headers, form.into_bytes(), secrets, deadline_ms)?;
+        let body = parse_body(&response);
+        match response.status {
+            200 => {
+                let value = body
+                    .get("access_token")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| provider_error("Smartum's token answer has no access_token"))?;
+                let expires_in = body.get("expires_in").and_then(Value::as_i64).unwrap_or(300);
+                *cached = Some(CachedToken { value: value.to_string(), expires_at_ms: now + expires_in * 1000 });
+                Ok(value.to_string())
+            }
+            400 | 401 | 403 => Err(provider_error("Smartum refused the client credentials (check client_id and client_secret)")),
+            status if is_retryable(status) => Err(unavailable(format!("Smartum's token endpoint answered {status}"))),
+            status => Err(unexpected(status, &body)),
+        }
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<Header>,
+        body: Vec<u8>,
+        redact: Vec<String>,
+        deadline_ms: i64,
+    ) -> Result<HttpResponse, MethodError> {
+        let remaining = deadline_ms - self.now_ms();
+        if remaining <= 0 {
+            return Err(unavailable("no time left to ask Smartum"));
+        }
+        let timeout_ms = (self.settings.request_timeout.as_millis() as u64).min(remaining as u64);
+        let request = HttpRequest {
+            method: RString::from(method),
+            url: RString::from(format!("{}{path}", self.settings.api_url)),
+            headers: RVec::from(headers),
+            body: RVec::from(body),
+            timeout_ms,
+            redact: redact.into_iter().map(RString::from).collect(),
+        };
+        self.host.http(request).into_result().map_err(|error| unavailable(format!("cannot reach Smartum: {}", error.kind)))
+    }
+}
+
+fn is_retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+fn parse_body(response: &HttpResponse) -> Value {
+    serde_json::from_slice(response.body.as_slice()).unwrap_or(Value::Null)
+}
+
+fn data<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, MethodError> {
+    body.get("data").cloned().ok_or_else(|| provider_error("Smartum's answer has no `data`")).and_then(|data| {
+        serde_json::from_value(data).map_err(|error| provider_error(format!("Smartum's answer is not understood: {error}")))
+    })
+}
+
+fn error_code(body: &Value) -> Option<String> {
+    body.pointer("/error/code").and_then(Value::as_str).map(str::to_string)
+}
+
+fn unexpected(status: u16, body: &Value) -> MethodError {
+    let detail = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no error message");
+    let code = error_code(body).unwrap_or_else(|| "unknown".to_string());
+    provider_error(format!("Smartum answered {status} ({code}: {detail})"))
+}
+
+/// `application/x-www-form-urlencoded`.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value))).collect::<Vec<_>>().join("&")
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode(&[("a", "b c"), ("s", "x&y=z/ä")]), "a=b+c&s=x%26y%3Dz%2F%C3%A4");
+    }
+}
