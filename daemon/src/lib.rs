@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod metrics;
+pub mod payments;
 pub mod plugins;
 pub mod runtime;
 pub mod store;

@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
+use crate::api::AppState;
 use crate::config::{self, Config, ConfigError, Problem};
+use crate::payments::{PaymentSettings, Payments};
 use crate::plugins::{self, Catalog, DirectoryError, Methods};
 use crate::store::{Store, StoreError};
 
@@ -24,6 +28,8 @@ pub enum StartError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot resume unfinished payments: {0}")]
+    Recovery(String),
 }
 
 /// Config, plugins and methods: everything `check` validates.
@@ -53,32 +59,6 @@ pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
     }
 }
 
-/// The running daemon's shared state.
-pub struct Daemon {
-    pub config: Config,
-    pub catalog: Catalog,
-    pub methods: Methods,
-    pub store: Store,
-}
-
-/// What `/readyz` reports.
-pub struct Readiness {
-    pub ready: bool,
-    pub store: bool,
-    pub plugins: bool,
-    pub config: bool,
-}
-
-impl Daemon {
-    /// Is every part able to take payments?
-    pub fn readiness(&self) -> Readiness {
-        let store = self.store.is_healthy();
-        let plugins = self.config.methods.keys().all(|id| self.methods.get(id).is_some());
-        let config = true;
-        Readiness { ready: store && plugins && config, store, plugins, config }
-    }
-}
-
 /// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
 pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let Prepared { config, catalog, methods } = prepare(config_path)?;
@@ -86,15 +66,45 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
         tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
     }
     let store = Store::open(&config.store.path)?;
+    let settings = PaymentSettings {
+        scan_timeout: config.payments.scan_timeout,
+        registers: config.registers.iter().map(|register| register.id.clone()).collect(),
+    };
+    let payments = Payments::new(store.clone(), methods, settings);
+    payments.resume().map_err(|error| StartError::Recovery(error.to_string()))?;
     let address = config.server.listen;
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;
-    let daemon = Arc::new(Daemon { config, catalog, methods, store });
-    tracing::info!(address = %bound, methods = daemon.methods.iter().count(), "listening");
-    axum::serve(listener, crate::api::router(daemon.clone())).with_graceful_shutdown(shutdown_signal()).await.map_err(StartError::Serve)?;
-    daemon.store.flush().await?;
+    let housekeeping = tokio::spawn(housekeeping(payments.clone()));
+    let state = AppState::new(&config, payments.clone());
+    tracing::info!(address = %bound, methods = config.methods.len(), "listening");
+    axum::serve(listener, crate::api::router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(StartError::Serve)?;
+    housekeeping.abort();
+    store.flush().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Periodic work: expiring payments nobody scanned, forgetting old idempotency records.
+async fn housekeeping(payments: Arc<Payments>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(error) = payments.expire_due().await {
+            tracing::error!(%error, "expiring payments failed");
+        }
+        if ticks % 7200 == 0 {
+            let before = crate::payments::model::now_ms() - crate::api::IDEMPOTENCY_RETENTION_MS;
+            match payments.store().forget_idempotency_before(before) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "forgot old idempotency records"),
+                Err(error) => tracing::error!(%error, "forgetting idempotency records failed"),
+            }
+        }
+        ticks += 1;
+    }
 }
 
 async fn shutdown_signal() {

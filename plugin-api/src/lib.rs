@@ -40,6 +40,7 @@ mod host;
 mod method;
 mod module;
 mod settings;
+pub mod time;
 mod types;
 
 pub use abi_stable;

@@ -1,40 +1,192 @@
-//! The localhost HTTP API (axum): routes, and the one place errors become HTTP answers.
+//! The localhost HTTP API (axum). The route table in [`routes`] is the single source of
+//! both the router and `/openapi.json`, so the document cannot drift from the code.
+//! Errors become answers in one place, `error.rs`.
+
+mod error;
+mod events;
+mod extract;
+mod guard;
+mod idempotency;
+mod openapi;
+mod payments;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
-use crate::runtime::Daemon;
+pub use error::ApiError;
+pub use guard::is_loopback_host;
+pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
+use openapi::{schema, RouteDoc};
 
-/// The routes, over the shared daemon state.
-pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(daemon)
+use crate::config::Config;
+use crate::payments::view::{PaymentView, RefundView};
+use crate::payments::Payments;
+
+/// What the handlers share.
+pub struct AppState {
+    pub payments: Arc<Payments>,
+    in_flight: idempotency::InFlight,
+    /// Client name → SHA-256 of its token (tokens themselves are not kept here).
+    clients: Vec<(String, Vec<u8>)>,
+    allowed_origins: Vec<String>,
+    max_body_bytes: usize,
+    /// Methods the config names; all must have been created for `/readyz`.
+    configured_methods: usize,
+    openapi: Value,
 }
 
-/// The process is alive and serving HTTP.
-async fn healthz() -> Json<serde_json::Value> {
+impl AppState {
+    /// The state for a validated config and a running payment service.
+    pub fn new(config: &Config, payments: Arc<Payments>) -> Arc<AppState> {
+        let clients =
+            config.clients.iter().map(|client| (client.name.clone(), Sha256::digest(client.token.expose().as_bytes()).to_vec())).collect();
+        Arc::new(AppState {
+            payments,
+            in_flight: Default::default(),
+            clients,
+            allowed_origins: config.server.allowed_origins.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            configured_methods: config.methods.len(),
+            openapi: openapi::document(&routes()),
+        })
+    }
+}
+
+/// Every route, with its documentation.
+fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
+    use openapi::RouteDoc as D;
+    vec![
+        (D::public("GET", "/healthz", "The process is alive"), get(healthz)),
+        (D::public("GET", "/readyz", "Ready to take payments: store open, plugins loaded, config valid"), get(readyz)),
+        (D::public("GET", "/metrics", "Prometheus metrics (text exposition)"), get(metrics)),
+        (D::public("GET", "/openapi.json", "This document"), get(openapi_json)),
+        (D::new("GET", "/v1/methods", "The payment methods the POS may use"), get(methods)),
+        (
+            D::new("POST", "/v1/payments", "Create a payment").request(schema::<payments::CreatePayment>).created(schema::<PaymentView>),
+            post(payments::create),
+        ),
+        (D::new("GET", "/v1/payments", "Payment history, newest first").query(schema::<payments::ListParams>), get(payments::list)),
+        (
+            D::new("GET", "/v1/payments/{id}", "Read a payment; ?wait=S&version=V holds until it changes")
+                .query(schema::<payments::WaitQuery>)
+                .ok(schema::<PaymentView>),
+            get(payments::get),
+        ),
+        (
+            D::new("POST", "/v1/payments/{id}/scan", "Apply a scanned receipt code")
+                .request(schema::<payments::ScanBody>)
+                .ok(schema::<PaymentView>),
+            post(payments::scan),
+        ),
+        (
+            D::new("POST", "/v1/payments/{id}/manual", "Record a receipt entered by hand (unverified)")
+                .request(schema::<payments::ManualBody>)
+                .ok(schema::<PaymentView>),
+            post(payments::manual),
+        ),
+        (
+            D::new("POST", "/v1/payments/{id}/cancel", "Cancel a payment that took nothing")
+                .request(schema::<payments::CancelBody>)
+                .ok(schema::<PaymentView>),
+            post(payments::cancel),
+        ),
+        (
+            D::new("POST", "/v1/refunds", "Refund a payment, or a transaction by id")
+                .request(schema::<payments::CreateRefund>)
+                .created(schema::<RefundView>),
+            post(payments::refund),
+        ),
+        (D::new("GET", "/v1/refunds/{id}", "Read a refund").ok(schema::<RefundView>), get(payments::get_refund)),
+        (
+            D::new("GET", "/v1/events", "Server-Sent Events: payment.updated, refund.updated, …")
+                .query(schema::<events::EventsQuery>)
+                .event_stream(),
+            get(events::stream),
+        ),
+    ]
+}
+
+/// The router: every route of [`routes`], behind the Host check, CORS and (for `/v1`)
+/// bearer authentication.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut public = Router::new();
+    let mut private = Router::new();
+    for (doc, handler) in routes() {
+        if doc.auth {
+            private = private.route(doc.path, handler);
+        } else {
+            public = public.route(doc.path, handler);
+        }
+    }
+    let private = private.route_layer(middleware::from_fn_with_state(state.clone(), guard::authenticate));
+    public
+        .merge(private)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::cors))
+        .layer(middleware::from_fn(guard::host_check))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /openapi.json)")
+}
+
+/// Counts requests by route template and status.
+async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    crate::metrics::record_http(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready to take payments: store open, plugins loaded, config valid.
-async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
-    let report = daemon.readiness();
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.payments.store().is_healthy();
+    let plugins = state.payments.methods().iter().count() == state.configured_methods;
+    let ready = store && plugins;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
-        Json(json!({
-            "status": if report.ready { "ready" } else { "not_ready" },
-            "checks": {
-                "store": report.store,
-                "plugins": report.plugins,
-                "config": report.config,
-            }
-        })),
+        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "plugins": plugins, "config": true}})),
     )
         .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let last_event = *state.payments.store().subscribe().borrow() as f64;
+    let body = crate::metrics::render(&[
+        ("posbridge_last_event_id", "Id of the newest journal event.", last_event),
+        ("posbridge_up", "The daemon is serving.", 1.0),
+    ]);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.openapi.clone())
+}
+
+async fn methods(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<Value> {
+    let data: Vec<Value> = state
+        .payments
+        .methods()
+        .iter()
+        .map(|method| json!({"id": method.id, "plugin": method.plugin_id, "version": method.plugin_version, "kind": method.kind, "capabilities": method.capabilities.names()}))
+        .collect();
+    Json(json!({"data": data}))
 }

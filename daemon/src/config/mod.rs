@@ -84,12 +84,13 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Co
     let server = server(top.table(p, "server"), &root_at, p);
     let store = store(top.table(p, "store"), &root_at, p);
     let plugins = plugins(top.table(p, "plugins"), &root_at, p);
+    let payments = payments(top.table(p, "payments"), &root_at, p);
     let clients = clients(top.tables(p, "clients"), p);
     let scanners = scanners(top.tables(p, "scanners"), p);
     let registers = registers(top.tables(p, "registers"), &scanners, p);
     let methods = methods(top.table(p, "methods"), p);
     top.finish(p);
-    Config { source: source.to_path_buf(), server, store, plugins, clients, registers, scanners, methods }
+    Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods }
 }
 
 /// An absent optional table reads as empty, located at the file's start.
@@ -156,6 +157,16 @@ fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -
     }
     s.finish(p);
     PluginsConfig { dir, pinned }
+}
+
+fn payments(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PaymentsConfig {
+    let mut s = or_empty(section, &EMPTY, "payments", root_at);
+    let scan_timeout = s.duration(p, "scan_timeout").unwrap_or(Duration::from_secs(15 * 60));
+    if scan_timeout < Duration::from_secs(1) {
+        p.add(&s.value_at("scan_timeout"), &s.key_path("scan_timeout"), "must be at least \"1s\"");
+    }
+    s.finish(p);
+    PaymentsConfig { scan_timeout }
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {

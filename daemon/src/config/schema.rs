@@ -17,6 +17,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub plugins: PluginsConfig,
+    pub payments: PaymentsConfig,
     pub clients: Vec<ClientConfig>,
     pub registers: Vec<RegisterConfig>,
     pub scanners: Vec<ScannerConfig>,
@@ -49,6 +50,13 @@ pub struct PluginsConfig {
     /// Plugin id → expected SHA-256 of its file. Non-empty turns pinning on: every
     /// loaded file must be listed and match.
     pub pinned: BTreeMap<String, [u8; 32]>,
+}
+
+/// `[payments]`
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// How long a payment waits for a scan before it expires.
+    pub scan_timeout: Duration,
 }
 
 /// `[[clients]]`: who may call the API.

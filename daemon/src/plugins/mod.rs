@@ -50,13 +50,22 @@ impl Method {
         F: FnOnce(&PaymentMethodBox) -> RResult<T, MethodError> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let started = std::time::Instant::now();
         let task = tokio::task::spawn_blocking(move || call(&inner).into_result());
-        match tokio::time::timeout(self.timeout, task).await {
+        let result = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(failure))) => Err(CallError::Failed(failure)),
             Ok(Err(join)) => Err(CallError::Aborted { method: self.id.clone(), operation, reason: join.to_string() }),
             Err(_) => Err(CallError::TimedOut { method: self.id.clone(), operation, after: self.timeout }),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(CallError::Failed(failure)) => failure.code.to_string(),
+            Err(CallError::TimedOut { .. }) => "timeout".to_string(),
+            Err(CallError::Aborted { .. }) => "aborted".to_string(),
+        };
+        crate::metrics::record_plugin_call(&self.id, operation, &outcome, started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -3,13 +3,8 @@
 //! Finland follows the EU rule: UTC+2, and UTC+3 from 01:00 UTC on the last Sunday of
 //! March to 01:00 UTC on the last Sunday of October.
 
-/// A calendar date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-}
+pub use posbridge_plugin_api::time::Date;
+use posbridge_plugin_api::time::{civil_from_days, days_from_civil};
 
 const MS_PER_DAY: i64 = 86_400_000;
 const MS_PER_HOUR: i64 = 3_600_000;
@@ -38,30 +33,6 @@ fn last_sunday_ms(year: i64, month: u32) -> i64 {
     // 1970-01-01 was a Thursday (weekday 4, with Sunday = 0).
     let weekday = (last_day + 4).rem_euclid(7);
     (last_day - weekday) * MS_PER_DAY
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (i64::from(month) + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn civil_from_days(days: i64) -> Date {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    Date { year, month, day }
 }
 
 #[cfg(test)]
@@ -95,66 +66,8 @@ mod tests {
     }
 
     #[test]
-    fn same_day_and_round_trip() {
+    fn same_day_follows_helsinki_midnight() {
         assert!(same_day(utc_ms(2026, 11, 22, 0, 0), utc_ms(2026, 11, 22, 21, 59)));
         assert!(!same_day(utc_ms(2026, 11, 22, 21, 59), utc_ms(2026, 11, 22, 22, 0)));
-        for days in [-1000, 0, 20_000, 20_779] {
-            let date = civil_from_days(days);
-            assert_eq!(days_from_civil(date.year, date.month, date.day), days);
-        }
-    }
-}
-
-/// Parses an RFC 3339 timestamp (`2026-11-22T10:15:00Z`, `…+02:00`, fractions allowed)
-/// into Unix milliseconds.
-pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.chars().take_while(char::is_ascii_digit).count();
-        let padded: String = fraction[..digits].chars().chain(std::iter::repeat('0')).take(3).collect();
-        millis = padded.parse::<i64>().ok()?;
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hours: i64 = rest.get(1..3)?.parse().ok()?;
-            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hours * 60 + minutes)
-        }
-    };
-    let days = days_from_civil(year, month as u32, day as u32);
-    Some(days * MS_PER_DAY + hour * MS_PER_HOUR + minute * 60_000 + second * 1000 + millis - offset_minutes * 60_000)
-}
-
-#[cfg(test)]
-mod rfc3339_tests {
-    use super::*;
-
-    #[test]
-    fn parses_zones_and_fractions() {
-        let base = parse_rfc3339_ms("2026-11-22T10:15:00Z").unwrap();
-        assert_eq!(base, 1_795_342_500_000);
-        assert_eq!(parse_rfc3339_ms("2026-11-22T12:15:00+02:00"), Some(base));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T10:15:00.250Z"), Some(base + 250));
-        assert_eq!(parse_rfc3339_ms("2026-11-22 10:15:00Z"), Some(base));
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
-        assert_eq!(parse_rfc3339_ms("2026-13-22T10:15:00Z"), None);
     }
 }

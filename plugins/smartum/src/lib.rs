@@ -19,8 +19,9 @@ use posbridge_plugin_api::{
 };
 use serde_json::json;
 
-pub use helsinki::{parse_rfc3339_ms, same_day};
+pub use helsinki::same_day;
 pub use jws::{JwsError, KeySet};
+use posbridge_plugin_api::time::parse_rfc3339_ms;
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, Benefit, SmartumSettings};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
@@ -211,8 +212,17 @@ impl PaymentMethod for SmartumMethod {
             Ok(CheckOutcome::Checked(checked)) => Ok(self.settlement(&checked, true)),
             Ok(CheckOutcome::AlreadyChecked) => self.checked_by_us(id, payment),
             Err(error) if error.retryable => {
-                // The check may have happened with the answer lost: ask before failing.
-                self.checked_by_us(id, payment).map_err(|_| error)
+                // The check may have happened with the answer lost: ask before failing,
+                // and if Smartum cannot tell, say the outcome is unknown (the host then
+                // keeps the payment `processing` and resolves it by lookup).
+                match self.checked_by_us(id, payment) {
+                    Err(lookup_failed) if lookup_failed.retryable => Err(MethodError::new(
+                        "outcome_unknown",
+                        format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message),
+                    )
+                    .retryable()),
+                    other => other,
+                }
             }
             Err(error) => Err(error),
         }

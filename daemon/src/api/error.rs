@@ -1,0 +1,140 @@
+//! The one place where every module's errors become HTTP answers:
+//! `{"error": {"code", "message", "field"}}` with a status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::payments::PaymentError;
+use crate::plugins::CallError;
+use crate::store::StoreError;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+/// The error body's shape (for the OpenAPI document).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// snake_case, stable: program against this.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field it is about (`amount`, `lines[1].amount`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError { status, code: code.to_string(), message: message.into(), field: None }
+    }
+
+    /// The same error, about `field`.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// `400 invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail { code: self.code.clone(), message: self.message.clone(), field: self.field.clone() },
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// Failure codes of plugins that mean "your request cannot be done" (422), as opposed
+/// to "the provider failed" (502/503).
+fn provider_status(code: &str) -> StatusCode {
+    match code {
+        "provider_unavailable" | "outcome_unknown" => StatusCode::SERVICE_UNAVAILABLE,
+        "provider_error" | "plugin_panicked" | "unsupported" => StatusCode::BAD_GATEWAY,
+        "receipt_already_used" => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(error: PaymentError) -> Self {
+        use StatusCode as S;
+        let message = error.to_string();
+        match error {
+            PaymentError::UnknownMethod(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_method", message).field("method"),
+            PaymentError::UnknownRegister(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_register", message).field("register"),
+            PaymentError::NothingEligible(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "nothing_eligible", message).field("lines"),
+            PaymentError::LinesDoNotSum { .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "lines_do_not_sum", message).field("lines"),
+            PaymentError::NotFound(_) | PaymentError::RefundNotFound(_) => ApiError::new(S::NOT_FOUND, "not_found", message),
+            PaymentError::SplitParentNotFound(_) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "split_parent_not_found", message).field("split_of")
+            }
+            PaymentError::SplitNotPossible { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "split_not_possible", message).field("split_of")
+            }
+            PaymentError::InvalidState { .. } => ApiError::new(S::CONFLICT, "invalid_state", message),
+            PaymentError::Unsupported { .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "unsupported_operation", message).field("method"),
+            PaymentError::RefundExceedsPayment { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "refund_exceeds_payment", message).field("amount")
+            }
+            PaymentError::Invalid { field, .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_request", message).field(field),
+            PaymentError::Provider { code, message, field } => {
+                let error = ApiError::new(provider_status(&code), &code, message);
+                match field {
+                    Some(field) => error.field(field),
+                    None => error,
+                }
+            }
+            PaymentError::Plugin(call) => call.into(),
+            PaymentError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        let message = error.to_string();
+        match error {
+            CallError::Failed(failure) => {
+                let error = ApiError::new(provider_status(failure.code.as_str()), failure.code.as_str(), failure.message.as_str());
+                match failure.field.into_option() {
+                    Some(field) => error.field(field.as_str()),
+                    None => error,
+                }
+            }
+            CallError::TimedOut { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin_timeout", message),
+            CallError::Aborted { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_error", message),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store failure");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", "the local store failed; nothing was changed (see the daemon log)")
+    }
+}

@@ -1,0 +1,111 @@
+//! Request extractors: the authenticated client, and strict JSON bodies whose every
+//! mistake names its field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// The API client (register) the bearer token named.
+#[derive(Debug, Clone)]
+pub struct Client(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Client>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required"))
+    }
+}
+
+/// A JSON body, parsed strictly: unknown fields and wrong types are `400
+/// invalid_request` naming the field; a body over the limit is `413`.
+pub struct StrictJson<T> {
+    pub value: T,
+    /// The raw body, for idempotency fingerprints.
+    pub raw: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let raw = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the configured limit")
+            } else {
+                ApiError::invalid(format!("the request body could not be read: {rejection}"))
+            }
+        })?;
+        if !raw.is_empty() && !content_type.is_empty() && !content_type.starts_with("application/json") {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
+        }
+        let body: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &raw };
+        let value = parse(body)?;
+        Ok(StrictJson { value, raw })
+    }
+}
+
+/// Parses JSON, naming the field of the first mistake.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(value) => {
+            deserializer.end().map_err(|error| ApiError::invalid(format!("malformed JSON: {error}")))?;
+            Ok(value)
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ApiError::invalid(format!("malformed JSON: {inner}")));
+            }
+            let message = inner.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            let error = ApiError::invalid(message);
+            Err(if path == "." { error } else { error.field(path) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        amount: u64,
+        lines: Option<Vec<Line>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Line {
+        amount: u64,
+    }
+
+    #[test]
+    fn errors_name_fields() {
+        let error = parse::<Body>(br#"{"amount": 5, "colour": "red"}"#).unwrap_err();
+        assert_eq!((error.code.as_str(), error.field.as_deref()), ("invalid_request", Some("colour")));
+        let error = parse::<Body>(br#"{"amount": 5, "lines": [{"amount": 1}, {"amount": "x"}]}"#).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("lines[1].amount"));
+        let error = parse::<Body>(br#"{"amount": 5, "lines": [{"amount": 1, "x": 2}]}"#).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("lines[0].x"));
+        let error = parse::<Body>(br#"{"amount": "#).unwrap_err();
+        assert!(error.message.starts_with("malformed JSON"), "{}", error.message);
+        assert!(parse::<Body>(br#"{"amount": 5} trailing"#).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! What every request passes before a handler: the `Host` check (DNS rebinding), the
+//! CORS origin allowlist, and bearer-token authentication of `/v1` routes.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, HOST, ORIGIN, VARY,
+};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::extract::Client;
+use super::AppState;
+
+/// `true` for `127.0.0.1`, `localhost` and `[::1]`, with any port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().map(|inside| format!("[{inside}]")).unwrap_or_default()
+    } else {
+        host.rsplit_once(':')
+            .map(|(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host })
+            .unwrap_or(host)
+            .to_string()
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Refuses requests whose `Host` is not a loopback name: a web page that rebinds its
+/// DNS name to 127.0.0.1 must not reach the API.
+pub async fn host_check(request: Request, next: Next) -> Response {
+    let host = request.headers().get(HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
+    if !is_loopback_host(host) {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", "requests must be addressed to 127.0.0.1, localhost or [::1]")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuses browser requests from origins not in `server.allowed_origins`, answers
+/// preflights for allowed ones, and marks their responses.
+pub async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(origin) = request.headers().get(ORIGIN).cloned() else { return next.run(request).await };
+    let allowed = origin.to_str().is_ok_and(|origin| state.allowed_origins.iter().any(|allowed| allowed == origin));
+    if !allowed {
+        return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this browser origin is not in server.allowed_origins")
+            .into_response();
+    }
+    let mut response = if request.method() == Method::OPTIONS { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(VARY, HeaderValue::from_static("Origin"));
+    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type, Idempotency-Key, Last-Event-ID"));
+    response
+}
+
+/// Names the client from its bearer token, or answers `401`.
+pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(|token| Sha256::digest(token.trim().as_bytes()));
+    let client =
+        presented.and_then(|digest| state.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
+    match client {
+        Some(name) => {
+            request.extensions_mut().insert(Client(name));
+            next.run(request).await
+        }
+        None => {
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token").into_response();
+            response.headers_mut().insert("WWW-Authenticate", HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+/// Compares token digests without an early exit, so timing tells nothing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "127.0.0.1:8787", "localhost", "LOCALHOST:80", "[::1]", "[::1]:8787"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["", "evil.example", "evil.example:8787", "127.0.0.1.evil.example", "10.0.0.1:8787", "[::2]:80", "localhost.evil"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

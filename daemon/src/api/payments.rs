@@ -1,0 +1,363 @@
+//! `/v1/payments` and `/v1/refunds`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Client, StrictJson};
+use super::idempotency::{self, Answer};
+use super::AppState;
+use crate::payments::model::{parse_rfc3339, Amount, Currency, Line, PaymentId, PaymentStatus};
+use crate::payments::view::{payment_view, refund_view};
+use crate::payments::{ListQuery, NewPayment, NewRefund};
+
+/// The longest `?wait=` a POS may ask for.
+const MAX_WAIT_SECONDS: u64 = 60;
+
+/// `POST /v1/payments`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    /// A method id from `GET /v1/methods`.
+    pub method: String,
+    /// Minor units (cents), more than zero.
+    pub amount: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+    /// The POS's receipt number.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// The register; defaults to the client the token names.
+    #[serde(default)]
+    pub register: Option<String>,
+    /// Cart lines; when given, their amounts must sum to `amount`.
+    #[serde(default)]
+    pub lines: Option<Vec<CartLineBody>>,
+    /// An earlier payment of the same purchase whose remaining amount this one covers.
+    #[serde(default)]
+    pub split_of: Option<String>,
+}
+
+/// A cart line.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CartLineBody {
+    #[serde(default)]
+    pub sku: String,
+    #[serde(default)]
+    pub name: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// `POST /v1/payments/{id}/scan`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanBody {
+    /// The text read from the QR code.
+    pub code: String,
+}
+
+/// `POST /v1/payments/{id}/manual`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualBody {
+    /// The amount on the customer's receipt, in cents.
+    pub amount: i64,
+    /// The receipt's transaction id (`tx_…`), when the cashier can read it.
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/cancel` (an empty body or `{}`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {}
+
+/// `POST /v1/refunds`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// The payment to refund (`pay_…`).
+    #[serde(default)]
+    pub payment: Option<String>,
+    /// With `transaction_id`, for a payment posbridge did not take or no longer has.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The provider's transaction id (`tx_…`); needed for manual Smartum payments.
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+    /// Cents; defaults to everything still refundable.
+    #[serde(default)]
+    pub amount: Option<i64>,
+    /// ISO 4217, for refunds by transaction id (default `EUR`).
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Free text, e.g. `customer_request`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/payments/{id}` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Hold the request up to this many seconds (at most 60)…
+    pub wait: Option<u64>,
+    /// …until the payment's version is greater than this.
+    pub version: Option<u64>,
+}
+
+/// `GET /v1/payments` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub register: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339; payments created at or after.
+    pub from: Option<String>,
+    /// RFC 3339; payments created at or before.
+    pub to: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<usize>,
+    /// A payment id: continue after it (pagination).
+    pub starting_after: Option<String>,
+}
+
+fn positive(value: i64, field: &str) -> Result<Amount, ApiError> {
+    u64::try_from(value)
+        .ok()
+        .filter(|amount| *amount > 0)
+        .map(Amount)
+        .ok_or_else(|| ApiError::invalid(format!("{field} must be a positive integer number of cents")).field(field))
+}
+
+fn currency(text: &str, field: &str) -> Result<Currency, ApiError> {
+    Currency::parse(text).ok_or_else(|| ApiError::invalid("currency must be an ISO 4217 code such as \"EUR\"").field(field))
+}
+
+fn answer(result: Answer) -> Response {
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn payment_json(payment: &crate::payments::model::Payment) -> Value {
+    serde_json::to_value(payment_view(payment)).unwrap_or_default()
+}
+
+/// Creates a payment.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: StrictJson<CreatePayment>,
+) -> Response {
+    let StrictJson { value, raw } = body;
+    answer(
+        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, "POST /v1/payments", &raw, || async {
+            let lines = value
+                .lines
+                .map(|lines| {
+                    lines
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, line)| {
+                            let amount = u64::try_from(line.amount).map_err(|_| {
+                                ApiError::invalid("a line amount cannot be negative").field(format!("lines[{index}].amount"))
+                            })?;
+                            Ok(Line { sku: line.sku, name: line.name, amount: Amount(amount), labels: line.labels })
+                        })
+                        .collect::<Result<Vec<_>, ApiError>>()
+                })
+                .transpose()?;
+            let split_of = value
+                .split_of
+                .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("split_of must be a payment id (pay_…)").field("split_of")))
+                .transpose()?;
+            let request = NewPayment {
+                method: value.method,
+                amount: positive(value.amount, "amount")?,
+                currency: currency(&value.currency, "currency")?,
+                reference: value.reference,
+                register: value.register.unwrap_or_else(|| client.clone()),
+                lines,
+                split_of,
+                client: client.clone(),
+            };
+            let payment = state.payments.create(request).await?;
+            Ok((StatusCode::CREATED, payment_json(&payment)))
+        })
+        .await,
+    )
+}
+
+/// Reads a payment, optionally waiting for a change.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    _client: Client,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
+    };
+    let result = match (query.wait, query.version) {
+        (Some(wait), version) => {
+            if wait > MAX_WAIT_SECONDS {
+                return ApiError::invalid(format!("wait is at most {MAX_WAIT_SECONDS} seconds")).field("wait").into_response();
+            }
+            state.payments.wait(&id, version.unwrap_or(0), Duration::from_secs(wait)).await
+        }
+        (None, _) => state.payments.get(&id),
+    };
+    answer(result.map(|payment| (StatusCode::OK, payment_json(&payment))).map_err(ApiError::from))
+}
+
+/// Applies a code the POS read.
+pub async fn scan(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: StrictJson<ScanBody>,
+) -> Response {
+    let route = format!("POST /v1/payments/{id}/scan");
+    answer(
+        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
+            if body.value.code.trim().is_empty() {
+                return Err(ApiError::invalid("code must not be empty").field("code"));
+            }
+            let payment = state.payments.scan(&id, &body.value.code).await?;
+            Ok((StatusCode::OK, payment_json(&payment)))
+        })
+        .await,
+    )
+}
+
+/// Records a manual entry.
+pub async fn manual(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: StrictJson<ManualBody>,
+) -> Response {
+    let route = format!("POST /v1/payments/{id}/manual");
+    answer(
+        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
+            let amount = positive(body.value.amount, "amount")?;
+            let payment = state.payments.manual(&id, amount, body.value.transaction_id.clone()).await?;
+            Ok((StatusCode::OK, payment_json(&payment)))
+        })
+        .await,
+    )
+}
+
+/// Cancels a payment that has taken nothing.
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: StrictJson<CancelBody>,
+) -> Response {
+    let route = format!("POST /v1/payments/{id}/cancel");
+    answer(
+        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
+            let payment = state.payments.cancel(&id).await?;
+            Ok((StatusCode::OK, payment_json(&payment)))
+        })
+        .await,
+    )
+}
+
+/// Lists payments, newest first.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _client: Client,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = (|| {
+        let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        let time = |value: Option<String>, field: &str| {
+            value
+                .map(|text| parse_rfc3339(&text).ok_or_else(|| ApiError::invalid("expected an RFC 3339 timestamp").field(field)))
+                .transpose()
+        };
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
+        }
+        let query = ListQuery {
+            register: params.register,
+            status: params
+                .status
+                .map(|status| PaymentStatus::parse(&status).ok_or_else(|| ApiError::invalid("unknown status").field("status")))
+                .transpose()?,
+            from: time(params.from, "from")?,
+            to: time(params.to, "to")?,
+            limit,
+            starting_after: params
+                .starting_after
+                .map(|id| {
+                    PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("starting_after must be a payment id").field("starting_after"))
+                })
+                .transpose()?,
+        };
+        Ok(query)
+    })();
+    let result = result.and_then(|query| {
+        let (payments, has_more) = state.payments.list(&query)?;
+        Ok((StatusCode::OK, json!({"data": payments.iter().map(payment_json).collect::<Vec<_>>(), "has_more": has_more})))
+    });
+    answer(result)
+}
+
+/// Creates and sends a refund.
+pub async fn refund(
+    State(state): State<Arc<AppState>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: StrictJson<CreateRefund>,
+) -> Response {
+    let StrictJson { value, raw } = body;
+    answer(
+        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, "POST /v1/refunds", &raw, || async {
+            let request = NewRefund {
+                payment: value.payment,
+                method: value.method,
+                transaction_id: value.transaction_id,
+                amount: value.amount.map(|amount| positive(amount, "amount")).transpose()?,
+                currency: value.currency.map(|text| currency(&text, "currency")).transpose()?,
+                reason: value.reason,
+                client: client.clone(),
+            };
+            let refund = state.payments.refund(request).await?;
+            Ok((StatusCode::CREATED, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
+        })
+        .await,
+    )
+}
+
+/// Reads a refund.
+pub async fn get_refund(State(state): State<Arc<AppState>>, _client: Client, Path(id): Path<String>) -> Response {
+    answer(
+        state
+            .payments
+            .get_refund(&id)
+            .map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
+            .map_err(ApiError::from),
+    )
+}

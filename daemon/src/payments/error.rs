@@ -1,0 +1,43 @@
+//! What can go wrong with a payment or refund request. The API maps these to HTTP
+//! answers in one place (`api/error.rs`).
+
+use super::model::{Amount, PaymentId, PaymentStatus};
+use crate::plugins::CallError;
+use crate::store::StoreError;
+
+/// A payment or refund request that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("no payment method {0:?} is configured")]
+    UnknownMethod(String),
+    #[error("no register {0:?} is configured")]
+    UnknownRegister(String),
+    #[error("no line of the cart may be paid with {0:?}")]
+    NothingEligible(String),
+    #[error("the lines sum to {lines}, but the amount is {amount}")]
+    LinesDoNotSum { lines: Amount, amount: Amount },
+    #[error("payment {0} does not exist")]
+    NotFound(String),
+    #[error("refund {0} does not exist")]
+    RefundNotFound(String),
+    #[error("split_of {0}: no such payment")]
+    SplitParentNotFound(String),
+    #[error("split_of {parent}: {reason}")]
+    SplitNotPossible { parent: PaymentId, reason: String },
+    #[error("the payment is {status}; it cannot be {action}")]
+    InvalidState { status: PaymentStatus, action: &'static str },
+    #[error("method {method:?} does not support {operation}")]
+    Unsupported { method: String, operation: &'static str },
+    #[error("{refundable} is left to refund")]
+    RefundExceedsPayment { refundable: Amount },
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
+    /// The plugin answered with a failure code the POS can act on (e.g.
+    /// `amount_exceeds_due`, `refund_window_closed`, `transaction_id_required`).
+    #[error("{message}")]
+    Provider { code: String, message: String, field: Option<String> },
+    #[error("{0}")]
+    Plugin(#[from] CallError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,343 @@
+//! The payment domain's values: ids, amounts, statuses, payments and refunds.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_millis() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 UTC with milliseconds, as the API writes timestamps.
+pub fn rfc3339(ms: Millis) -> String {
+    posbridge_plugin_api::time::format_rfc3339_ms(ms)
+}
+
+/// Parses the API's RFC 3339 timestamps (UTC `Z` or an offset) for list filters.
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    posbridge_plugin_api::time::parse_rfc3339_ms(text)
+}
+
+/// Money in minor units (cents). Never negative; arithmetic is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Amount(pub u64);
+
+impl Amount {
+    /// `self - other`, or zero.
+    pub fn saturating_sub(self, other: Amount) -> Amount {
+        Amount(self.0.saturating_sub(other.0))
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An ISO 4217 currency code (three uppercase letters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Currency(String);
+
+impl Currency {
+    /// Accepts three uppercase ASCII letters.
+    pub fn parse(text: &str) -> Option<Currency> {
+        (text.len() == 3 && text.bytes().all(|byte| byte.is_ascii_uppercase())).then(|| Currency(text.to_string()))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id's prefix.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id: the creation time then a counter, both fixed-width base62, so ids
+            /// sort in creation order and never repeat (the counter is sled's, which
+            /// survives crashes).
+            pub fn new(at: Millis, unique: u64) -> Self {
+                $name(format!("{}{}{}", $prefix, base62(at.max(0) as u64, 8), base62(unique, 8)))
+            }
+
+            /// Accepts a well-formed id of this kind.
+            pub fn parse(text: &str) -> Option<Self> {
+                let rest = text.strip_prefix($prefix)?;
+                (rest.len() == 16 && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())).then(|| $name(text.to_string()))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A payment's id, `pay_…`.
+    PaymentId,
+    "pay_"
+);
+prefixed_id!(
+    /// A refund's id, `re_…`.
+    RefundId,
+    "re_"
+);
+
+/// Fixed-width base62 in ASCII order, so text order is numeric order.
+fn base62(mut value: u64, width: usize) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value % 62) as usize];
+        value /= 62;
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Where a payment stands. Transitions are in [`PaymentStatus::can_become`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Waiting for the customer's receipt to be scanned or entered.
+    AwaitingScan,
+    /// A card plugin waits for the customer's card or phone.
+    AwaitingCard,
+    /// The provider is being asked (write-ahead recorded; resolved by lookup after a crash).
+    Processing,
+    /// Paid: `captured_amount` was taken.
+    Succeeded,
+    /// The last attempt failed (see `failure`); a new scan may still pay it.
+    Failed,
+    /// Cancelled by the POS before anything was taken.
+    Canceled,
+    /// Nobody scanned in time.
+    Expired,
+}
+
+impl PaymentStatus {
+    /// The allowed transitions of the payment state machine.
+    pub fn can_become(self, next: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        matches!(
+            (self, next),
+            (AwaitingScan, Processing | AwaitingCard | Succeeded | Canceled | Expired)
+                | (Failed, Processing | AwaitingCard | Succeeded | Canceled | Expired)
+                | (Processing, Succeeded | Failed | AwaitingCard)
+                | (AwaitingCard, Processing | Succeeded | Failed | Canceled | Expired)
+        )
+    }
+
+    /// A scan or manual entry may pay the payment now.
+    pub fn accepts_scan(self) -> bool {
+        matches!(self, PaymentStatus::AwaitingScan | PaymentStatus::Failed)
+    }
+
+    /// Nothing more will happen to the payment (refunds aside).
+    pub fn is_final(self) -> bool {
+        matches!(self, PaymentStatus::Succeeded | PaymentStatus::Canceled | PaymentStatus::Expired)
+    }
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::AwaitingScan => "awaiting_scan",
+            PaymentStatus::AwaitingCard => "awaiting_card",
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
+            PaymentStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses the API's name.
+    pub fn parse(text: &str) -> Option<PaymentStatus> {
+        use PaymentStatus::*;
+        [AwaitingScan, AwaitingCard, Processing, Succeeded, Failed, Canceled, Expired].into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed, as the POS shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    /// A retry of the same thing may succeed (provider down).
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// A cart line, as the POS sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: String,
+    pub name: String,
+    pub amount: Amount,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// What kind of attempt is under way (write-ahead record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The code as scanned (kept for a retry of `redeem` after a crash).
+    pub code: String,
+    /// The provider transaction the code refers to.
+    pub transaction_id: String,
+    /// The amount the code states, when signed.
+    pub amount: Option<Amount>,
+    pub started_at: Millis,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub status: PaymentStatus,
+    pub method: String,
+    pub register: String,
+    /// The API client that created it.
+    pub client: String,
+    pub reference: Option<String>,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub eligible_amount: Amount,
+    pub captured_amount: Amount,
+    /// Captured by later payments of the same purchase (`split_of` this one).
+    #[serde(default)]
+    pub split_captured_amount: Amount,
+    pub refunded_amount: Amount,
+    pub transaction_id: Option<String>,
+    pub verified: Option<bool>,
+    pub benefit: Option<String>,
+    pub failure: Option<Failure>,
+    pub split_of: Option<PaymentId>,
+    #[serde(default)]
+    pub lines: Vec<Line>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Millis,
+    pub captured_at: Option<Millis>,
+    pub version: u64,
+    /// Write-ahead record of the attempt in flight, while `processing`.
+    pub attempt: Option<Attempt>,
+    /// The plugin's opaque data from the settlement, for refunds and lookups.
+    pub plugin_data: Option<String>,
+}
+
+impl Payment {
+    /// What the purchase still needs: the amount less what this and later split
+    /// payments took.
+    pub fn remaining_amount(&self) -> Amount {
+        self.amount.saturating_sub(self.captured_amount).saturating_sub(self.split_captured_amount)
+    }
+
+    /// What may still be refunded.
+    pub fn refundable_amount(&self) -> Amount {
+        self.captured_amount.saturating_sub(self.refunded_amount)
+    }
+
+    /// What this method may still take: eligible and due.
+    pub fn eligible_due(&self) -> Amount {
+        self.eligible_amount.saturating_sub(self.captured_amount).min(self.remaining_amount())
+    }
+}
+
+/// Where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Succeeded,
+    /// Sent, or to be sent again (provider unreachable); the amount stays reserved.
+    Pending,
+    Failed,
+}
+
+/// A refund as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: RefundId,
+    pub status: RefundStatus,
+    pub payment: Option<PaymentId>,
+    pub method: String,
+    pub transaction_id: Option<String>,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub reason: Option<String>,
+    pub failure: Option<Failure>,
+    pub provider_refund_id: Option<String>,
+    pub client: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_in_creation_order_and_parse() {
+        let first = PaymentId::new(1_795_000_000_000, 7);
+        let second = PaymentId::new(1_795_000_000_001, 1);
+        assert!(first < second);
+        assert_eq!(PaymentId::parse(first.as_str()), Some(first.clone()));
+        assert_eq!(first.as_str().len(), 20);
+        assert_eq!(PaymentId::parse("pay_x"), None);
+        assert_eq!(PaymentId::parse(RefundId::new(1, 1).as_str()), None);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let at = 1_795_342_500_250;
+        assert_eq!(rfc3339(at), "2026-11-22T10:15:00.250Z");
+        assert_eq!(parse_rfc3339(&rfc3339(at)), Some(at));
+        assert_eq!(parse_rfc3339("2026-11-22T12:15:00+02:00"), Some(at - 250));
+    }
+
+    #[test]
+    fn state_machine() {
+        use PaymentStatus::*;
+        assert!(AwaitingScan.can_become(Processing));
+        assert!(Failed.can_become(Processing));
+        assert!(!Succeeded.can_become(Canceled));
+        assert!(!Processing.can_become(Canceled));
+        assert!(!Canceled.can_become(Processing));
+        assert!(!Expired.can_become(AwaitingScan));
+        assert!(Failed.accepts_scan() && !Processing.accepts_scan());
+    }
+}
