@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::logging::{self, LogFormat};
 use crate::plugins::Catalog;
 use crate::runtime::{self, Prepared, StartError};
+use crate::sandbox;
 
 /// posbridge: lets cash registers take benefit and card payments through plugins.
 #[derive(Debug, Parser)]
@@ -45,6 +46,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a local Smartum sandbox and the daemon against it (try every flow with no
+    /// Smartum account), or, with `receipt`, pay in the sandbox "app".
+    Sandbox {
+        /// The sandbox's receipt signing key (PKCS#8 PEM); default `sandbox/smartum-es512-private.pem` beside the config.
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<SandboxAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxAction {
+    /// Create a paid transaction in the running sandbox and print its receipt as text and QR code.
+    Receipt {
+        /// Amount in cents.
+        #[arg(long)]
+        amount: u64,
+        /// Pay to another venue (to try `wrong_venue`).
+        #[arg(long)]
+        venue: Option<String>,
+        /// Another benefit type (to try `wrong_benefit`).
+        #[arg(long)]
+        benefit: Option<String>,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -62,11 +88,18 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => runtime::serve(&config).await,
-            Command::Check => check(&config),
-            Command::Plugins { json } => list_plugins(&config, json),
+            Command::Serve => runtime::serve(&config).await.map_err(Into::into),
+            Command::Check => check(&config).map_err(Into::into),
+            Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
+            Command::Sandbox { signing_key, action: None } => {
+                let key = signing_key.unwrap_or_else(|| sandbox::default_signing_key(&config));
+                sandbox::run(&config, &key).await.map_err(Into::into)
+            }
+            Command::Sandbox { action: Some(SandboxAction::Receipt { amount, venue, benefit }), .. } => {
+                sandbox::receipt(&config, amount, venue, benefit).await.map_err(Into::into)
+            }
         }
     });
     match result {

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod payments;
 pub mod plugins;
 pub mod runtime;
+pub mod sandbox;
 pub mod store;

@@ -3,11 +3,9 @@
 //!
 //! Module map: `settings` (the `[methods.<id>]` keys), `eligibility` (which cart lines
 //! Smartum may pay), `receipt` (the three code forms), `jws` (ES512 verification),
-//! `wire` (every assumed detail of Smartum's HTTP API), `helsinki` (the refund window's
-//! calendar day).
+//! `wire` (every assumed detail of Smartum's HTTP API).
 
 mod eligibility;
-mod helsinki;
 mod jws;
 mod receipt;
 mod settings;
@@ -19,9 +17,9 @@ use posbridge_plugin_api::{
 };
 use serde_json::json;
 
-pub use helsinki::same_day;
 pub use jws::{JwsError, KeySet};
 use posbridge_plugin_api::time::parse_rfc3339_ms;
+use posbridge_plugin_api::time::same_helsinki_day;
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, Benefit, SmartumSettings};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
@@ -272,7 +270,7 @@ impl PaymentMethod for SmartumMethod {
                 .and_then(parse_rfc3339_ms),
         };
         if let Some(at) = captured_at {
-            if !same_day(at, now) {
+            if !same_helsinki_day(at, now) {
                 return Err(failure(
                     "refund_window_closed",
                     "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)",

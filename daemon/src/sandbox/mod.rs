@@ -1,0 +1,127 @@
+//! `posbridge sandbox`: everything a POS developer needs to try every flow with no
+//! Smartum account: a local Smartum (see [`smartum`]) and the daemon configured against
+//! it, plus `posbridge sandbox receipt` to "pay in the app" and get a receipt QR code.
+
+pub mod smartum;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use qrcode::render::unicode::Dense1x2;
+use qrcode::QrCode;
+use serde_json::Value;
+
+use crate::config::{self, Config, MethodConfig};
+use crate::runtime::{self, StartError};
+pub use smartum::{Faults, Receipt, SandboxOptions, SmartumSandbox};
+
+/// Why the sandbox cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What the sandbox takes from the config: the Smartum method pointing at a loopback URL.
+struct SmartumSide {
+    listen: SocketAddr,
+    options: SandboxOptions,
+}
+
+fn setting(method: &MethodConfig, key: &str) -> Option<String> {
+    method.settings.json.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The first `smartum` method and the loopback address its `api_url` names.
+fn smartum_side(config: &Config, signing_key: &Path) -> Result<SmartumSide, SandboxError> {
+    let method =
+        config.methods.values().find(|method| method.plugin == "smartum").ok_or_else(|| {
+            SandboxError::Setup("the config has no [methods.<id>] with plugin = \"smartum\" to point at the sandbox".into())
+        })?;
+    let api_url = setting(method, "api_url").unwrap_or_default();
+    let host_port = api_url.strip_prefix("http://").map(|rest| rest.trim_end_matches('/')).unwrap_or("");
+    let listen: SocketAddr = host_port.parse().ok().filter(|address: &SocketAddr| address.ip().is_loopback()).ok_or_else(|| {
+        SandboxError::Setup(format!("methods.{}.api_url must be http://127.0.0.1:PORT for the sandbox, found {api_url:?}", method.id))
+    })?;
+    let pem = std::fs::read_to_string(signing_key)
+        .map_err(|error| SandboxError::Setup(format!("cannot read the sandbox signing key {}: {error}", signing_key.display())))?;
+    let key = smartum::signing_key_from_pem(&pem)
+        .ok_or_else(|| SandboxError::Setup(format!("{} is not a P-521 private key (PKCS#8 PEM)", signing_key.display())))?;
+    let kid = method.settings.json.pointer("/jwt_keys/0/kid").and_then(Value::as_str).unwrap_or("sandbox").to_string();
+    let options = SandboxOptions {
+        client_id: setting(method, "client_id").unwrap_or_default(),
+        client_secret: setting(method, "client_secret").unwrap_or_default(),
+        venue_id: setting(method, "venue_id").unwrap_or_default(),
+        benefit: setting(method, "benefit").unwrap_or_else(|| "exercise".into()),
+        kid,
+        signing_key: Some(key),
+        ..SandboxOptions::default()
+    };
+    Ok(SmartumSide { listen, options })
+}
+
+/// The sandbox signing key beside the config, unless given.
+pub fn default_signing_key(config_path: &Path) -> PathBuf {
+    config_path.parent().unwrap_or_else(|| Path::new(".")).join("sandbox").join("smartum-es512-private.pem")
+}
+
+/// Runs the sandbox Smartum and the daemon until SIGTERM or Ctrl-C.
+pub async fn run(config_path: &Path, signing_key: &Path) -> Result<(), SandboxError> {
+    let config = config::load(config_path).map_err(StartError::from)?;
+    let side = smartum_side(&config, signing_key)?;
+    let sandbox = SmartumSandbox::start(side.listen, side.options)
+        .map_err(|error| SandboxError::Setup(format!("cannot listen on {}: {error}", side.listen)))?;
+    println!("Sandbox Smartum: {} (venue {}, benefit {})", sandbox.url(), config_venue(&config), config_benefit(&config));
+    println!("posbridge API:   http://{}  (token: the file named by [[clients]] token_file)", config.server.listen);
+    println!("Pay in the app:  posbridge sandbox receipt --config {} --amount 3000", config_path.display());
+    runtime::serve(config_path).await?;
+    drop(sandbox);
+    Ok(())
+}
+
+fn config_venue(config: &Config) -> String {
+    config.methods.values().find(|method| method.plugin == "smartum").and_then(|method| setting(method, "venue_id")).unwrap_or_default()
+}
+
+fn config_benefit(config: &Config) -> String {
+    config.methods.values().find(|method| method.plugin == "smartum").and_then(|method| setting(method, "benefit")).unwrap_or_default()
+}
+
+/// Asks a running sandbox for a paid transaction and prints its receipt: the code, and
+/// a QR code drawn in the terminal for a scanner or the POS camera.
+pub async fn receipt(config_path: &Path, amount: u64, venue: Option<String>, benefit: Option<String>) -> Result<(), SandboxError> {
+    let config = config::load(config_path).map_err(StartError::from)?;
+    let method = config
+        .methods
+        .values()
+        .find(|method| method.plugin == "smartum")
+        .ok_or_else(|| SandboxError::Setup("no smartum method in the config".into()))?;
+    let api_url = setting(method, "api_url").unwrap_or_default();
+    let body = serde_json::json!({"amount": amount, "venue": venue, "benefit": benefit});
+    let response = reqwest::Client::new()
+        .post(format!("{}/_sandbox/transactions", api_url.trim_end_matches('/')))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|error| SandboxError::Setup(format!("is `posbridge sandbox` running? cannot reach {api_url}: {error}")))?;
+    let status = response.status();
+    let answer: Value = response.json().await.map_err(|error| SandboxError::Setup(format!("the sandbox answered {status}: {error}")))?;
+    let (Some(transaction), Some(code)) = (answer["transaction_id"].as_str(), answer["receipt"].as_str()) else {
+        return Err(SandboxError::Setup(format!("the sandbox answered {status}: {answer}")));
+    };
+    println!("{}", render_qr(code));
+    println!("transaction: {transaction}");
+    println!("amount:      {amount} cents");
+    println!("receipt:     {code}");
+    Ok(())
+}
+
+/// A QR code as terminal text (two modules per character row).
+pub fn render_qr(text: &str) -> String {
+    match QrCode::new(text.as_bytes()) {
+        Ok(code) => code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build(),
+        Err(error) => format!("(cannot draw a QR code: {error})"),
+    }
+}
