@@ -93,6 +93,30 @@ impl Install {
         self.write("posbridge.toml", &format!("{}\n{extra}", base_config()));
     }
 
+    /// A `[methods.smartum]` section for a Smartum at `api_url` whose receipts verify with
+    /// `public_pem` under `kid`; the secret and key files are written beside the config.
+    /// `extra` lines are appended to the section.
+    pub fn smartum_method(&self, smartum: &SmartumEndpoint<'_>, extra: &str) -> String {
+        self.write("smartum.secret", &format!("{}\n", smartum.client_secret));
+        self.write("smartum-es512.pem", smartum.public_pem);
+        format!(
+            r#"[methods.smartum]
+plugin = "smartum"
+api_url = "{}"
+client_id = "{}"
+client_secret_file = "smartum.secret"
+venue_id = "{}"
+benefit = "{}"
+eligible_label = "smartum"
+{extra}
+[[methods.smartum.jwt_keys]]
+kid = "{}"
+pem_file = "smartum-es512.pem"
+"#,
+            smartum.api_url, smartum.client_id, smartum.venue_id, smartum.benefit, smartum.kid
+        )
+    }
+
     /// Runs `posbridge ARGS --config <main config>` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)
@@ -108,6 +132,17 @@ impl Install {
     pub fn start(&self) -> Daemon {
         Daemon::start(&self.bin, &self.config_path())
     }
+}
+
+/// Where a (sandbox) Smartum is and how to talk to it.
+pub struct SmartumEndpoint<'a> {
+    pub api_url: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub venue_id: &'a str,
+    pub benefit: &'a str,
+    pub kid: &'a str,
+    pub public_pem: &'a str,
 }
 
 /// The parts of a config every test installation shares: an ephemeral loopback port,
@@ -188,6 +223,20 @@ impl Daemon {
     /// `POST path` with a JSON body and the till's token.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
         self.request(reqwest::Method::POST, path).json(body).send().expect("POST")
+    }
+
+    /// `POST path` with the till's token: status and JSON answer.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.post_json(path, body);
+        let status = response.status().as_u16();
+        (status, response.json().expect("JSON answer"))
+    }
+
+    /// `GET path` with the till's token: status and JSON answer.
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.request(reqwest::Method::GET, path).send().expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().expect("JSON answer"))
     }
 
     /// Every log line so far.

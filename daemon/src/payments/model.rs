@@ -149,7 +149,7 @@ impl PaymentStatus {
         use PaymentStatus::*;
         matches!(
             (self, next),
-            (AwaitingScan, Processing | AwaitingCard | Succeeded | Canceled | Expired)
+            (AwaitingScan, Processing | AwaitingCard | Succeeded | Failed | Canceled | Expired)
                 | (Failed, Processing | AwaitingCard | Succeeded | Canceled | Expired)
                 | (Processing, Succeeded | Failed | AwaitingCard)
                 | (AwaitingCard, Processing | Succeeded | Failed | Canceled | Expired)
@@ -339,5 +339,6 @@ mod tests {
         assert!(!Canceled.can_become(Processing));
         assert!(!Expired.can_become(AwaitingScan));
         assert!(Failed.accepts_scan() && !Processing.accepts_scan());
+        assert!(AwaitingScan.can_become(Failed), "a refused code fails the payment at once");
     }
 }

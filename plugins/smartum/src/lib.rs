@@ -140,14 +140,18 @@ impl SmartumMethod {
         }
     }
 
-    fn transaction_of(request: &RefundRequest) -> Option<String> {
-        let cached = request
+    /// A string field of the settlement data stored with the payment.
+    fn cached_field(request: &RefundRequest, name: &str) -> Option<String> {
+        request
             .plugin_data
             .as_ref()
             .into_option()
             .and_then(|data| serde_json::from_str::<serde_json::Value>(data.as_str()).ok())
-            .and_then(|data| data.get("transaction_id").and_then(|id| id.as_str()).map(str::to_string));
-        cached.or_else(|| request.transaction_id.as_ref().into_option().map(|id| id.to_string()))
+            .and_then(|data| data.get(name).and_then(|value| value.as_str()).map(str::to_string))
+    }
+
+    fn transaction_of(request: &RefundRequest) -> Option<String> {
+        Self::cached_field(request, "transaction_id").or_else(|| request.transaction_id.as_ref().into_option().map(|id| id.to_string()))
     }
 }
 
@@ -259,7 +263,10 @@ impl PaymentMethod for SmartumMethod {
             );
         }
         let now = self.api.now_ms();
-        let captured_at = match request.captured_at_unix_ms.into_option() {
+        // The window runs from the day the customer paid Smartum (the transaction's
+        // creation), which the settlement data carries; else ask Smartum.
+        let paid_at = Self::cached_field(request, "created_at").and_then(|text| parse_rfc3339_ms(&text));
+        let captured_at = match paid_at {
             Some(at) => Some(at),
             None => self
                 .api

@@ -1,0 +1,680 @@
+//! Smartum payments end to end: the real binary on a loopback port, the real Smartum
+//! plugin, and the sandbox Smartum (SMARTUM-API.md) with an ES512 key made in the test.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox};
+use posbridge_testkit::{Daemon, Install, SmartumEndpoint, TILL_TOKEN};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
+
+struct Shop {
+    install: Install,
+    smartum: SmartumSandbox,
+    daemon: Option<Daemon>,
+}
+
+impl Shop {
+    /// A shop with the Smartum plugin against a fresh sandbox; `method_extra` goes into
+    /// `[methods.smartum]`, `config_extra` at the end of the config.
+    fn new(method_extra: &str, config_extra: &str) -> Shop {
+        Shop::with_options(SandboxOptions::default(), method_extra, config_extra)
+    }
+
+    fn with_options(options: SandboxOptions, method_extra: &str, config_extra: &str) -> Shop {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (client_id, client_secret, venue, benefit) =
+            (options.client_id.clone(), options.client_secret.clone(), options.venue_id.clone(), options.benefit.clone());
+        let smartum = SmartumSandbox::start(listen, options).expect("sandbox");
+        let install = Install::new(BIN);
+        install.add_plugin("posbridge-plugin-smartum");
+        install.add_plugin("posbridge-test-plugin-panicky");
+        let (url, pem) = (smartum.url(), smartum.public_key_pem());
+        let endpoint = SmartumEndpoint {
+            api_url: &url,
+            client_id: &client_id,
+            client_secret: &client_secret,
+            venue_id: &venue,
+            benefit: &benefit,
+            kid: smartum.kid(),
+            public_pem: &pem,
+        };
+        let method = install.smartum_method(&endpoint, method_extra);
+        install.configure(&format!("{method}\n[methods.boom]\nplugin = \"panicky\"\n\n{config_extra}"));
+        let daemon = install.start();
+        Shop { install, smartum, daemon: Some(daemon) }
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("running")
+    }
+
+    /// kill -9, then start again on the same store.
+    fn crash_and_restart(&mut self) {
+        self.daemon.take().expect("running").kill();
+        self.daemon = Some(self.install.start());
+    }
+
+    /// SIGTERM, then start again.
+    fn restart(&mut self) {
+        let status = self.daemon.take().expect("running").terminate();
+        assert!(status.success());
+        self.daemon = Some(self.install.start());
+    }
+
+    /// A 45.00 purchase of which 30.00 is Smartum-eligible.
+    fn create(&self) -> Value {
+        let (status, payment) = self.daemon().post("/v1/payments", &cart(4500, 3000));
+        assert_eq!(status, 201, "{payment}");
+        payment
+    }
+
+    fn scan(&self, payment: &Value, code: &str) -> (u16, Value) {
+        self.daemon().post(&format!("/v1/payments/{}/scan", id(payment)), &json!({"code": code}))
+    }
+
+    fn payment(&self, payment: &Value) -> Value {
+        let (status, body) = self.daemon().get_json(&format!("/v1/payments/{}", id(payment)));
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+fn id(value: &Value) -> &str {
+    value["id"].as_str().expect("an id")
+}
+
+fn cart(total: u64, eligible: u64) -> Value {
+    json!({
+        "method": "smartum", "amount": total, "currency": "EUR", "reference": "R-2026-000123",
+        "lines": [
+            {"sku": "GYM-10", "name": "10x gym visit", "amount": eligible, "labels": ["smartum"]},
+            {"sku": "DRINK", "name": "Protein drink", "amount": total - eligible, "labels": []}
+        ]
+    })
+}
+
+fn failure_code(payment: &Value) -> &str {
+    payment["failure"]["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn scanned_receipt_pays_once_and_is_marked_used_at_smartum() {
+    let shop = Shop::new("", "");
+    let payment = shop.create();
+    assert_eq!(payment["status"], "awaiting_scan");
+    assert_eq!(payment["eligible_amount"], 3000);
+    assert_eq!(payment["remaining_amount"], 4500);
+    assert_eq!(payment["version"], 1);
+
+    let receipt = shop.smartum.create_receipt(3000);
+    let (status, paid) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["captured_amount"], 3000);
+    assert_eq!(paid["remaining_amount"], 1500);
+    assert_eq!(paid["transaction_id"], receipt.transaction_id.as_str());
+    assert_eq!(paid["verified"], true);
+    assert_eq!(paid["benefit"], "exercise");
+    assert!(paid["version"].as_u64().unwrap() > 1);
+
+    let at_smartum = shop.smartum.transaction(&receipt.transaction_id).unwrap();
+    assert_eq!(at_smartum.status, "checked");
+    assert_eq!(at_smartum.check_reference.as_deref(), Some(id(&payment)));
+    assert_eq!(shop.smartum.checks(), 1);
+    assert_eq!(shop.payment(&payment), paid, "GET answers what the scan answered");
+}
+
+#[test]
+fn smaller_receipt_leaves_the_rest_to_pay() {
+    let shop = Shop::new("", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(2000);
+    let (_, paid) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(paid["status"], "succeeded");
+    assert_eq!(paid["captured_amount"], 2000);
+    assert_eq!(paid["remaining_amount"], 2500);
+}
+
+#[test]
+fn bare_transaction_id_and_receipt_url_are_confirmed_online() {
+    let shop = Shop::new("", "");
+    for code in [|r: &posbridge::sandbox::Receipt| r.transaction_id.clone(), |r: &posbridge::sandbox::Receipt| r.url.clone()] {
+        let payment = shop.create();
+        let receipt = shop.smartum.create_receipt(1000);
+        let (_, paid) = shop.scan(&payment, &code(&receipt));
+        assert_eq!(paid["status"], "succeeded", "{paid}");
+        assert_eq!(paid["transaction_id"], receipt.transaction_id.as_str());
+        assert_eq!(paid["captured_amount"], 1000);
+    }
+}
+
+#[test]
+fn a_receipt_pays_once_also_across_a_restart() {
+    let mut shop = Shop::new("", "");
+    let receipt = shop.smartum.create_receipt(3000);
+    let first = shop.create();
+    assert_eq!(shop.scan(&first, &receipt.jws).1["status"], "succeeded");
+
+    let second = shop.create();
+    let (status, refused) = shop.scan(&second, &receipt.jws);
+    assert_eq!(status, 200);
+    assert_eq!(refused["status"], "failed");
+    assert_eq!(failure_code(&refused), "receipt_already_used");
+
+    shop.crash_and_restart();
+    let third = shop.create();
+    let (_, refused) = shop.scan(&third, &receipt.transaction_id);
+    assert_eq!(failure_code(&refused), "receipt_already_used", "{refused}");
+    assert_eq!(shop.smartum.checks(), 1, "Smartum saw one check");
+    // The first payment is still there, succeeded, after the crash.
+    assert_eq!(shop.payment(&first)["status"], "succeeded");
+}
+
+#[test]
+fn every_receipt_failure_has_its_code_and_the_payment_can_be_retried() {
+    let shop = Shop::new("", "");
+    let other_key = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default()).unwrap();
+    let good = shop.smartum.create_receipt(3000);
+    let mut tampered: Vec<String> = good.jws.split('.').map(str::to_string).collect();
+    tampered[1] = base64_url(
+        &json!({"iss": "smartum", "jti": good.transaction_id, "venue": "ven_SandboxVenue0001", "benefit": "exercise", "amount": 1, "currency": "EUR"}),
+    );
+    let header = json!({"alg": "ES512", "typ": "JWT", "kid": shop.smartum.kid()});
+    let claims = |venue: &str, benefit: &str, amount: u64| json!({"iss": "smartum", "jti": "tx_AAAAAAAAAAAAAAAA", "venue": venue, "benefit": benefit, "amount": amount, "currency": "EUR", "iat": 1});
+    let cases = [
+        ("not a receipt".to_string(), "invalid_code"),
+        ("tx_short".to_string(), "invalid_code"),
+        (tampered.join("."), "bad_signature"),
+        (other_key.create_receipt(3000).jws, "bad_signature"),
+        (
+            shop.smartum.sign(&json!({"alg": "ES512", "kid": "unknown-kid"}), &claims("ven_SandboxVenue0001", "exercise", 100)),
+            "bad_signature",
+        ),
+        (
+            shop.smartum.sign(&json!({"alg": "HS256", "kid": shop.smartum.kid()}), &claims("ven_SandboxVenue0001", "exercise", 100)),
+            "bad_signature",
+        ),
+        (shop.smartum.sign(&header, &claims("ven_SomeOtherVenue01", "exercise", 100)), "wrong_venue"),
+        (shop.smartum.sign(&header, &claims("ven_SandboxVenue0001", "lunch", 100)), "wrong_benefit"),
+        (shop.smartum.create_receipt(3001).jws, "amount_exceeds_due"),
+        (shop.smartum.create_receipt_for(500, "ven_SomeOtherVenue01", "exercise", now_ms()).transaction_id, "wrong_venue"),
+        ("tx_UnknownUnknown00".to_string(), "invalid_code"),
+    ];
+    let payment = shop.create();
+    for (code, expected) in &cases {
+        let (status, answer) = shop.scan(&payment, code);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"], "failed", "{code}: {answer}");
+        assert_eq!(failure_code(&answer), *expected, "{code}: {answer}");
+        assert!(!answer["failure"]["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(shop.smartum.checks(), 0, "no refused receipt was checked");
+    // The same payment then takes a good receipt.
+    let (_, paid) = shop.scan(&payment, &good.jws);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+}
+
+#[test]
+fn wrong_smartum_credentials_are_a_provider_error() {
+    let options = SandboxOptions { client_secret: "the-real-secret".into(), ..SandboxOptions::default() };
+    let shop = Shop::with_options(options, "", "");
+    // The installation was configured with the sandbox's secret; make Smartum expect another.
+    shop.install.write("smartum.secret", "a-wrong-secret\n");
+    let mut shop = shop;
+    shop.restart();
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(1000);
+    let (_, answer) = shop.scan(&payment, &receipt.transaction_id);
+    assert_eq!(failure_code(&answer), "provider_error", "{answer}");
+}
+
+#[test]
+fn smartum_down_is_provider_unavailable_nothing_is_lost_and_a_later_scan_succeeds() {
+    let shop = Shop::new("timeout = \"3s\"", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    shop.smartum.set_faults(Faults { unavailable: true, ..Faults::default() });
+    let (status, answer) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "failed");
+    assert_eq!(failure_code(&answer), "provider_unavailable", "{answer}");
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().status, "paid", "nothing was taken");
+
+    shop.smartum.set_faults(Faults::default());
+    let (_, paid) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["captured_amount"], 3000);
+}
+
+#[test]
+fn crash_after_smartum_checked_the_receipt_ends_succeeded_once() {
+    let mut shop = Shop::new("", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    shop.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
+
+    let url = format!("{}/v1/payments/{}/scan", shop.daemon().base_url, id(&payment));
+    let code = receipt.jws.clone();
+    let scanning = std::thread::spawn(move || {
+        // The answer never comes: the daemon is killed while it waits for Smartum.
+        let _ = reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(TILL_TOKEN)
+            .json(&json!({"code": code}))
+            .timeout(Duration::from_secs(30))
+            .send();
+    });
+    assert!(shop.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum never saw the check");
+    assert_eq!(shop.payment(&payment)["status"], "processing", "write-ahead recorded the attempt");
+
+    shop.smartum.set_faults(Faults::default());
+    shop.crash_and_restart();
+    let (_, resolved) = shop.daemon().get_json(&format!("/v1/payments/{}?wait=30&version=2", id(&payment)));
+    assert_eq!(resolved["status"], "succeeded", "{resolved}");
+    assert_eq!(resolved["captured_amount"], 3000);
+    assert_eq!(resolved["transaction_id"], receipt.transaction_id.as_str());
+    assert_eq!(shop.smartum.checks(), 1, "redeemed once");
+    scanning.join().unwrap();
+
+    // And the receipt cannot pay again.
+    let again = shop.create();
+    assert_eq!(failure_code(&shop.scan(&again, &receipt.jws).1), "receipt_already_used");
+}
+
+#[test]
+fn manual_entry_succeeds_unverified_and_its_refund_needs_the_transaction_id() {
+    let shop = Shop::new("", "");
+    let receipt = shop.smartum.create_receipt(2500);
+    let payment = shop.create();
+    let (status, paid) = shop.daemon().post(&format!("/v1/payments/{}/manual", id(&payment)), &json!({"amount": 2500}));
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["status"], "succeeded");
+    assert_eq!(paid["verified"], false);
+    assert_eq!(paid["transaction_id"], Value::Null);
+    assert_eq!(paid["remaining_amount"], 2000);
+
+    let (status, refused) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 1000}));
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "transaction_id_required");
+    assert_eq!(refused["error"]["field"], "transaction_id");
+    assert_eq!(shop.payment(&payment)["refunded_amount"], 0, "a refused refund reserves nothing");
+
+    let (status, refund) =
+        shop.daemon().post("/v1/refunds", &json!({"method": "smartum", "transaction_id": receipt.transaction_id, "amount": 1000}));
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["status"], "succeeded");
+    assert_eq!(refund["payment"], Value::Null);
+    assert_eq!(refund["transaction_id"], receipt.transaction_id.as_str());
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().status, "partially_refunded");
+
+    let (status, too_much) = shop.daemon().post(&format!("/v1/payments/{}/manual", id(&shop.create())), &json!({"amount": 3001}));
+    assert_eq!(status, 422);
+    assert_eq!(too_much["error"]["code"], "amount_exceeds_due");
+}
+
+#[test]
+fn manual_entry_with_transaction_id_is_refunded_from_the_cache() {
+    let shop = Shop::new("", "");
+    let receipt = shop.smartum.create_receipt(3000);
+    let payment = shop.create();
+    let (_, paid) = shop
+        .daemon()
+        .post(&format!("/v1/payments/{}/manual", id(&payment)), &json!({"amount": 3000, "transaction_id": receipt.transaction_id}));
+    assert_eq!(paid["transaction_id"], receipt.transaction_id.as_str());
+    let (status, refund) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment)}));
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["amount"], 3000);
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().status, "refunded");
+}
+
+#[test]
+fn scanned_payment_refunds_from_cache_partially_then_fully_and_never_more() {
+    let mut shop = Shop::new("", "");
+    let receipt = shop.smartum.create_receipt(3000);
+    let payment = shop.create();
+    shop.scan(&payment, &receipt.jws);
+
+    let (status, first) =
+        shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 1000, "reason": "customer_request"}));
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["amount"], 1000);
+    assert!(first["id"].as_str().unwrap().starts_with("re_"));
+    assert_eq!(shop.payment(&payment)["refunded_amount"], 1000);
+
+    let (status, over) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 2001}));
+    assert_eq!(status, 422);
+    assert_eq!(over["error"]["code"], "refund_exceeds_payment");
+
+    shop.restart();
+    let (status, rest) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment)}));
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(rest["amount"], 2000, "the whole refundable rest");
+    assert_eq!(shop.payment(&payment)["refunded_amount"], 3000);
+    let (_, read) = shop.daemon().get_json(&format!("/v1/refunds/{}", rest["id"].as_str().unwrap()));
+    assert_eq!(read, rest);
+
+    let (status, nothing_left) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 1}));
+    assert_eq!(status, 422);
+    assert_eq!(nothing_left["error"]["code"], "refund_exceeds_payment");
+    let at_smartum = shop.smartum.transaction(&receipt.transaction_id).unwrap();
+    assert_eq!((at_smartum.status, at_smartum.refunded_amount), ("refunded", 3000));
+}
+
+#[test]
+fn refunds_after_the_payment_day_are_refused() {
+    let shop = Shop::new("", "");
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    let receipt = shop.smartum.create_receipt_for(1500, "ven_SandboxVenue0001", "exercise", two_days_ago);
+    let payment = shop.create();
+    assert_eq!(shop.scan(&payment, &receipt.jws).1["status"], "succeeded");
+    let (status, refused) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment)}));
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "refund_window_closed");
+    assert_eq!(shop.payment(&payment)["refunded_amount"], 0, "the reservation is given back");
+}
+
+#[test]
+fn idempotent_replay_and_conflict_also_after_a_restart() {
+    let mut shop = Shop::new("", "");
+    let body = cart(4500, 3000);
+    let post = |shop: &Shop, key: &str, body: &Value| {
+        let response =
+            shop.daemon().request(reqwest::Method::POST, "/v1/payments").header("Idempotency-Key", key).json(body).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let first = post(&shop, "create-R-123", &body);
+    assert_eq!(first.0, 201);
+    let again = post(&shop, "create-R-123", &body);
+    assert_eq!(again, first, "status and body identical");
+
+    shop.crash_and_restart();
+    let after_restart = post(&shop, "create-R-123", &body);
+    assert_eq!(after_restart, first);
+    let (status, conflict) = post(&shop, "create-R-123", &cart(4600, 3000));
+    assert_eq!(status, 409);
+    assert!(conflict.contains("idempotency_conflict"), "{conflict}");
+    let (_, list) = shop.daemon().get_json("/v1/payments");
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "one payment was created: {list}");
+
+    // A replayed error is identical too, and a scan replays its answer.
+    let payment: Value = serde_json::from_str(&first.1).unwrap();
+    let receipt = shop.smartum.create_receipt(3000);
+    let scan = |key: &str| {
+        let response = shop
+            .daemon()
+            .request(reqwest::Method::POST, &format!("/v1/payments/{}/scan", id(&payment)))
+            .header("Idempotency-Key", key)
+            .json(&json!({"code": receipt.jws}))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let scanned = scan("scan-1");
+    assert_eq!(scan("scan-1"), scanned);
+    assert_eq!(shop.smartum.checks(), 1);
+    let (status, bad_key) = post(&shop, "", &body);
+    assert_eq!(status, 400, "{bad_key}");
+}
+
+#[test]
+fn bad_requests_get_documented_errors_and_change_nothing() {
+    let shop = Shop::new("", "");
+    let paid = shop.create();
+    shop.scan(&paid, &shop.smartum.create_receipt(3000).jws);
+    let before = (shop.daemon().get_json("/v1/payments").1, shop.payment(&paid));
+    let raw = |body: Vec<u8>| {
+        let response = shop
+            .daemon()
+            .request(reqwest::Method::POST, "/v1/payments")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let mut negative = cart(4500, 3000);
+    negative["amount"] = json!(-4500);
+    let mut negative_line = cart(4500, 3000);
+    negative_line["lines"][1]["amount"] = json!(-1);
+    let mut unknown = cart(4500, 3000);
+    unknown["tip"] = json!(100);
+    let mut unknown_in_line = cart(4500, 3000);
+    unknown_in_line["lines"][0]["colour"] = json!("red");
+    let mut not_summing = cart(4500, 3000);
+    not_summing["amount"] = json!(5000);
+    let mut nothing = cart(4500, 3000);
+    nothing["lines"][0]["labels"] = json!([]);
+    let mut unknown_method = cart(4500, 3000);
+    unknown_method["method"] = json!("bitcoin");
+    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (b"{\"method\": \"smartum\", ".to_vec(), 400, "invalid_request", None),
+        (b"not json at all".to_vec(), 400, "invalid_request", None),
+        (serde_json::to_vec(&negative).unwrap(), 400, "invalid_request", Some("amount")),
+        (serde_json::to_vec(&negative_line).unwrap(), 400, "invalid_request", Some("lines[1].amount")),
+        (serde_json::to_vec(&unknown).unwrap(), 400, "invalid_request", Some("tip")),
+        (serde_json::to_vec(&unknown_in_line).unwrap(), 400, "invalid_request", Some("lines[0].colour")),
+        (serde_json::to_vec(&not_summing).unwrap(), 422, "lines_do_not_sum", Some("lines")),
+        (serde_json::to_vec(&nothing).unwrap(), 422, "nothing_eligible", Some("lines")),
+        (serde_json::to_vec(&unknown_method).unwrap(), 422, "unknown_method", Some("method")),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, answer) = raw(body);
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+    }
+    // 8 MiB: refused before it is read (its own connection, which the server closes).
+    let huge = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/payments", shop.daemon().base_url))
+        .bearer_auth(TILL_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 8 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(huge.json::<Value>().unwrap()["error"]["code"], "payload_too_large");
+    let (status, answer) = shop.daemon().post(&format!("/v1/payments/{}/scan", id(&paid)), &json!({"code": "x", "extra": 1}));
+    assert_eq!((status, answer["error"]["field"].as_str()), (400, Some("extra")));
+    assert_eq!(shop.daemon().get("/healthz").status(), 200, "the daemon is unharmed");
+    let after = (shop.daemon().get_json("/v1/payments").1, shop.payment(&paid));
+    assert_eq!(after, before, "nothing stored changed");
+}
+
+#[test]
+fn tokens_host_and_origins_are_enforced() {
+    let mut shop = Shop::new("", "");
+    shop.install.write("conf.d/origins.toml", "[server]\nallowed_origins = [\"http://pos.localhost:3000\"]\n");
+    shop.restart();
+    let url = format!("{}/v1/methods", shop.daemon().base_url);
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(client.get(&url).send().unwrap().status(), 401);
+    assert_eq!(client.get(&url).bearer_auth("not-the-token-at-all-0000").send().unwrap().status(), 401);
+    let ok = client.get(&url).bearer_auth(TILL_TOKEN).send().unwrap();
+    assert_eq!(ok.status(), 200);
+    let methods: Value = ok.json().unwrap();
+    let smartum = methods["data"].as_array().unwrap().iter().find(|m| m["id"] == "smartum").unwrap();
+    assert_eq!(smartum["plugin"], "smartum");
+    assert!(smartum["capabilities"].as_array().unwrap().contains(&json!("scan")));
+
+    let rebound = client.get(&url).bearer_auth(TILL_TOKEN).header("Host", "evil.example:8787").send().unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert_eq!(rebound.json::<Value>().unwrap()["error"]["code"], "forbidden_host");
+    let health = client.get(format!("{}/healthz", shop.daemon().base_url)).header("Host", "attacker.example").send().unwrap();
+    assert_eq!(health.status(), 403);
+
+    let foreign = client.get(&url).bearer_auth(TILL_TOKEN).header("Origin", "https://evil.example").send().unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(foreign.json::<Value>().unwrap()["error"]["code"], "origin_not_allowed");
+    let allowed = client.get(&url).bearer_auth(TILL_TOKEN).header("Origin", "http://pos.localhost:3000").send().unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "http://pos.localhost:3000");
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "http://pos.localhost:3000")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert!(preflight.headers()["access-control-allow-headers"].to_str().unwrap().contains("Idempotency-Key"));
+}
+
+#[test]
+fn events_stream_resumes_by_last_event_id_across_a_restart() {
+    let mut shop = Shop::new("", "");
+    let payment = shop.create();
+    shop.scan(&payment, &shop.smartum.create_receipt(3000).jws);
+    let first_three = read_events(shop.daemon(), None, 3);
+    assert_eq!(first_three.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(first_three.iter().all(|e| e.1 == "payment.updated"));
+    assert_eq!(first_three[2].2["status"], "succeeded");
+
+    shop.restart();
+    let refund = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 500})).1;
+    let resumed = read_events(shop.daemon(), Some(2), 3);
+    assert_eq!(resumed[0].0, 3);
+    assert_eq!(resumed[0].2["status"], "succeeded");
+    let kinds: Vec<&str> = resumed[1..].iter().map(|e| e.1.as_str()).collect();
+    assert!(kinds.contains(&"refund.updated"), "{kinds:?}");
+    assert!(resumed.iter().any(|e| e.2["id"] == refund["id"]));
+}
+
+/// Reads `count` events from `/v1/events` (with `Last-Event-ID` when given).
+fn read_events(daemon: &Daemon, last_event_id: Option<u64>, count: usize) -> Vec<(u64, String, Value)> {
+    let mut request = daemon.request(reqwest::Method::GET, "/v1/events");
+    if let Some(last) = last_event_id {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = request.send().unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut lines = BufReader::new(response).lines();
+    let mut events = Vec::new();
+    let (mut id, mut kind) = (0, String::new());
+    while events.len() < count {
+        let line = lines.next().expect("stream open").expect("line");
+        if let Some(value) = line.strip_prefix("id: ") {
+            id = value.parse().unwrap();
+        } else if let Some(value) = line.strip_prefix("event: ") {
+            kind = value.to_string();
+        } else if let Some(value) = line.strip_prefix("data: ") {
+            events.push((id, kind.clone(), serde_json::from_str(value).unwrap()));
+        }
+    }
+    events
+}
+
+#[test]
+fn long_poll_returns_when_the_payment_changes() {
+    let shop = Shop::new("", "");
+    let payment = shop.create();
+    let url = format!("{}/v1/payments/{}?wait=30&version=1", shop.daemon().base_url, id(&payment));
+    let waiting = std::thread::spawn(move || {
+        reqwest::blocking::Client::new().get(url).bearer_auth(TILL_TOKEN).send().unwrap().json::<Value>().unwrap()
+    });
+    let receipt = shop.smartum.create_receipt(3000);
+    shop.scan(&payment, &receipt.jws);
+    let changed = waiting.join().unwrap();
+    assert!(changed["version"].as_u64().unwrap() > 1, "{changed}");
+
+    let (status, _) = shop.daemon().get_json(&format!("/v1/payments/{}?wait=61", id(&payment)));
+    assert_eq!(status, 400);
+    let (status, current) = shop.daemon().get_json(&format!("/v1/payments/{}?wait=1&version=999", id(&payment)));
+    assert_eq!(status, 200, "a wait that times out answers the current payment");
+    assert_eq!(current["status"], "succeeded");
+}
+
+#[test]
+fn unscanned_payments_expire_and_cancel_works_only_before_success() {
+    let shop = Shop::new("", "[payments]\nscan_timeout = \"1s\"\n");
+    let expiring = shop.create();
+    let (_, expired) = shop.daemon().get_json(&format!("/v1/payments/{}?wait=30&version=1", id(&expiring)));
+    assert_eq!(expired["status"], "expired", "{expired}");
+    let (status, late) = shop.scan(&expiring, &shop.smartum.create_receipt(100).jws);
+    assert_eq!(status, 409, "{late}");
+    assert_eq!(late["error"]["code"], "invalid_state");
+
+    let canceled = shop.create();
+    let (status, answer) = shop.daemon().post(&format!("/v1/payments/{}/cancel", id(&canceled)), &json!({}));
+    assert_eq!((status, answer["status"].as_str()), (200, Some("canceled")));
+    let paid = shop.create();
+    shop.scan(&paid, &shop.smartum.create_receipt(1000).jws);
+    let (status, refused) = shop.daemon().post(&format!("/v1/payments/{}/cancel", id(&paid)), &json!({}));
+    assert_eq!(status, 409);
+    assert_eq!(refused["error"]["code"], "invalid_state");
+    let (status, _) = shop.daemon().get_json("/v1/payments/pay_doesnotexist0000");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn history_lists_newest_first_with_filters_and_pages() {
+    let shop = Shop::new("", "");
+    let ids: Vec<String> = (0..3).map(|_| id(&shop.create()).to_string()).collect();
+    shop.scan(&json!({"id": ids[1]}), &shop.smartum.create_receipt(1000).jws);
+    let (_, all) = shop.daemon().get_json("/v1/payments");
+    let listed: Vec<&str> = all["data"].as_array().unwrap().iter().map(id).collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    assert_eq!(all["has_more"], false);
+    let (_, page) = shop.daemon().get_json("/v1/payments?limit=2");
+    assert_eq!(page["has_more"], true);
+    let (_, next) = shop.daemon().get_json(&format!("/v1/payments?limit=2&starting_after={}", ids[1]));
+    assert_eq!(next["data"][0]["id"], ids[0].as_str());
+    let (_, succeeded) = shop.daemon().get_json("/v1/payments?status=succeeded&register=till-1");
+    assert_eq!(succeeded["data"].as_array().unwrap().len(), 1);
+    let (_, none) = shop.daemon().get_json("/v1/payments?from=2999-01-01T00:00:00Z");
+    assert_eq!(none["data"], json!([]));
+    assert_eq!(shop.daemon().get_json("/v1/payments?status=bogus").0, 400);
+}
+
+#[test]
+fn a_plugin_panicking_in_a_call_is_an_error_and_the_daemon_keeps_serving() {
+    let shop = Shop::new("", "");
+    let panicking = json!({"method": "boom", "amount": 100, "currency": "EUR", "lines": [{"sku": "X", "name": "x", "amount": 100, "labels": ["panic"]}]});
+    let (status, answer) = shop.daemon().post("/v1/payments", &panicking);
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["error"]["code"], "plugin_panicked");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("panicked in eligible_amount"));
+    // The same plugin's scan path panics too; the payment records the failure.
+    let calm = json!({"method": "boom", "amount": 100, "currency": "EUR"});
+    let (status, payment) = shop.daemon().post("/v1/payments", &calm);
+    assert_eq!(status, 201, "{payment}");
+    let (_, scanned) = shop.daemon().post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": "anything"}));
+    assert_eq!(failure_code(&scanned), "plugin_panicked", "{scanned}");
+    assert_eq!(shop.daemon().get("/healthz").status(), 200);
+    assert_eq!(shop.create()["status"], "awaiting_scan", "other methods keep working");
+}
+
+#[test]
+fn metrics_and_openapi_describe_the_running_api() {
+    let shop = Shop::new("", "");
+    shop.scan(&shop.create(), &shop.smartum.create_receipt(1000).jws);
+    let metrics = shop.daemon().get("/metrics").text().unwrap();
+    assert!(metrics.contains("posbridge_http_requests_total{method=\"POST\",route=\"/v1/payments\",status=\"201\"} 1"), "{metrics}");
+    assert!(metrics.contains("posbridge_plugin_calls_total{method=\"smartum\",operation=\"redeem\",outcome=\"ok\"} 1"), "{metrics}");
+    let openapi: Value = shop.daemon().get("/openapi.json").json().unwrap();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    for path in ["/v1/payments", "/v1/payments/{id}/scan", "/v1/refunds", "/v1/events", "/readyz"] {
+        assert!(openapi["paths"][path].is_object(), "{path} missing");
+    }
+    let create = &openapi["paths"]["/v1/payments"]["post"];
+    let reference = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+    let schema = &openapi["components"]["schemas"][reference.rsplit('/').next().unwrap()];
+    assert_eq!(schema["additionalProperties"], false, "unknown fields are refused, and documented so");
+    assert!(schema["required"].as_array().unwrap().contains(&json!("amount")));
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn base64_url(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
