@@ -678,3 +678,64 @@ fn base64_url(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
+
+#[test]
+fn an_expired_access_token_is_renewed_once_and_the_call_goes_through() {
+    let shop = Shop::new("", "");
+    let first = shop.create();
+    shop.scan(&first, &shop.smartum.create_receipt(1000).jws);
+    assert_eq!(shop.smartum.token_requests(), 1, "the token is cached between calls");
+    let second = shop.create();
+    shop.scan(&second, &shop.smartum.create_receipt(1000).jws);
+    assert_eq!(shop.smartum.token_requests(), 1);
+
+    shop.smartum.revoke_tokens();
+    let third = shop.create();
+    let (_, paid) = shop.scan(&third, &shop.smartum.create_receipt(1000).jws);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(shop.smartum.token_requests(), 2, "one new token after the 401");
+}
+
+#[test]
+fn the_quick_start_sandbox_takes_a_payment_end_to_end() {
+    // The shipped sandbox config, on free ports, with this build's plugins.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let install = Install::new(BIN);
+    for file in ["sandbox.toml", "sandbox/smartum.secret", "sandbox/smartum-es512.pem", "sandbox/smartum-es512-private.pem"] {
+        install.write(file, &std::fs::read_to_string(example.join(file)).unwrap());
+    }
+    install.add_plugin("posbridge-plugin-smartum");
+    let smartum_port = posbridge_testkit::free_port();
+    let config = std::fs::read_to_string(install.path().join("sandbox.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:8787\"", "listen = \"127.0.0.1:0\"")
+        .replace("http://127.0.0.1:8788", &format!("http://127.0.0.1:{smartum_port}"))
+        .replace("dir = \"../target/debug\"", "dir = \"plugins\"");
+    install.write("posbridge.toml", &config);
+    let daemon = install.start_command(&["sandbox"]);
+    assert!(daemon.output().iter().any(|line| line.contains("Sandbox Smartum")), "{:?}", daemon.output());
+
+    let receipt = install.run(&["sandbox", "receipt", "--amount", "3000"]);
+    let printed = String::from_utf8_lossy(&receipt.stdout);
+    assert!(receipt.status.success(), "{printed}");
+    assert!(printed.contains('█'), "a QR code is drawn");
+    let code = printed.lines().find_map(|line| line.strip_prefix("receipt:")).unwrap().trim().to_string();
+    let payment = daemon.post("/v1/payments", &cart(4500, 3000)).1;
+    let (_, paid) = daemon.post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": code}));
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["remaining_amount"], 1500);
+}
+
+#[test]
+fn a_lost_check_answer_is_resolved_by_asking_smartum_and_pays_once() {
+    let shop = Shop::new("request_timeout_ms = 500", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    // Smartum records the check but its answer never arrives.
+    shop.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
+    let (status, paid) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["captured_amount"], 3000);
+    assert_eq!(shop.smartum.checks(), 1, "checked once");
+}

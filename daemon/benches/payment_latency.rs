@@ -47,7 +47,14 @@ fn main() {
             .json()
             .unwrap();
         let id = created["id"].as_str().expect("created");
-        let paid: Value = client.post(format!("{base}/v1/payments/{id}/scan")).bearer_auth(TILL_TOKEN).json(&json!({"code": receipt.jws})).send().unwrap().json().unwrap();
+        let paid: Value = client
+            .post(format!("{base}/v1/payments/{id}/scan"))
+            .bearer_auth(TILL_TOKEN)
+            .json(&json!({"code": receipt.jws}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(paid["status"], "succeeded", "{paid}");
         started.elapsed()
     };
@@ -101,7 +108,14 @@ fn payments_per_second(base: &str, smartum: &SmartumSandbox, count: usize) -> f6
                         .json()
                         .unwrap();
                     let id = created["id"].as_str().expect("created");
-                    let paid: Value = client.post(format!("{base}/v1/payments/{id}/scan")).bearer_auth(TILL_TOKEN).json(&json!({"code": receipt})).send().unwrap().json().unwrap();
+                    let paid: Value = client
+                        .post(format!("{base}/v1/payments/{id}/scan"))
+                        .bearer_auth(TILL_TOKEN)
+                        .json(&json!({"code": receipt}))
+                        .send()
+                        .unwrap()
+                        .json()
+                        .unwrap();
                     assert_eq!(paid["status"], "succeeded", "{paid}");
                 }
             });
@@ -123,7 +137,8 @@ impl Floor {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())).unwrap();
         let url = format!("http://{}/echo", listener.local_addr().unwrap());
-        let app = axum::Router::new().route("/echo", axum::routing::post(|body: axum::Json<Value>| async move { axum::Json(json!({"ok": true, "got": body.0})) }));
+        let app = axum::Router::new()
+            .route("/echo", axum::routing::post(|body: axum::Json<Value>| async move { axum::Json(json!({"ok": true, "got": body.0})) }));
         runtime.spawn(async move { axum::serve(listener, app).await });
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();

@@ -46,50 +46,52 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Writes one metric family: its help, its type, and a line per label set.
+fn family(out: &mut String, name: &str, help: &str, kind: &str, series: impl Iterator<Item = (String, String)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
 /// The Prometheus text exposition, with `extra` gauges appended as (name, help, value).
 pub fn render(extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::new();
     with(|registry| {
-        out.push_str("# HELP posbridge_http_requests_total HTTP requests answered.\n# TYPE posbridge_http_requests_total counter\n");
-        for ((method, route, status), timing) in &registry.http {
-            let _ = writeln!(
-                out,
-                "posbridge_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
-                escape(route),
-                timing.count
-            );
-        }
-        out.push_str("# HELP posbridge_http_request_seconds_sum Time spent answering HTTP requests.\n# TYPE posbridge_http_request_seconds_sum counter\n");
-        for ((method, route, status), timing) in &registry.http {
-            let _ = writeln!(
-                out,
-                "posbridge_http_request_seconds_sum{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {:.6}",
-                escape(route),
-                timing.seconds
-            );
-        }
-        out.push_str(
-            "# HELP posbridge_plugin_calls_total Calls into payment-method plugins.\n# TYPE posbridge_plugin_calls_total counter\n",
+        let http = |(method, route, status): &(String, String, u16)| {
+            format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route))
+        };
+        let calls = |(method, operation, outcome): &(String, String, String)| {
+            format!("method=\"{}\",operation=\"{operation}\",outcome=\"{outcome}\"", escape(method))
+        };
+        family(
+            &mut out,
+            "posbridge_http_requests_total",
+            "HTTP requests answered.",
+            "counter",
+            registry.http.iter().map(|(key, timing)| (http(key), timing.count.to_string())),
         );
-        for ((method, operation, outcome), timing) in &registry.plugin_calls {
-            let _ = writeln!(
-                out,
-                "posbridge_plugin_calls_total{{method=\"{}\",operation=\"{operation}\",outcome=\"{outcome}\"}} {}",
-                escape(method),
-                timing.count
-            );
-        }
-        out.push_str(
-            "# HELP posbridge_plugin_call_seconds_sum Time spent in plugin calls.\n# TYPE posbridge_plugin_call_seconds_sum counter\n",
+        family(
+            &mut out,
+            "posbridge_http_request_seconds_sum",
+            "Time spent answering HTTP requests.",
+            "counter",
+            registry.http.iter().map(|(key, timing)| (http(key), format!("{:.6}", timing.seconds))),
         );
-        for ((method, operation, outcome), timing) in &registry.plugin_calls {
-            let _ = writeln!(
-                out,
-                "posbridge_plugin_call_seconds_sum{{method=\"{}\",operation=\"{operation}\",outcome=\"{outcome}\"}} {:.6}",
-                escape(method),
-                timing.seconds
-            );
-        }
+        family(
+            &mut out,
+            "posbridge_plugin_calls_total",
+            "Calls into payment-method plugins.",
+            "counter",
+            registry.plugin_calls.iter().map(|(key, timing)| (calls(key), timing.count.to_string())),
+        );
+        family(
+            &mut out,
+            "posbridge_plugin_call_seconds_sum",
+            "Time spent in plugin calls.",
+            "counter",
+            registry.plugin_calls.iter().map(|(key, timing)| (calls(key), format!("{:.6}", timing.seconds))),
+        );
     });
     for (name, help, value) in extra {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

@@ -130,7 +130,13 @@ pem_file = "smartum-es512.pem"
 
     /// Starts the daemon and waits until it listens.
     pub fn start(&self) -> Daemon {
-        Daemon::start(&self.bin, &self.config_path())
+        Daemon::start(&self.bin, &[], &self.config_path())
+    }
+
+    /// Starts `posbridge COMMAND… --config <main config>` (e.g. `sandbox`) and waits
+    /// until its daemon listens.
+    pub fn start_command(&self, command: &[&str]) -> Daemon {
+        Daemon::start(&self.bin, command, &self.config_path())
     }
 }
 
@@ -173,22 +179,32 @@ pub struct Daemon {
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
     log: Arc<Mutex<Vec<String>>>,
+    output: Arc<Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
 }
 
 impl Daemon {
-    fn start(bin: &Path, config: &Path) -> Daemon {
+    fn start(bin: &Path, command: &[&str], config: &Path) -> Daemon {
         let mut child = Command::new(bin)
+            .args(command)
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .env_remove("POSBRIDGE_LOG")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start posbridge");
+        let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = mpsc::channel();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let output_writer = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                output_writer.lock().unwrap().push(line);
+            }
+        });
         let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -207,7 +223,7 @@ impl Daemon {
             }
         };
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client");
-        Daemon { child, base_url: format!("http://{address}"), log, http }
+        Daemon { child, base_url: format!("http://{address}"), log, output, http }
     }
 
     /// `GET path` without a token.
@@ -239,9 +255,14 @@ impl Daemon {
         (status, response.json().expect("JSON answer"))
     }
 
-    /// Every log line so far.
+    /// Every log line (stderr) so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Every line printed on stdout so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -271,6 +292,15 @@ fn listening_address(line: &str) -> Option<String> {
         return None;
     }
     Some(event.get("address")?.as_str()?.to_string())
+}
+
+/// A loopback port free at the time of asking (for servers whose address must be
+/// written into a config before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }
 
 /// stdout and stderr of a finished command, as one string for assertions.

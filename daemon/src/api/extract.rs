@@ -26,6 +26,39 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
+/// The configured request body limit, attached to each request by the router.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A body this much over the limit is cut off rather than read to its end.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Reads the body up to `limit`. A longer body is read to its end (up to
+/// [`DRAIN_CAP`]) and dropped, so the client gets its `413` instead of a reset connection.
+async fn read_limited(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = request.into_body().into_data_stream();
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| ApiError::invalid(format!("the request body could not be read: {error}")))?;
+        seen += chunk.len();
+        if seen <= limit {
+            body.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the configured limit ({limit} bytes)"),
+        ));
+    }
+    Ok(Bytes::from(body))
+}
+
 /// A JSON body, parsed strictly: unknown fields and wrong types are `400
 /// invalid_request` naming the field; a body over the limit is `413`.
 pub struct StrictJson<T> {
@@ -37,15 +70,10 @@ pub struct StrictJson<T> {
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-        let raw = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the configured limit")
-            } else {
-                ApiError::invalid(format!("the request body could not be read: {rejection}"))
-            }
-        })?;
+        let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0).unwrap_or(1024 * 1024);
+        let raw = read_limited(request, limit).await?;
         if !raw.is_empty() && !content_type.is_empty() && !content_type.starts_with("application/json") {
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
         }

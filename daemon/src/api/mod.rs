@@ -131,7 +131,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     public
         .merge(private)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::Extension(extract::BodyLimit(state.max_body_bytes)))
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard::cors))
         .layer(middleware::from_fn(guard::host_check))
         .layer(middleware::from_fn(track))

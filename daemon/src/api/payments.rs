@@ -156,6 +156,30 @@ fn payment_json(payment: &crate::payments::model::Payment) -> Value {
     serde_json::to_value(payment_view(payment)).unwrap_or_default()
 }
 
+/// Runs `handler` under the request's idempotency key and answers its result.
+async fn idempotent<F, Fut>(state: &AppState, client: &str, headers: &HeaderMap, route: &str, raw: &[u8], handler: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    answer(idempotency::run(state.payments.store(), &state.in_flight, client, headers, route, raw, handler).await)
+}
+
+/// An action on one payment that answers the payment (`200`).
+async fn payment_action<Fut>(
+    state: &AppState,
+    client: &str,
+    headers: &HeaderMap,
+    route: String,
+    raw: &[u8],
+    action: impl FnOnce() -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<crate::payments::model::Payment, ApiError>>,
+{
+    idempotent(state, client, headers, &route, raw, || async { Ok((StatusCode::OK, payment_json(&action().await?))) }).await
+}
+
 /// Creates a payment.
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -164,42 +188,39 @@ pub async fn create(
     body: StrictJson<CreatePayment>,
 ) -> Response {
     let StrictJson { value, raw } = body;
-    answer(
-        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, "POST /v1/payments", &raw, || async {
-            let lines = value
-                .lines
-                .map(|lines| {
-                    lines
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, line)| {
-                            let amount = u64::try_from(line.amount).map_err(|_| {
-                                ApiError::invalid("a line amount cannot be negative").field(format!("lines[{index}].amount"))
-                            })?;
-                            Ok(Line { sku: line.sku, name: line.name, amount: Amount(amount), labels: line.labels })
-                        })
-                        .collect::<Result<Vec<_>, ApiError>>()
-                })
-                .transpose()?;
-            let split_of = value
-                .split_of
-                .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("split_of must be a payment id (pay_…)").field("split_of")))
-                .transpose()?;
-            let request = NewPayment {
-                method: value.method,
-                amount: positive(value.amount, "amount")?,
-                currency: currency(&value.currency, "currency")?,
-                reference: value.reference,
-                register: value.register.unwrap_or_else(|| client.clone()),
-                lines,
-                split_of,
-                client: client.clone(),
-            };
-            let payment = state.payments.create(request).await?;
-            Ok((StatusCode::CREATED, payment_json(&payment)))
-        })
-        .await,
-    )
+    idempotent(&state, &client, &headers, "POST /v1/payments", &raw, || async {
+        let lines = value
+            .lines
+            .map(|lines| {
+                lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, line)| {
+                        let amount = u64::try_from(line.amount)
+                            .map_err(|_| ApiError::invalid("a line amount cannot be negative").field(format!("lines[{index}].amount")))?;
+                        Ok(Line { sku: line.sku, name: line.name, amount: Amount(amount), labels: line.labels })
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()
+            })
+            .transpose()?;
+        let split_of = value
+            .split_of
+            .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("split_of must be a payment id (pay_…)").field("split_of")))
+            .transpose()?;
+        let request = NewPayment {
+            method: value.method,
+            amount: positive(value.amount, "amount")?,
+            currency: currency(&value.currency, "currency")?,
+            reference: value.reference,
+            register: value.register.unwrap_or_else(|| client.clone()),
+            lines,
+            split_of,
+            client: client.clone(),
+        };
+        let payment = state.payments.create(request).await?;
+        Ok((StatusCode::CREATED, payment_json(&payment)))
+    })
+    .await
 }
 
 /// Reads a payment, optionally waiting for a change.
@@ -233,17 +254,13 @@ pub async fn scan(
     headers: HeaderMap,
     body: StrictJson<ScanBody>,
 ) -> Response {
-    let route = format!("POST /v1/payments/{id}/scan");
-    answer(
-        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
-            if body.value.code.trim().is_empty() {
-                return Err(ApiError::invalid("code must not be empty").field("code"));
-            }
-            let payment = state.payments.scan(&id, &body.value.code).await?;
-            Ok((StatusCode::OK, payment_json(&payment)))
-        })
-        .await,
-    )
+    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, || async {
+        if body.value.code.trim().is_empty() {
+            return Err(ApiError::invalid("code must not be empty").field("code"));
+        }
+        Ok(state.payments.scan(&id, &body.value.code).await?)
+    })
+    .await
 }
 
 /// Records a manual entry.
@@ -254,15 +271,11 @@ pub async fn manual(
     headers: HeaderMap,
     body: StrictJson<ManualBody>,
 ) -> Response {
-    let route = format!("POST /v1/payments/{id}/manual");
-    answer(
-        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
-            let amount = positive(body.value.amount, "amount")?;
-            let payment = state.payments.manual(&id, amount, body.value.transaction_id.clone()).await?;
-            Ok((StatusCode::OK, payment_json(&payment)))
-        })
-        .await,
-    )
+    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, || async {
+        let amount = positive(body.value.amount, "amount")?;
+        Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone()).await?)
+    })
+    .await
 }
 
 /// Cancels a payment that has taken nothing.
@@ -273,14 +286,10 @@ pub async fn cancel(
     headers: HeaderMap,
     body: StrictJson<CancelBody>,
 ) -> Response {
-    let route = format!("POST /v1/payments/{id}/cancel");
-    answer(
-        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, &route, &body.raw, || async {
-            let payment = state.payments.cancel(&id).await?;
-            Ok((StatusCode::OK, payment_json(&payment)))
-        })
-        .await,
-    )
+    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/cancel"), &body.raw, || async {
+        Ok(state.payments.cancel(&id).await?)
+    })
+    .await
 }
 
 /// Lists payments, newest first.
@@ -333,22 +342,20 @@ pub async fn refund(
     body: StrictJson<CreateRefund>,
 ) -> Response {
     let StrictJson { value, raw } = body;
-    answer(
-        idempotency::run(state.payments.store(), &state.in_flight, &client, &headers, "POST /v1/refunds", &raw, || async {
-            let request = NewRefund {
-                payment: value.payment,
-                method: value.method,
-                transaction_id: value.transaction_id,
-                amount: value.amount.map(|amount| positive(amount, "amount")).transpose()?,
-                currency: value.currency.map(|text| currency(&text, "currency")).transpose()?,
-                reason: value.reason,
-                client: client.clone(),
-            };
-            let refund = state.payments.refund(request).await?;
-            Ok((StatusCode::CREATED, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
-        })
-        .await,
-    )
+    idempotent(&state, &client, &headers, "POST /v1/refunds", &raw, || async {
+        let request = NewRefund {
+            payment: value.payment,
+            method: value.method,
+            transaction_id: value.transaction_id,
+            amount: value.amount.map(|amount| positive(amount, "amount")).transpose()?,
+            currency: value.currency.map(|text| currency(&text, "currency")).transpose()?,
+            reason: value.reason,
+            client: client.clone(),
+        };
+        let refund = state.payments.refund(request).await?;
+        Ok((StatusCode::CREATED, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
+    })
+    .await
 }
 
 /// Reads a refund.

@@ -150,6 +150,29 @@ impl SmartumMethod {
             .and_then(|data| data.get(name).and_then(|value| value.as_str()).map(str::to_string))
     }
 
+    /// Marks the transaction checked with our payment id, resolving a lost answer or a
+    /// 409 by reading who checked it.
+    fn check_and_settle(&self, id: &str, payment: &PaymentContext) -> Result<Settlement, MethodError> {
+        match self.api.check(id, payment.payment_id.as_str(), payment.deadline_unix_ms) {
+            Ok(CheckOutcome::Checked(checked)) => Ok(self.settlement(&checked, true)),
+            Ok(CheckOutcome::AlreadyChecked) => self.checked_by_us(id, payment),
+            Err(error) if error.code.as_str() == "outcome_unknown" => {
+                // The check may have happened with the answer lost: ask before failing,
+                // and if Smartum cannot tell, say the outcome is unknown (the host then
+                // keeps the payment `processing` and resolves it by lookup).
+                match self.checked_by_us(id, payment) {
+                    Err(lookup_failed) if lookup_failed.retryable => Err(MethodError::new(
+                        "outcome_unknown",
+                        format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message),
+                    )
+                    .retryable()),
+                    other => other,
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     fn transaction_of(request: &RefundRequest) -> Option<String> {
         Self::cached_field(request, "transaction_id").or_else(|| request.transaction_id.as_ref().into_option().map(|id| id.to_string()))
     }
@@ -193,41 +216,25 @@ impl PaymentMethod for SmartumMethod {
 
     fn redeem(&self, payment: &PaymentContext, _code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
         let id = inspected.transaction_id.as_str();
-        let deadline = payment.deadline_unix_ms;
-        let transaction =
-            self.api.transaction(id, deadline)?.ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt"))?;
-        self.check_claims(&transaction.venue, &transaction.benefit, &transaction.currency, payment)?;
-        if let ROption::RSome(signed_amount) = inspected.amount {
-            if signed_amount != transaction.amount {
-                return Err(failure("provider_error", "the signed receipt and Smartum disagree on the amount"));
-            }
-        }
-        match transaction.status {
-            TransactionStatus::Paid => {}
-            TransactionStatus::Checked => return self.checked_by_us(id, payment),
-            TransactionStatus::Refunded | TransactionStatus::PartiallyRefunded => {
-                return Err(failure("receipt_already_used", "this receipt was refunded and cannot pay again"));
-            }
-        }
-        Self::check_amount(transaction.amount, payment)?;
-        match self.api.check(id, payment.payment_id.as_str(), deadline) {
-            Ok(CheckOutcome::Checked(checked)) => Ok(self.settlement(&checked, true)),
-            Ok(CheckOutcome::AlreadyChecked) => self.checked_by_us(id, payment),
-            Err(error) if error.retryable => {
-                // The check may have happened with the answer lost: ask before failing,
-                // and if Smartum cannot tell, say the outcome is unknown (the host then
-                // keeps the payment `processing` and resolves it by lookup).
-                match self.checked_by_us(id, payment) {
-                    Err(lookup_failed) if lookup_failed.retryable => Err(MethodError::new(
-                        "outcome_unknown",
-                        format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message),
-                    )
-                    .retryable()),
-                    other => other,
+        if !inspected.signature_verified {
+            // A bare id or a URL says nothing offline: read the transaction before checking it.
+            let transaction = self
+                .api
+                .transaction(id, payment.deadline_unix_ms)?
+                .ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt"))?;
+            self.check_claims(&transaction.venue, &transaction.benefit, &transaction.currency, payment)?;
+            match transaction.status {
+                TransactionStatus::Paid => {}
+                TransactionStatus::Checked => return self.checked_by_us(id, payment),
+                TransactionStatus::Refunded | TransactionStatus::PartiallyRefunded => {
+                    return Err(failure("receipt_already_used", "this receipt was refunded and cannot pay again"));
                 }
             }
-            Err(error) => Err(error),
+            Self::check_amount(transaction.amount, payment)?;
         }
+        // A signed receipt's venue, benefit, currency and amount were verified offline
+        // (`inspect_code`); the check is its online confirmation.
+        self.check_and_settle(id, payment)
     }
 
     fn accept_manual(&self, payment: &PaymentContext, entry: &ManualEntry) -> Result<Settlement, MethodError> {

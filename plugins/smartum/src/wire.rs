@@ -132,7 +132,9 @@ impl SmartumApi {
     }
 
     /// One authorised call, with a token refresh on 401 and backoff on 429/5xx, all
-    /// within the deadline.
+    /// within the deadline. A POST that was sent but never answered fails as
+    /// `outcome_unknown` (Smartum may have acted); any failure before it was sent, or of
+    /// a GET, is `provider_unavailable`.
     fn call(
         &self,
         method: &str,
@@ -140,6 +142,25 @@ impl SmartumApi {
         body: Option<Value>,
         idempotency_key: Option<&str>,
         deadline_ms: i64,
+    ) -> Result<(u16, Value), MethodError> {
+        let mut sent = false;
+        let result = self.call_with_retries(method, path, body, idempotency_key, deadline_ms, &mut sent);
+        match result {
+            Err(error) if error.retryable && sent && method != "GET" => {
+                Err(MethodError::new("outcome_unknown", error.message.to_string()).retryable())
+            }
+            other => other,
+        }
+    }
+
+    fn call_with_retries(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+        deadline_ms: i64,
+        sent: &mut bool,
     ) -> Result<(u16, Value), MethodError> {
         let mut refreshed = false;
         let mut backoff_ms = FIRST_BACKOFF_MS;
@@ -153,6 +174,7 @@ impl SmartumApi {
                 headers.push(Header::new("Idempotency-Key", key));
             }
             let payload = body.as_ref().map(|body| body.to_string().into_bytes()).unwrap_or_default();
+            *sent = true;
             let outcome = self.send(method, path, headers, payload, vec![token.clone()], deadline_ms);
             match outcome {
                 Ok(response) if response.status == 401 && !refreshed => {
