@@ -35,7 +35,7 @@ fn main() {
     let client = reqwest::blocking::Client::new();
     let base = daemon.base_url.clone();
 
-    let pay = |amount: u64| -> Duration {
+    let pay = |amount: u64| -> (Duration, Duration) {
         let receipt = smartum.create_receipt(amount);
         let started = Instant::now();
         let created: Value = client
@@ -47,6 +47,7 @@ fn main() {
             .json()
             .unwrap();
         let id = created["id"].as_str().expect("created");
+        let created_after = started.elapsed();
         let paid: Value = client
             .post(format!("{base}/v1/payments/{id}/scan"))
             .bearer_auth(TILL_TOKEN)
@@ -56,28 +57,57 @@ fn main() {
             .json()
             .unwrap();
         assert_eq!(paid["status"], "succeeded", "{paid}");
-        started.elapsed()
+        (created_after, started.elapsed())
     };
     for _ in 0..20 {
         pay(100);
     }
     let mut payment = Vec::with_capacity(iterations);
+    let mut create = Vec::with_capacity(iterations);
+    let mut scan = Vec::with_capacity(iterations);
     let mut floor = Vec::with_capacity(iterations);
     let floor_probe = Floor::start();
     for index in 0..iterations {
-        payment.push(pay(100 + index as u64));
+        let (created, total) = pay(100 + index as u64);
+        create.push(created);
+        scan.push(total - created);
+        payment.push(total);
         floor.push(floor_probe.measure(&client));
     }
+    let verify = es512_verify_time(&smartum);
     let throughput = payments_per_second(&base, &smartum, iterations.max(100));
 
     let (p50, p99) = percentiles(&mut payment);
     let (floor50, floor99) = percentiles(&mut floor);
     println!("payment create -> scan -> succeeded ({iterations} sequential, real HTTP, release binary):");
     println!("  p50 {:>8.3} ms   p99 {:>8.3} ms", ms(p50), ms(p99));
+    let ((create50, create99), (scan50, scan99)) = (percentiles(&mut create), percentiles(&mut scan));
+    println!(
+        "  of which create p50 {:.3} ms (p99 {:.3}); scan p50 {:.3} ms (p99 {:.3})",
+        ms(create50),
+        ms(create99),
+        ms(scan50),
+        ms(scan99)
+    );
+    println!("  ES512 verification of one receipt (RustCrypto p521, in the scan): {:.3} ms", ms(verify));
     println!("floor: one bare axum round trip on loopback + one sled flush:");
     println!("  p50 {:>8.3} ms   p99 {:>8.3} ms", ms(floor50), ms(floor99));
     println!("ratio payment/floor: p50 {:.2}x   p99 {:.2}x", ms(p50) / ms(floor50), ms(p99) / ms(floor99));
     println!("throughput: {throughput:.1} payments/s (4 registers in parallel)");
+}
+
+/// The median time to verify one receipt signature, as the plugin does in a scan.
+fn es512_verify_time(smartum: &SmartumSandbox) -> Duration {
+    let keys = posbridge_plugin_smartum::KeySet::from_pems(&[(smartum.kid().to_string(), smartum.public_key_pem())]).expect("key");
+    let receipt = smartum.create_receipt(100);
+    let mut samples: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            keys.verify(&receipt.jws).expect("verifies");
+            started.elapsed()
+        })
+        .collect();
+    percentiles(&mut samples).0
 }
 
 fn ms(duration: Duration) -> f64 {
