@@ -10,6 +10,7 @@ use crate::logging::{self, LogFormat};
 use crate::plugins::Catalog;
 use crate::runtime::{self, Prepared, StartError};
 use crate::sandbox;
+use crate::scanners;
 
 /// posbridge: lets cash registers take benefit and card payments through plugins.
 #[derive(Debug, Parser)]
@@ -48,6 +49,11 @@ enum Command {
     },
     /// Run a local Smartum sandbox and the daemon against it (try every flow with no
     /// Smartum account), or, with `receipt`, pay in the sandbox "app".
+    /// USB scanners: list the HID devices present, or record one's raw reports.
+    Scanners {
+        #[command(subcommand)]
+        action: ScannerAction,
+    },
     Sandbox {
         /// The sandbox's receipt signing key (PKCS#8 PEM); default `sandbox/smartum-es512-private.pem` beside the config.
         #[arg(long, value_name = "FILE")]
@@ -55,6 +61,39 @@ enum Command {
         #[command(subcommand)]
         action: Option<SandboxAction>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScannerAction {
+    /// List the HID devices present: vendor:product, usage page, serial, path.
+    List,
+    /// Write a device's raw reports to a replay file (one `@ms hex` line each) until Ctrl-C.
+    Record {
+        /// The device, as VENDOR:PRODUCT in hex (e.g. 0c2e:0b61).
+        #[arg(long, value_name = "VID:PID")]
+        device: String,
+        /// Pick one of several identical devices by serial number.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Pick the interface by usage page (e.g. 0x8c for HID POS).
+        #[arg(long, value_parser = parse_hex_u16)]
+        usage_page: Option<u16>,
+        /// The replay file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+fn parse_hex_u16(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text.trim_start_matches("0x").trim_start_matches("0X"), 16)
+        .map_err(|_| format!("expected a hex number such as 0c2e, found {text:?}"))
+}
+
+/// `VID:PID` in hex.
+fn parse_device(text: &str) -> Result<(u16, u16), String> {
+    let (vendor, product) =
+        text.split_once(':').ok_or_else(|| format!("expected VENDOR:PRODUCT in hex (e.g. 0c2e:0b61), found {text:?}"))?;
+    Ok((parse_hex_u16(vendor)?, parse_hex_u16(product)?))
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +109,13 @@ enum SandboxAction {
         /// Another benefit type (to try `wrong_benefit`).
         #[arg(long)]
         benefit: Option<String>,
+        /// Also write the raw HID reports a scanner would send for the receipt to this
+        /// file (append it to a `replay` scanner's FIFO to "scan" it).
+        #[arg(long, value_name = "FILE")]
+        reports: Option<PathBuf>,
+        /// The scanner the reports imitate: `us` or `fi` keyboard layout, or `pos`.
+        #[arg(long, default_value = "us", value_parser = ["us", "fi", "pos"])]
+        scanner: String,
     },
 }
 
@@ -77,6 +123,9 @@ enum SandboxAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.log_format, &cli.global.log_level);
+    if let Some(Command::Scanners { action }) = &cli.command {
+        return scanners_command(action);
+    }
     let Some(config) = cli.global.config.clone() else {
         eprintln!("posbridge: no configuration given; pass --config FILE (or set POSBRIDGE_CONFIG)");
         return ExitCode::from(2);
@@ -97,9 +146,11 @@ pub fn main() -> ExitCode {
                 let key = signing_key.unwrap_or_else(|| sandbox::default_signing_key(&config));
                 sandbox::run(&config, &key).await.map_err(Into::into)
             }
-            Command::Sandbox { action: Some(SandboxAction::Receipt { amount, venue, benefit }), .. } => {
-                sandbox::receipt(&config, amount, venue, benefit).await.map_err(Into::into)
+            Command::Sandbox { action: Some(SandboxAction::Receipt { amount, venue, benefit, reports, scanner }), .. } => {
+                let reports = reports.map(|file| (file, scanner));
+                sandbox::receipt(&config, amount, venue, benefit, reports).await.map_err(Into::into)
             }
+            Command::Scanners { .. } => Ok(()),
         }
     });
     match result {
@@ -109,6 +160,62 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn scanners_command(action: &ScannerAction) -> ExitCode {
+    let result = match action {
+        ScannerAction::List => list_devices(),
+        ScannerAction::Record { device, serial, usage_page, out } => record_device(device, serial.clone(), *usage_page, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("posbridge scanners: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn list_devices() -> Result<(), String> {
+    let api = scanners::hid::open_api()?;
+    let devices = scanners::hid::list(&api)?;
+    if devices.is_empty() {
+        println!("no HID devices found (on Linux, check the udev rule that gives this user access to /dev/hidraw*)");
+    }
+    for device in devices {
+        println!(
+            "{:04x}:{:04x}  usage page 0x{:04x} usage 0x{:04x}  serial {}  {} {}  {}",
+            device.vendor_id,
+            device.product_id,
+            device.usage_page,
+            device.usage,
+            device.serial.as_deref().unwrap_or("-"),
+            device.manufacturer.as_deref().unwrap_or(""),
+            device.product.as_deref().unwrap_or(""),
+            device.path
+        );
+    }
+    Ok(())
+}
+
+fn record_device(device: &str, serial: Option<String>, usage_page: Option<u16>, out: &Path) -> Result<(), String> {
+    let (vendor_id, product_id) = parse_device(device)?;
+    let api = scanners::hid::open_api()?;
+    let mut file = std::fs::File::create(out).map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| error.to_string())?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    eprintln!("recording {device} to {}; scan codes now, Ctrl-C to stop", out.display());
+    let wanted = scanners::hid::DeviceMatch { vendor_id, product_id, serial, usage_page };
+    let written = scanners::hid::record(&api, &wanted, &mut file, &|| stop.load(std::sync::atomic::Ordering::Relaxed))?;
+    eprintln!("{written} reports written to {}", out.display());
+    Ok(())
 }
 
 fn check(config_path: &Path) -> Result<(), StartError> {

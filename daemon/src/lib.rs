@@ -10,6 +10,8 @@ pub mod logging;
 pub mod metrics;
 pub mod payments;
 pub mod plugins;
+pub mod qr_images;
 pub mod runtime;
 pub mod sandbox;
+pub mod scanners;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::api::AppState;
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::payments::{PaymentSettings, Payments};
 use crate::plugins::{self, Catalog, DirectoryError, Methods};
+use crate::scanners::Scanners;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon (or `check`) could not start.
@@ -76,10 +77,12 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
-    let state = AppState::new(&config, payments.clone());
+    let scanners = Scanners::start(&config, payments.clone());
+    let state = AppState::new(&config, payments.clone(), scanners.clone());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");
     axum::serve(listener, crate::api::router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(StartError::Serve)?;
     housekeeping.abort();
+    scanners.stop();
     store.flush().await?;
     tracing::info!("stopped");
     Ok(())

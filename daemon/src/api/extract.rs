@@ -59,6 +59,18 @@ async fn read_limited(request: Request, limit: usize) -> Result<Bytes, ApiError>
     Ok(Bytes::from(body))
 }
 
+/// A body of any type, bounded by the configured limit (`413` beyond it).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0).unwrap_or(1024 * 1024);
+        read_limited(request, limit).await.map(RawBody)
+    }
+}
+
 /// A JSON body, parsed strictly: unknown fields and wrong types are `400
 /// invalid_request` naming the field; a body over the limit is `413`.
 pub struct StrictJson<T> {

@@ -2,6 +2,7 @@
 //! both the router and `/openapi.json`, so the document cannot drift from the code.
 //! Errors become answers in one place, `error.rs`.
 
+mod decode;
 mod error;
 mod events;
 mod extract;
@@ -30,10 +31,12 @@ use openapi::{schema, RouteDoc};
 use crate::config::Config;
 use crate::payments::view::{PaymentView, RefundView};
 use crate::payments::Payments;
+use crate::scanners::{ScannerStatus, Scanners};
 
 /// What the handlers share.
 pub struct AppState {
     pub payments: Arc<Payments>,
+    scanners: Arc<Scanners>,
     in_flight: idempotency::InFlight,
     /// Client name → SHA-256 of its token (tokens themselves are not kept here).
     clients: Vec<(String, Vec<u8>)>,
@@ -46,11 +49,12 @@ pub struct AppState {
 
 impl AppState {
     /// The state for a validated config and a running payment service.
-    pub fn new(config: &Config, payments: Arc<Payments>) -> Arc<AppState> {
+    pub fn new(config: &Config, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
         let clients =
             config.clients.iter().map(|client| (client.name.clone(), Sha256::digest(client.token.expose().as_bytes()).to_vec())).collect();
         Arc::new(AppState {
             payments,
+            scanners,
             in_flight: Default::default(),
             clients,
             allowed_origins: config.server.allowed_origins.clone(),
@@ -106,6 +110,14 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
             post(payments::refund),
         ),
         (D::new("GET", "/v1/refunds/{id}", "Read a refund").ok(schema::<RefundView>), get(payments::get_refund)),
+        (D::new("GET", "/v1/scanners", "Configured scanners: register, connection, last scan").ok(schema::<ScannersView>), get(scanners)),
+        (
+            D::new("POST", "/v1/decode", "QR codes in a PNG or JPEG image; ?payment= applies the first as a scan")
+                .query(schema::<decode::DecodeQuery>)
+                .binary_request(&["image/png", "image/jpeg"])
+                .ok(schema::<decode::Decoded>),
+            post(decode::decode),
+        ),
         (
             D::new("GET", "/v1/events", "Server-Sent Events: payment.updated, refund.updated, …")
                 .query(schema::<events::EventsQuery>)
@@ -180,6 +192,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.openapi.clone())
+}
+
+/// `GET /v1/scanners`
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct ScannersView {
+    data: Vec<ScannerStatus>,
+}
+
+async fn scanners(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<ScannersView> {
+    Json(ScannersView { data: state.scanners.statuses() })
 }
 
 async fn methods(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<Value> {

@@ -22,6 +22,8 @@ pub struct RouteDoc {
     /// Needs a bearer token.
     pub auth: bool,
     request: Option<SchemaFn>,
+    /// Media types of a non-JSON body (an image).
+    binary_body: &'static [&'static str],
     query: Option<SchemaFn>,
     response: Option<(u16, SchemaFn)>,
     event_stream: bool,
@@ -30,7 +32,7 @@ pub struct RouteDoc {
 impl RouteDoc {
     /// A `/v1` route (bearer token).
     pub fn new(method: &'static str, path: &'static str, summary: &'static str) -> Self {
-        RouteDoc { method, path, summary, auth: true, request: None, query: None, response: None, event_stream: false }
+        RouteDoc { method, path, summary, auth: true, request: None, binary_body: &[], query: None, response: None, event_stream: false }
     }
 
     /// A route without a token.
@@ -41,6 +43,12 @@ impl RouteDoc {
     /// Its JSON request body.
     pub fn request(mut self, schema: SchemaFn) -> Self {
         self.request = Some(schema);
+        self
+    }
+
+    /// Its body is a file of one of these media types.
+    pub fn binary_request(mut self, media_types: &'static [&'static str]) -> Self {
+        self.binary_body = media_types;
         self
     }
 
@@ -142,6 +150,11 @@ fn operation(doc: &RouteDoc, generator: &mut SchemaGenerator, error: &Schema) ->
     if let Some(request) = doc.request {
         operation["requestBody"] =
             json!({"required": doc.path != "/v1/payments/{id}/cancel", "content": {"application/json": {"schema": request(generator)}}});
+    }
+    if !doc.binary_body.is_empty() {
+        let content: Map<String, Value> =
+            doc.binary_body.iter().map(|media| (media.to_string(), json!({"schema": {"type": "string", "format": "binary"}}))).collect();
+        operation["requestBody"] = json!({"required": true, "content": content});
     }
     if doc.auth {
         operation["security"] = json!([{"bearer": []}]);

@@ -238,9 +238,24 @@ fn scanners(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ScannerConfig> 
                 None
             }
         };
+        let terminator = match s.string(p, "terminator").as_deref() {
+            None | Some("enter") => Some(Terminator::Enter),
+            Some("tab") => Some(Terminator::Tab),
+            Some("enter_or_tab") => Some(Terminator::EnterOrTab),
+            Some("none") => Some(Terminator::None),
+            Some(other) => {
+                p.add(
+                    &s.value_at("terminator"),
+                    &s.key_path("terminator"),
+                    format!("expected \"enter\", \"tab\", \"enter_or_tab\" or \"none\", found {other:?}"),
+                );
+                None
+            }
+        };
+        let char_timeout = s.duration(p, "char_timeout").unwrap_or(Duration::from_millis(100));
         s.finish(p);
-        if let (Some(id), Some(source), Some(mode), Some(layout)) = (id, source, mode, layout) {
-            scanners.push(ScannerConfig { id, source, mode, layout });
+        if let (Some(id), Some(source), Some(mode), Some(layout), Some(terminator)) = (id, source, mode, layout, terminator) {
+            scanners.push(ScannerConfig { id, source, mode, layout, terminator, char_timeout });
         }
     }
     scanners

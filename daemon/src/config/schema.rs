@@ -80,6 +80,20 @@ pub struct ScannerConfig {
     pub source: ScannerSource,
     pub mode: ScannerMode,
     pub layout: KeyboardLayout,
+    /// Which key ends a code in keyboard mode.
+    pub terminator: Terminator,
+    /// A pause this long between keys ends a code too.
+    pub char_timeout: Duration,
+}
+
+/// The key a keyboard-wedge scanner sends after a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminator {
+    Enter,
+    Tab,
+    EnterOrTab,
+    /// Only the pause ends a code.
+    None,
 }
 
 /// Where a scanner's raw reports come from.

@@ -487,6 +487,29 @@ impl Payments {
         Ok(payment)
     }
 
+    /// Applies a scan from a register's scanner to that register's newest payment
+    /// awaiting a scan; `None` when no payment awaits one.
+    pub async fn scan_waiting(&self, register: &str, code: &str) -> Result<Option<Payment>, PaymentError> {
+        let now = now_ms();
+        let candidates: Vec<PaymentId> = {
+            let expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            expiring.iter().rev().filter(|(_, expires_at)| **expires_at > now).map(|(id, _)| id.clone()).collect()
+        };
+        for id in candidates {
+            let Some(payment) = self.store.payment(&id)? else { continue };
+            if payment.register == register && payment.status.accepts_scan() {
+                return self.scan(id.as_str(), code).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records an event that is not a payment change (scanner connected, unclaimed scan).
+    pub async fn announce(&self, kind: &str, data: serde_json::Value) -> Result<(), PaymentError> {
+        self.save(Commit { events: vec![(kind.to_string(), data)], ..Commit::default() }).await?;
+        Ok(())
+    }
+
     /// Expires every payment whose time is up. Called periodically.
     pub async fn expire_due(&self) -> Result<usize, PaymentError> {
         let now = now_ms();

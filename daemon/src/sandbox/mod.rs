@@ -91,7 +91,13 @@ fn config_benefit(config: &Config) -> String {
 
 /// Asks a running sandbox for a paid transaction and prints its receipt: the code, and
 /// a QR code drawn in the terminal for a scanner or the POS camera.
-pub async fn receipt(config_path: &Path, amount: u64, venue: Option<String>, benefit: Option<String>) -> Result<(), SandboxError> {
+pub async fn receipt(
+    config_path: &Path,
+    amount: u64,
+    venue: Option<String>,
+    benefit: Option<String>,
+    reports: Option<(PathBuf, String)>,
+) -> Result<(), SandboxError> {
     let config = config::load(config_path).map_err(StartError::from)?;
     let method = config
         .methods
@@ -115,7 +121,36 @@ pub async fn receipt(config_path: &Path, amount: u64, venue: Option<String>, ben
     println!("transaction: {transaction}");
     println!("amount:      {amount} cents");
     println!("receipt:     {code}");
+    if let Some((file, scanner)) = reports {
+        let lines = scanner_reports(code, &scanner)?;
+        append_lines(&file, &lines)?;
+        println!("reports:     {} {scanner} reports appended to {}", lines.len(), file.display());
+    }
     Ok(())
+}
+
+/// The hex report lines a scanner of kind `scanner` (`us`, `fi`, `pos`) sends for `code`.
+pub fn scanner_reports(code: &str, scanner: &str) -> Result<Vec<String>, SandboxError> {
+    use crate::config::KeyboardLayout;
+    use crate::scanners::{keyboard, pos};
+    let layout = match scanner {
+        "pos" => return Ok(pos::reports_for(code, b"]Q1").iter().map(hex::encode).collect()),
+        "fi" => KeyboardLayout::Fi,
+        _ => KeyboardLayout::Us,
+    };
+    keyboard::reports_for(code, layout)
+        .map(|reports| reports.iter().map(hex::encode).collect())
+        .map_err(|c| SandboxError::Setup(format!("the {scanner} layout cannot type {c:?}")))
+}
+
+fn append_lines(file: &Path, lines: &[String]) -> Result<(), SandboxError> {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|error| SandboxError::Setup(format!("cannot open {}: {error}", file.display())))?;
+    writeln!(out, "{}", lines.join("\n")).map_err(|error| SandboxError::Setup(format!("cannot write {}: {error}", file.display())))
 }
 
 /// A QR code as terminal text (two modules per character row).
