@@ -1,9 +1,10 @@
 //! QR codes in camera frames and screenshots (`POST /v1/decode`).
 //!
-//! rqrr alone misses dark-mode screens (light modules on dark), blurred photos and small
-//! codes (3 px per module). Each image is therefore tried in a few forms, cheapest first,
-//! until one yields a code: as is; inverted; binarized against the local mean (blur and
-//! uneven light), both ways; and enlarged 2× then binarized (small modules).
+//! rqrr alone misses dark-mode screens (light modules on dark) and blurred photos. Each
+//! image is therefore tried in a few forms, cheapest first, each as it is and inverted,
+//! until one yields a code: as is; a global (Otsu) threshold; a threshold against the
+//! local mean (uneven light); unsharp-masked then thresholded (blur); enlarged 2× (very
+//! small modules). The benchmark `qr_decode` measures what each form recovers.
 
 use image::imageops::{self, FilterType};
 use image::{GrayImage, ImageReader, Luma};
@@ -22,19 +23,36 @@ pub enum ImageError {
 /// The largest side accepted (a 4K frame fits).
 pub const MAX_SIDE: u32 = 4096;
 
-/// Which form of the image yielded the codes (for metrics and the benchmark).
+/// Which form of the image yielded the codes (for logs and the benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
+    /// The image as it is: rqrr alone.
     AsIs,
-    Inverted,
-    Binarized,
-    BinarizedInverted,
+    /// Black and white at the threshold that best splits the histogram (Otsu): blur.
+    Global,
+    /// Black where darker than the local mean: uneven light, glare.
+    Local,
+    /// Unsharp-masked, then Otsu: stronger blur.
+    Sharpened,
+    /// Unsharp-masked, then local threshold: blur with uneven light.
+    SharpenedLocal,
+    /// Enlarged 2×, then local threshold: very small modules.
     Enlarged,
-    EnlargedInverted,
+    /// Enlarged 2×, strongly unsharp-masked, then Otsu: small and blurred.
+    EnlargedSharpened,
 }
 
-/// Every QR code found in a PNG or JPEG, and the pass that found them.
-pub fn decode(bytes: &[u8]) -> Result<(Vec<String>, Option<Pass>), ImageError> {
+/// The codes found in an image, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Every code's text, in the order found.
+    pub codes: Vec<String>,
+    /// The form that found them, and whether it was inverted (a dark-mode screen).
+    pub by: Option<(Pass, bool)>,
+}
+
+/// Every QR code in a PNG or JPEG.
+pub fn decode(bytes: &[u8]) -> Result<Found, ImageError> {
     let gray = load(bytes)?;
     Ok(find_codes(&gray))
 }
@@ -57,23 +75,28 @@ fn load(bytes: &[u8]) -> Result<GrayImage, ImageError> {
     Ok(decoded.to_luma8())
 }
 
-/// Tries the forms of the image in order until one has codes.
-pub fn find_codes(gray: &GrayImage) -> (Vec<String>, Option<Pass>) {
-    let attempts: [(Pass, &dyn Fn() -> GrayImage); 6] = [
+/// Tries each form of the image, as it is and inverted, cheapest first, until one has
+/// codes.
+pub fn find_codes(gray: &GrayImage) -> Found {
+    let forms: [(Pass, &dyn Fn() -> GrayImage); 7] = [
         (Pass::AsIs, &|| gray.clone()),
-        (Pass::Inverted, &|| inverted(gray)),
-        (Pass::Binarized, &|| binarized(gray)),
-        (Pass::BinarizedInverted, &|| inverted(&binarized(gray))),
+        (Pass::Global, &|| otsu(gray)),
+        (Pass::Local, &|| binarized(gray)),
+        (Pass::Sharpened, &|| otsu(&imageops::unsharpen(gray, 3.0, 0))),
+        (Pass::SharpenedLocal, &|| binarized(&imageops::unsharpen(gray, 2.0, 0))),
         (Pass::Enlarged, &|| binarized(&enlarged(gray))),
-        (Pass::EnlargedInverted, &|| inverted(&binarized(&enlarged(gray)))),
+        (Pass::EnlargedSharpened, &|| otsu(&imageops::unsharpen(&enlarged(gray), 4.0, 0))),
     ];
-    for (pass, form) in attempts {
-        let codes = scan(&form());
-        if !codes.is_empty() {
-            return (codes, Some(pass));
+    for (pass, form) in forms {
+        let image = form();
+        for invert in [false, true] {
+            let codes = if invert { scan(&inverted(&image)) } else { scan(&image) };
+            if !codes.is_empty() {
+                return Found { codes, by: Some((pass, invert)) };
+            }
         }
     }
-    (Vec::new(), None)
+    Found { codes: Vec::new(), by: None }
 }
 
 fn scan(gray: &GrayImage) -> Vec<String> {
@@ -124,4 +147,31 @@ fn binarized(gray: &GrayImage) -> GrayImage {
         // A little below the mean, so flat areas stay white rather than noisy.
         Luma([if pixel * 100 < mean * 92 { 0 } else { 255 }])
     })
+}
+
+/// Black below the threshold that best splits the histogram in two (Otsu), white above.
+fn otsu(gray: &GrayImage) -> GrayImage {
+    let mut histogram = [0u64; 256];
+    for pixel in gray.pixels() {
+        histogram[usize::from(pixel[0])] += 1;
+    }
+    let total: u64 = histogram.iter().sum();
+    let sum_all: u64 = histogram.iter().enumerate().map(|(value, count)| value as u64 * count).sum();
+    let (mut below, mut sum_below, mut best, mut threshold) = (0u64, 0u64, 0f64, 128u8);
+    for (value, count) in histogram.iter().enumerate() {
+        below += count;
+        sum_below += value as u64 * count;
+        let above = total - below;
+        if below == 0 || above == 0 {
+            continue;
+        }
+        let mean_below = sum_below as f64 / below as f64;
+        let mean_above = (sum_all - sum_below) as f64 / above as f64;
+        let between = below as f64 * above as f64 * (mean_below - mean_above).powi(2);
+        if between > best {
+            best = between;
+            threshold = value as u8;
+        }
+    }
+    GrayImage::from_fn(gray.width(), gray.height(), |x, y| Luma([if gray.get_pixel(x, y)[0] <= threshold { 0 } else { 255 }]))
 }

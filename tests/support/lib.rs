@@ -5,6 +5,8 @@
 //! Synchronisation is by events, never by sleeping: the daemon is ready when it logs
 //! `listening` (JSON log line), and a stopped daemon is waited for.
 
+pub mod images;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

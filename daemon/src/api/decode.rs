@@ -58,10 +58,11 @@ pub async fn decode(
     let result = async {
         let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
         let started = std::time::Instant::now();
-        let (codes, pass) = tokio::task::spawn_blocking(move || qr_images::decode(&body))
+        let found = tokio::task::spawn_blocking(move || qr_images::decode(&body))
             .await
             .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decode_failed", error.to_string()))??;
-        tracing::debug!(codes = codes.len(), pass = ?pass, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
+        tracing::debug!(codes = found.codes.len(), by = ?found.by, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
+        let codes = found.codes;
         let payment = match (&query.payment, codes.first()) {
             (Some(id), Some(code)) => Some(payment_view(&state.payments.scan(id, code).await?)),
             (Some(id), None) => {

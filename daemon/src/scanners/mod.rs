@@ -304,12 +304,15 @@ async fn route(
     while let Some(event) = events.recv().await {
         match event {
             HubEvent::Connected { scanner, device } => {
-                tracing::info!(%scanner, %device, "scanner connected");
+                let was_connected = scanners.statuses().iter().any(|status| status.id == scanner && status.connected);
                 scanners.update(&scanner, |status| {
                     status.connected = true;
                     status.device = Some(device.clone());
                 });
-                announce(&payments, "scanner.connected", json!({"scanner": scanner, "device": device})).await;
+                if !was_connected {
+                    tracing::info!(%scanner, %device, "scanner connected");
+                    announce(&payments, "scanner.connected", json!({"scanner": scanner, "device": device})).await;
+                }
             }
             HubEvent::Disconnected { scanner, reason } => {
                 let was_connected = scanners.statuses().iter().any(|status| status.id == scanner && status.connected);

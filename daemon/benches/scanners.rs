@@ -1,0 +1,190 @@
+//! Scanner and QR image figures:
+//! - decoder throughput (reports per second) on the golden 436-character receipt,
+//! - the time from a receipt's last report (written to a `replay` scanner's FIFO) to its
+//!   payment's `succeeded`, through the release binary against the sandbox Smartum,
+//! - `/v1/decode` per 1280×720 frame, and how many of each kind of frame rqrr alone and
+//!   the full pipeline decode.
+//!
+//! `cargo bench -p posbridge --bench scanners`
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use image::GrayImage;
+use posbridge::config::KeyboardLayout;
+use posbridge::qr_images::{find_codes, Pass};
+use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
+use posbridge::scanners::replay::parse_line;
+use posbridge::scanners::{KeyboardDecoder, PosDecoder, Terminators};
+use posbridge_testkit::images::{encode, qr_frame, rotated};
+use posbridge_testkit::{Install, SmartumEndpoint, TILL_TOKEN};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
+
+fn main() {
+    decoder_throughput();
+    let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default()).expect("sandbox");
+    let install = install_with_fifo_scanner(&smartum);
+    let daemon = install.start();
+    scan_to_succeeded(&install, &daemon.base_url, &smartum);
+    decode_frames(&daemon.base_url, &smartum);
+}
+
+fn fixture(name: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/scanners").join(name);
+    std::fs::read_to_string(path).unwrap().lines().filter_map(|line| parse_line(line).unwrap()).map(|(_, report)| report).collect()
+}
+
+fn decoder_throughput() {
+    let keyboard = fixture("receipt-us.hex");
+    let rounds = 2000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let mut decoder = KeyboardDecoder::new(KeyboardLayout::Us, Terminators { enter: true, tab: false }, 100);
+        for (index, report) in keyboard.iter().enumerate() {
+            std::hint::black_box(decoder.feed(index as u64, report).unwrap());
+        }
+    }
+    let per_second = (rounds * keyboard.len()) as f64 / started.elapsed().as_secs_f64();
+    println!("keyboard decoder: {:.1} M reports/s ({} reports a receipt)", per_second / 1e6, keyboard.len());
+    let pos = fixture("receipt-pos.hex");
+    let started = Instant::now();
+    for _ in 0..rounds * 20 {
+        let mut decoder = PosDecoder::new();
+        for report in &pos {
+            std::hint::black_box(decoder.feed(report).unwrap());
+        }
+    }
+    let per_second = (rounds * 20 * pos.len()) as f64 / started.elapsed().as_secs_f64();
+    println!("HID POS decoder: {:.1} M reports/s ({} reports a receipt)", per_second / 1e6, pos.len());
+}
+
+fn install_with_fifo_scanner(smartum: &SmartumSandbox) -> Install {
+    let options = SandboxOptions::default();
+    let install = Install::new(BIN);
+    install.add_plugin("posbridge-plugin-smartum");
+    let fifo = install.path().join("front.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (url, pem) = (smartum.url(), smartum.public_key_pem());
+    let endpoint = SmartumEndpoint {
+        api_url: &url,
+        client_id: &options.client_id,
+        client_secret: &options.client_secret,
+        venue_id: &options.venue_id,
+        benefit: &options.benefit,
+        kid: smartum.kid(),
+        public_pem: &pem,
+    };
+    let scanner = "[[scanners]]\nid = \"front\"\nsource = \"replay\"\npath = \"front.fifo\"\n";
+    install.configure(&format!("{}\n{scanner}", install.smartum_method(&endpoint, "")));
+    let text = std::fs::read_to_string(install.config_path()).unwrap().replacen(
+        "id = \"till-1\"\n",
+        "id = \"till-1\"\nscanners = [\"front\"]\n",
+        1,
+    );
+    install.write("posbridge.toml", &text);
+    install
+}
+
+fn scan_to_succeeded(install: &Install, base: &str, smartum: &SmartumSandbox) {
+    let client = reqwest::blocking::Client::new();
+    let mut samples = Vec::new();
+    for _ in 0..40 {
+        let created: Value = client
+            .post(format!("{base}/v1/payments"))
+            .bearer_auth(TILL_TOKEN)
+            .json(&json!({"method": "smartum", "amount": 3000, "currency": "EUR"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_string();
+        let lines = scanner_reports(&smartum.create_receipt(3000).jws, "us").unwrap();
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(install.path().join("front.fifo")).unwrap();
+        let (body, last) = lines.split_at(lines.len() - 2); // Enter press and release
+        writeln!(fifo, "{}", body.join("\n")).unwrap();
+        fifo.flush().unwrap();
+        let started = Instant::now();
+        writeln!(fifo, "{}", last.join("\n")).unwrap();
+        fifo.flush().unwrap();
+        let mut version = 1;
+        loop {
+            let now: Value = client
+                .get(format!("{base}/v1/payments/{id}?wait=30&version={version}"))
+                .bearer_auth(TILL_TOKEN)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if now["status"] == "succeeded" {
+                break;
+            }
+            assert_eq!(now["status"], "processing", "{now}");
+            version = now["version"].as_u64().unwrap();
+        }
+        samples.push(started.elapsed());
+        drop(fifo);
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "last report -> payment succeeded (40 receipts, US keyboard scanner on a FIFO): p50 {:.2} ms, p99 {:.2} ms",
+        ms(at(0.5)),
+        ms(at(0.99))
+    );
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn decode_frames(base: &str, smartum: &SmartumSandbox) {
+    let dark = |image: &GrayImage| {
+        let mut inverted = image.clone();
+        image::imageops::invert(&mut inverted);
+        inverted
+    };
+    type Frame = fn(&str, &dyn Fn(&GrayImage) -> GrayImage) -> GrayImage;
+    let kinds: Vec<(&str, Frame)> = vec![
+        ("clean, 6 px/module", |text, _| qr_frame(text, 6)),
+        ("rotated 17°", |text, _| rotated(&qr_frame(text, 6), 17.0)),
+        ("blurred σ=1.6", |text, _| image::imageops::blur(&qr_frame(text, 6), 1.6)),
+        ("blurred σ=2.5", |text, _| image::imageops::blur(&qr_frame(text, 6), 2.5)),
+        ("dark mode", |text, dark| dark(&qr_frame(text, 6))),
+        ("3 px/module", |text, _| qr_frame(text, 3)),
+        ("dark, rotated 11°, σ=1.6, 5 px", |text, dark| dark(&image::imageops::blur(&rotated(&qr_frame(text, 5), 11.0), 1.6))),
+    ];
+    let client = reqwest::blocking::Client::new();
+    println!("/v1/decode, 1280x720 frames, 20 receipts each: rqrr alone | full pipeline | median time per frame (HTTP, PNG)");
+    for (name, make) in kinds {
+        let (mut alone, mut full, mut times) = (0, 0, Vec::new());
+        for _ in 0..20 {
+            let text = smartum.create_receipt(3000).jws;
+            let frame = make(&text, &dark);
+            let found = find_codes(&frame);
+            if found.codes == [text.clone()] {
+                full += 1;
+                if found.by == Some((Pass::AsIs, false)) {
+                    alone += 1;
+                }
+            }
+            let body = encode(&frame, image::ImageFormat::Png);
+            let started = Instant::now();
+            let answer: Value = client
+                .post(format!("{base}/v1/decode"))
+                .bearer_auth(TILL_TOKEN)
+                .header("Content-Type", "image/png")
+                .body(body)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            times.push(started.elapsed());
+            assert!(answer["codes"].is_array(), "{answer}");
+        }
+        times.sort();
+        println!("  {name:<32} {alone:>2}/20 | {full:>2}/20 | {:.1} ms", ms(times[times.len() / 2]));
+    }
+}
