@@ -138,16 +138,19 @@ fn a_scan_with_no_payment_waiting_is_an_unclaimed_event() {
     let response = shop.daemon.request(reqwest::Method::GET, "/v1/events").send().unwrap();
     let mut lines = BufReader::new(response).lines();
     let mut kind = String::new();
+    let mut kinds = Vec::new();
     let unclaimed = loop {
         let line = lines.next().expect("stream").unwrap();
         if let Some(value) = line.strip_prefix("event: ") {
             kind = value.to_string();
+            kinds.push(kind.clone());
         } else if let Some(data) = line.strip_prefix("data: ") {
             if kind == "scan.unclaimed" {
                 break serde_json::from_str::<Value>(data).unwrap();
             }
         }
     };
+    assert_eq!(kinds.first().map(String::as_str), Some("scanner.connected"), "the scanner connected first: {kinds:?}");
     assert_eq!(unclaimed["scanner"], "front");
     assert_eq!(unclaimed["register"], "till-1");
     assert_eq!(unclaimed["code"], "tx_R60D21hL60bj5N1v");
