@@ -98,6 +98,12 @@ fn parse_device(text: &str) -> Result<(u16, u16), String> {
 
 #[derive(Debug, Subcommand)]
 enum SandboxAction {
+    /// Tap a test card on the sandbox Terminal reader (completes the waiting card payment).
+    Card {
+        /// Use a test card that is declined.
+        #[arg(long)]
+        decline: bool,
+    },
     /// Create a paid transaction in the running sandbox and print its receipt as text and QR code.
     Receipt {
         /// Amount in cents.
@@ -149,6 +155,9 @@ pub fn main() -> ExitCode {
             Command::Sandbox { action: Some(SandboxAction::Receipt { amount, venue, benefit, reports, scanner }), .. } => {
                 let reports = reports.map(|file| (file, scanner));
                 sandbox::receipt(&config, amount, venue, benefit, reports).await.map_err(Into::into)
+            }
+            Command::Sandbox { action: Some(SandboxAction::Card { decline }), .. } => {
+                sandbox::card(&config, decline).await.map_err(Into::into)
             }
             Command::Scanners { .. } => Ok(()),
         }

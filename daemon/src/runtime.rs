@@ -69,6 +69,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let store = Store::open(&config.store.path)?;
     let settings = PaymentSettings {
         scan_timeout: config.payments.scan_timeout,
+        card_timeout: config.payments.card_timeout,
         registers: config.registers.iter().map(|register| register.id.clone()).collect(),
     };
     let payments = Payments::new(store.clone(), methods, settings);

@@ -105,6 +105,9 @@ pub struct CreateRefund {
     /// Free text, e.g. `customer_request`.
     #[serde(default)]
     pub reason: Option<String>,
+    /// With `payment`: refund every leg of its split purchase (answers `{"data": [refunds]}`).
+    #[serde(default)]
+    pub include_splits: bool,
 }
 
 /// `GET /v1/payments/{id}` query.
@@ -286,8 +289,14 @@ pub async fn cancel(
     headers: HeaderMap,
     body: StrictJson<CancelBody>,
 ) -> Response {
-    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/cancel"), &body.raw, || async {
-        Ok(state.payments.cancel(&id).await?)
+    idempotent(&state, &client, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, || async {
+        let canceled = state.payments.cancel(&id).await?;
+        let mut answer = payment_json(&canceled.payment);
+        if !canceled.compensation.is_empty() {
+            answer["compensation"] =
+                canceled.compensation.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
+        }
+        Ok((StatusCode::OK, answer))
     })
     .await
 }
@@ -343,6 +352,15 @@ pub async fn refund(
 ) -> Response {
     let StrictJson { value, raw } = body;
     idempotent(&state, &client, &headers, "POST /v1/refunds", &raw, || async {
+        if value.include_splits {
+            let Some(payment_id) = &value.payment else {
+                return Err(ApiError::invalid("include_splits needs `payment`").field("include_splits"));
+            };
+            let payment = state.payments.get(payment_id)?;
+            let refunds = state.payments.refund_purchase(&payment, value.reason.clone(), &client).await?;
+            let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
+            return Ok((StatusCode::CREATED, json!({"data": data})));
+        }
         let request = NewRefund {
             payment: value.payment,
             method: value.method,

@@ -162,11 +162,14 @@ fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -
 fn payments(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PaymentsConfig {
     let mut s = or_empty(section, &EMPTY, "payments", root_at);
     let scan_timeout = s.duration(p, "scan_timeout").unwrap_or(Duration::from_secs(15 * 60));
-    if scan_timeout < Duration::from_secs(1) {
-        p.add(&s.value_at("scan_timeout"), &s.key_path("scan_timeout"), "must be at least \"1s\"");
+    let card_timeout = s.duration(p, "card_timeout").unwrap_or(Duration::from_secs(120));
+    for (key, value) in [("scan_timeout", scan_timeout), ("card_timeout", card_timeout)] {
+        if value < Duration::from_secs(1) {
+            p.add(&s.value_at(key), &s.key_path(key), "must be at least \"1s\"");
+        }
     }
     s.finish(p);
-    PaymentsConfig { scan_timeout }
+    PaymentsConfig { scan_timeout, card_timeout }
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {

@@ -57,6 +57,8 @@ pub struct PluginsConfig {
 pub struct PaymentsConfig {
     /// How long a payment waits for a scan before it expires.
     pub scan_timeout: Duration,
+    /// How long a card payment waits for the customer before it is canceled.
+    pub card_timeout: Duration,
 }
 
 /// `[[clients]]`: who may call the API.

@@ -6,6 +6,7 @@
 //! flushed before the caller answers. Plugin calls happen outside the lock, while the
 //! payment is `processing`, which keeps a second attempt out.
 
+mod card;
 pub mod error;
 pub mod model;
 mod recovery;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use posbridge_plugin_api::{Capabilities, CartLine, InspectedCode, ManualEntry, MethodError, PaymentContext, RString, RVec, Settlement};
 
 pub use error::PaymentError;
-use model::{now_ms, Amount, Attempt, Currency, Failure, Line, Millis, Payment, PaymentId, PaymentStatus};
+use model::{now_ms, Amount, Attempt, Currency, Failure, Line, Millis, Payment, PaymentId, PaymentStatus, Refund};
 
 use crate::plugins::{CallError, Method, Methods};
 use crate::store::{Commit, Event, Store};
@@ -31,6 +32,8 @@ use crate::store::{Commit, Event, Store};
 pub struct PaymentSettings {
     /// How long a payment waits for a scan before it expires.
     pub scan_timeout: Duration,
+    /// How long a card payment waits for the customer before it is canceled.
+    pub card_timeout: Duration,
     /// Registers known to the config; empty accepts any register name.
     pub registers: Vec<String>,
 }
@@ -47,6 +50,13 @@ pub struct NewPayment {
     pub split_of: Option<PaymentId>,
     /// The API client creating it.
     pub client: String,
+}
+
+/// A canceled payment and the refunds that undid the rest of its purchase.
+#[derive(Debug, Clone)]
+pub struct Canceled {
+    pub payment: Payment,
+    pub compensation: Vec<Refund>,
 }
 
 /// Filters of the payment history.
@@ -137,8 +147,15 @@ impl Payments {
             currency: RString::from(payment.currency.as_str()),
             amount_due: payment.remaining_amount().0,
             eligible_amount: payment.eligible_due().0,
-            deadline_unix_ms: now_ms() + method.timeout.as_millis() as i64,
+            deadline_unix_ms: now_ms() + Self::plugin_budget(method),
         }
+    }
+
+    /// How long a plugin may work on a call: the method's timeout less a margin, so the
+    /// plugin gives up (and says why) before the host stops waiting.
+    fn plugin_budget(method: &Method) -> i64 {
+        let timeout = method.timeout.as_millis() as i64;
+        timeout - (timeout / 10).min(1000)
     }
 
     /// Reads a payment.
@@ -153,7 +170,8 @@ impl Payments {
         self.store.flush().await?;
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &commit.payments {
-            if payment.status.accepts_scan() || payment.status == PaymentStatus::AwaitingCard {
+            // Card payments time out through their watcher, which cancels at the provider.
+            if payment.status.accepts_scan() {
                 expiring.insert(payment.id.clone(), payment.expires_at);
             } else {
                 expiring.remove(&payment.id);
@@ -191,17 +209,15 @@ impl Payments {
         if eligible.0 == 0 {
             return Err(PaymentError::NothingEligible(method.id.clone()));
         }
-        if method.capabilities.contains(Capabilities::CARD) && !method.capabilities.contains(Capabilities::SCAN) {
-            return Err(PaymentError::Unsupported { method: method.id.clone(), operation: "card payments in this version" });
-        }
-        let _guard = self.write_lock.lock().await;
+        let is_card = method.capabilities.contains(Capabilities::CARD) && !method.capabilities.contains(Capabilities::SCAN);
+        let guard = self.write_lock.lock().await;
         if let Some(parent_id) = &request.split_of {
             self.split_parent(parent_id, &request)?;
         }
         let now = now_ms();
         let payment = Payment {
             id: PaymentId::new(now, self.store.unique()?),
-            status: PaymentStatus::AwaitingScan,
+            status: if is_card { PaymentStatus::AwaitingCard } else { PaymentStatus::AwaitingScan },
             method: method.id.clone(),
             register: request.register,
             client: request.client,
@@ -220,13 +236,19 @@ impl Payments {
             lines: request.lines.unwrap_or_default(),
             created_at: now,
             updated_at: now,
-            expires_at: now + self.settings.scan_timeout.as_millis() as i64,
+            expires_at: now + if is_card { self.settings.card_timeout } else { self.settings.scan_timeout }.as_millis() as i64,
             captured_at: None,
             version: 1,
             attempt: None,
             plugin_data: None,
+            next_action: None,
         };
+        // Write-ahead: the payment exists before any provider hears of it.
         self.save(Self::commit_of(&payment)).await?;
+        drop(guard);
+        if is_card {
+            return card::start(self, &method, payment).await;
+        }
         Ok(payment)
     }
 
@@ -474,17 +496,82 @@ impl Payments {
         }
     }
 
-    /// Cancels a payment that has taken nothing.
-    pub async fn cancel(&self, id: &str) -> Result<Payment, PaymentError> {
-        let parsed = self.get(id)?.id;
-        let _guard = self.write_lock.lock().await;
-        let mut payment = self.store.payment(&parsed)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        if payment.status == PaymentStatus::Canceled {
-            return Ok(payment);
+    /// Cancels a payment that has taken nothing (a card payment is canceled at the
+    /// provider first). When it belongs to a split purchase, the purchase is abandoned:
+    /// the legs that succeeded are refunded (compensation) and returned with it.
+    pub async fn cancel(&self, id: &str) -> Result<Canceled, PaymentError> {
+        let mut current = self.get(id)?;
+        let is_card = self.method(&current.method)?.capabilities.contains(Capabilities::CARD);
+        if is_card && matches!(current.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
+            current = self.cancel_card_at_provider(&current).await?;
         }
-        Self::advance(&mut payment, PaymentStatus::Canceled, "canceled")?;
-        self.save(Self::commit_of(&payment)).await?;
-        Ok(payment)
+        let payment = {
+            let _guard = self.write_lock.lock().await;
+            let mut payment = self.store.payment(&current.id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
+            if payment.status != PaymentStatus::Canceled {
+                Self::advance(&mut payment, PaymentStatus::Canceled, "canceled")?;
+                payment.next_action = None;
+                self.save(Self::commit_of(&payment)).await?;
+            }
+            payment
+        };
+        let compensation = match &payment.split_of {
+            Some(_) => self.refund_purchase(&payment, Some("purchase_canceled".into()), &payment.client).await?,
+            None => Vec::new(),
+        };
+        Ok(Canceled { payment, compensation })
+    }
+
+    /// The first payment of the purchase `payment` belongs to.
+    fn purchase_root(&self, payment: &Payment) -> Result<Payment, PaymentError> {
+        let mut root = payment.clone();
+        while let Some(parent) = root.split_of.clone() {
+            root = self.store.payment(&parent)?.ok_or_else(|| PaymentError::NotFound(parent.to_string()))?;
+        }
+        Ok(root)
+    }
+
+    /// Every payment of the purchase `payment` belongs to, first one first.
+    fn purchase_legs(&self, payment: &Payment) -> Result<Vec<Payment>, PaymentError> {
+        let root = self.purchase_root(payment)?;
+        let mut ids = vec![root.id.clone()];
+        let mut legs = vec![root.clone()];
+        let mut newer: Vec<Payment> = Vec::new();
+        for candidate in self.store.payments_newest_first(None) {
+            let candidate = candidate?;
+            if candidate.created_at < root.created_at {
+                break; // later legs are newer than the first
+            }
+            newer.push(candidate);
+        }
+        // Oldest first, so a leg's parent is seen before the leg.
+        for candidate in newer.into_iter().rev() {
+            if candidate.split_of.as_ref().is_some_and(|parent| ids.contains(parent)) {
+                ids.push(candidate.id.clone());
+                legs.push(candidate);
+            }
+        }
+        Ok(legs)
+    }
+
+    /// Refunds what is refundable of every succeeded leg of a purchase.
+    pub async fn refund_purchase(&self, payment: &Payment, reason: Option<String>, client: &str) -> Result<Vec<Refund>, PaymentError> {
+        let mut refunds = Vec::new();
+        for leg in self.purchase_legs(payment)? {
+            if leg.status == PaymentStatus::Succeeded && leg.refundable_amount().0 > 0 {
+                let request = NewRefund {
+                    payment: Some(leg.id.to_string()),
+                    method: None,
+                    transaction_id: None,
+                    amount: None,
+                    currency: None,
+                    reason: reason.clone(),
+                    client: client.to_string(),
+                };
+                refunds.push(self.refund(request).await?);
+            }
+        }
+        Ok(refunds)
     }
 
     /// Applies a scan from a register's scanner to that register's newest payment
@@ -521,7 +608,7 @@ impl Payments {
         for id in due {
             let _guard = self.write_lock.lock().await;
             let Some(mut payment) = self.store.payment(&id)? else { continue };
-            if payment.expires_at > now || !(payment.status.accepts_scan() || payment.status == PaymentStatus::AwaitingCard) {
+            if payment.expires_at > now || !payment.status.accepts_scan() {
                 self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
                 continue;
             }
@@ -538,10 +625,13 @@ impl Payments {
         let unfinished = self.store.unfinished_payments()?;
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &unfinished {
-            if payment.status == PaymentStatus::Processing {
-                recovery::schedule_lookup(self, payment.id.clone());
-            } else {
-                expiring.insert(payment.id.clone(), payment.expires_at);
+            let is_card = self.methods.get(&payment.method).is_some_and(|method| method.capabilities.contains(Capabilities::CARD));
+            match payment.status {
+                PaymentStatus::Processing | PaymentStatus::AwaitingCard if is_card => card::watch(self, payment.id.clone()),
+                PaymentStatus::Processing => recovery::schedule_lookup(self, payment.id.clone()),
+                _ => {
+                    expiring.insert(payment.id.clone(), payment.expires_at);
+                }
             }
         }
         drop(expiring);

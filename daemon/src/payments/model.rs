@@ -258,6 +258,17 @@ pub struct Payment {
     pub attempt: Option<Attempt>,
     /// The plugin's opaque data from the settlement, for refunds and lookups.
     pub plugin_data: Option<String>,
+    /// What the POS should show the customer (a payment page as a QR code).
+    #[serde(default)]
+    pub next_action: Option<NextAction>,
+}
+
+/// Something for the POS to show the customer while a card payment waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NextAction {
+    /// `show_qr`: show `url` as a QR code for the customer's phone.
+    pub kind: String,
+    pub url: String,
 }
 
 impl Payment {

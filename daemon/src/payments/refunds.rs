@@ -142,7 +142,7 @@ impl Payments {
             currency: RString::from(refund.currency.as_str()),
             captured_at_unix_ms: payment.and_then(|payment| payment.captured_at).into(),
             plugin_data: payment.and_then(|payment| payment.plugin_data.clone()).map(RString::from).into(),
-            deadline_unix_ms: now_ms() + method.timeout.as_millis() as i64,
+            deadline_unix_ms: now_ms() + Payments::plugin_budget(&method),
         };
         match method.call("refund", move |plugin| plugin.refund(&request)).await {
             Ok(outcome) => {

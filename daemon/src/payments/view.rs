@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::model::{rfc3339, Amount, Currency, Failure, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
+use super::model::{rfc3339, Amount, Currency, Failure, NextAction, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
 
 /// Why the last attempt failed.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -46,6 +46,8 @@ pub struct PaymentView {
     pub benefit: Option<String>,
     pub failure: Option<FailureView>,
     pub split_of: Option<PaymentId>,
+    /// For card payments: what to show the customer (a payment page's URL as a QR code).
+    pub next_action: Option<NextAction>,
     /// RFC 3339 UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -89,6 +91,7 @@ pub fn payment_view(payment: &Payment) -> PaymentView {
         benefit: payment.benefit.clone(),
         failure: payment.failure.as_ref().map(FailureView::from),
         split_of: payment.split_of.clone(),
+        next_action: payment.next_action.clone(),
         created_at: rfc3339(payment.created_at),
         updated_at: rfc3339(payment.updated_at),
         expires_at: rfc3339(payment.expires_at),

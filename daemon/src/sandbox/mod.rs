@@ -2,7 +2,9 @@
 //! Smartum account: a local Smartum (see [`smartum`]) and the daemon configured against
 //! it, plus `posbridge sandbox receipt` to "pay in the app" and get a receipt QR code.
 
+mod form;
 pub mod smartum;
+pub mod stripe;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use serde_json::Value;
 use crate::config::{self, Config, MethodConfig};
 use crate::runtime::{self, StartError};
 pub use smartum::{Faults, Receipt, SandboxOptions, SmartumSandbox};
+pub use stripe::{StripeFaults, StripeOptions, StripeSandbox};
 
 /// Why the sandbox cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +70,76 @@ pub fn default_signing_key(config_path: &Path) -> PathBuf {
     config_path.parent().unwrap_or_else(|| Path::new(".")).join("sandbox").join("smartum-es512-private.pem")
 }
 
-/// Runs the sandbox Smartum and the daemon until SIGTERM or Ctrl-C.
+/// The `stripe-split` method whose `api_url` is a loopback address, if any.
+fn stripe_side(config: &Config) -> Option<(SocketAddr, StripeOptions)> {
+    let method = config.methods.values().find(|method| method.plugin == "stripe-split")?;
+    let listen = loopback_address(&setting(method, "api_url").unwrap_or_default())?;
+    let mut options = StripeOptions { secret_key: setting(method, "secret_key").unwrap_or_default(), ..StripeOptions::default() };
+    options.connected_accounts.extend(setting(method, "connected_account"));
+    options.readers.extend(setting(method, "reader"));
+    Some((listen, options))
+}
+
+fn loopback_address(api_url: &str) -> Option<SocketAddr> {
+    let host_port = api_url.strip_prefix("http://")?.trim_end_matches('/');
+    host_port.parse().ok().filter(|address: &SocketAddr| address.ip().is_loopback())
+}
+
+/// Runs the sandbox Smartum (and Stripe, when a card method points at a loopback
+/// address) and the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path, signing_key: &Path) -> Result<(), SandboxError> {
     let config = config::load(config_path).map_err(StartError::from)?;
     let side = smartum_side(&config, signing_key)?;
     let sandbox = SmartumSandbox::start(side.listen, side.options)
         .map_err(|error| SandboxError::Setup(format!("cannot listen on {}: {error}", side.listen)))?;
     println!("Sandbox Smartum: {} (venue {}, benefit {})", sandbox.url(), config_venue(&config), config_benefit(&config));
+    let stripe = match stripe_side(&config) {
+        Some((listen, options)) => {
+            let stripe = StripeSandbox::start(listen, options)
+                .map_err(|error| SandboxError::Setup(format!("cannot listen on {listen}: {error}")))?;
+            println!("Sandbox Stripe:  {} (tap a card: posbridge sandbox card --config {})", stripe.url(), config_path.display());
+            Some(stripe)
+        }
+        None => None,
+    };
     println!("posbridge API:   http://{}  (token: the file named by [[clients]] token_file)", config.server.listen);
     println!("Pay in the app:  posbridge sandbox receipt --config {} --amount 3000", config_path.display());
     runtime::serve(config_path).await?;
-    drop(sandbox);
+    drop((sandbox, stripe));
+    Ok(())
+}
+
+/// The customer taps a card on the sandbox reader (Stripe's `present_payment_method`
+/// test helper); `decline` uses a test card that is declined.
+pub async fn card(config_path: &Path, decline: bool) -> Result<(), SandboxError> {
+    let config = config::load(config_path).map_err(StartError::from)?;
+    let method = config
+        .methods
+        .values()
+        .find(|method| method.plugin == "stripe-split")
+        .ok_or_else(|| SandboxError::Setup("no stripe-split method in the config".into()))?;
+    let (api_url, key) = (setting(method, "api_url").unwrap_or_default(), setting(method, "secret_key").unwrap_or_default());
+    let reader = setting(method, "reader").ok_or_else(|| {
+        SandboxError::Setup(format!("methods.{}.reader is not set: without a reader, open the payment page URL instead", method.id))
+    })?;
+    let number = if decline { "4000000000000002" } else { "4242424242424242" };
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/test_helpers/terminal/readers/{reader}/present_payment_method", api_url.trim_end_matches('/')))
+        .bearer_auth(key)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("type=card_present&card_present[number]={number}"))
+        .send()
+        .await
+        .map_err(|error| SandboxError::Setup(format!("is `posbridge sandbox` running? cannot reach {api_url}: {error}")))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(SandboxError::Setup(format!(
+            "the sandbox reader refused: {}",
+            answer["error"]["message"].as_str().unwrap_or("no payment is waiting on it")
+        )));
+    }
+    println!("card {} presented on {reader}: {}", number, answer["action"]["status"].as_str().unwrap_or("?"));
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use p521::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEndin
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::form::percent_decode;
 use crate::payments::model::{now_ms, rfc3339};
 
 /// Who the sandbox accepts and what its receipts say by default.
@@ -327,30 +328,6 @@ fn form_pairs(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok().and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match hex {
-                    Some(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Checks the Bearer token and the unavailable fault: `Some` is the refusal to answer.
 fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let ledger = shared.ledger();
@@ -477,12 +454,6 @@ async fn sandbox_create(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a+b%26c%3D%C3%A4"), "a b&c=ä");
-        assert_eq!(percent_decode("100%"), "100%");
-    }
 
     #[test]
     fn key_round_trips_through_pem() {

@@ -6,16 +6,31 @@ use posbridge_plugin_api::{MethodError, Settings};
 /// shape never changes under a running shop.
 pub const DEFAULT_STRIPE_VERSION: &str = "2024-06-20";
 
+/// How a connected account is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeType {
+    /// On the connected account itself (`Stripe-Account` header).
+    Direct,
+    /// On the platform, transferred to the connected account (`transfer_data[destination]`;
+    /// refunds reverse the transfer).
+    Destination,
+}
+
 /// A Stripe method's validated settings.
 #[derive(Clone)]
 pub struct StripeSettings {
     pub api_url: String,
     pub secret_key: String,
     pub stripe_version: String,
-    /// Charge on the merchant's connected account (`Stripe-Account` header).
+    /// Charge for the merchant's connected account.
     pub connected_account: Option<String>,
+    pub charge_type: ChargeType,
     /// A Terminal reader; without one, a payment page.
     pub reader: Option<String>,
+    /// Where the payment page sends the customer after paying.
+    pub success_url: String,
+    /// Shown on the payment page and the card statement's description.
+    pub description: String,
 }
 
 impl std::fmt::Debug for StripeSettings {
@@ -25,8 +40,9 @@ impl std::fmt::Debug for StripeSettings {
             .field("secret_key", &"***")
             .field("stripe_version", &self.stripe_version)
             .field("connected_account", &self.connected_account)
+            .field("charge_type", &self.charge_type)
             .field("reader", &self.reader)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,11 +68,33 @@ impl StripeSettings {
         let stripe_version = s.string("stripe_version").unwrap_or_else(|| DEFAULT_STRIPE_VERSION.to_string());
         let connected_account = s.string("connected_account");
         check_prefix(&mut s, "connected_account", &connected_account, &["acct_"], "acct_1Nv0FGQ9RKHgCVdK");
+        let charge_type = match s.string("charge_type").as_deref() {
+            None | Some("direct") => ChargeType::Direct,
+            Some("destination") => ChargeType::Destination,
+            Some(other) => {
+                s.problem("charge_type", format!("expected \"direct\" or \"destination\", found {other:?}"));
+                ChargeType::Direct
+            }
+        };
+        if charge_type == ChargeType::Destination && connected_account.is_none() {
+            s.problem("charge_type", "destination charges need connected_account");
+        }
         let reader = s.string("reader");
         check_prefix(&mut s, "reader", &reader, &["tmr_"], "tmr_FDOt2wlRZEdpd7");
+        let success_url = s.string("success_url").unwrap_or_else(|| "https://stripe.com/".to_string());
+        let description = s.string("description").unwrap_or_else(|| "Purchase".to_string());
         s.finish()?;
         let secret_key = secret_key.ok_or_else(|| vec![MethodError::new("invalid_config", "incomplete settings")])?;
-        Ok(StripeSettings { api_url: api_url.trim_end_matches('/').to_string(), secret_key, stripe_version, connected_account, reader })
+        Ok(StripeSettings {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            secret_key,
+            stripe_version,
+            connected_account,
+            charge_type,
+            reader,
+            success_url,
+            description,
+        })
     }
 }
 
