@@ -442,6 +442,7 @@ impl Payments {
         payment.captured_at = Some(now_ms());
         payment.failure = None;
         payment.attempt = None;
+        payment.next_action = None;
         let mut commit = Self::commit_of(&payment);
         if let Some(transaction_id) = transaction_id {
             commit.reserve.push((transaction_id, payment.id.clone()));

@@ -55,6 +55,8 @@ pub struct StripeFaults {
     pub unavailable: bool,
     /// `process_payment_intent` takes effect, then its answer never comes.
     pub lose_process_answer: bool,
+    /// Requests with an idempotency key wait, in progress, until this is switched off.
+    pub hold_in_flight: bool,
 }
 
 #[derive(Default)]
@@ -76,6 +78,7 @@ struct Shared {
     options: StripeOptions,
     ledger: Mutex<Ledger>,
     changed: Condvar,
+    released: tokio::sync::Notify,
     base_url: Mutex<String>,
 }
 
@@ -191,7 +194,13 @@ impl StripeSandbox {
         for reader in &options.readers {
             ledger.readers.insert(reader.clone(), json!({"id": reader, "object": "terminal.reader", "status": "online", "device_type": "simulated_wisepos_e", "action": null}));
         }
-        let shared = Arc::new(Shared { options, ledger: Mutex::new(ledger), changed: Condvar::new(), base_url: Mutex::new(String::new()) });
+        let shared = Arc::new(Shared {
+            options,
+            ledger: Mutex::new(ledger),
+            changed: Condvar::new(),
+            released: tokio::sync::Notify::new(),
+            base_url: Mutex::new(String::new()),
+        });
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
@@ -220,6 +229,18 @@ impl StripeSandbox {
     /// Switches faults on or off.
     pub fn set_faults(&self, faults: StripeFaults) {
         self.shared.ledger().faults = faults;
+        self.shared.released.notify_waiters();
+    }
+
+    /// Waits until `count` idempotent requests are in progress.
+    pub fn wait_in_flight(&self, count: usize, timeout: std::time::Duration) -> bool {
+        let ledger = self.shared.ledger();
+        let (ledger, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(ledger, timeout, |ledger| ledger.in_flight.len() < count)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ledger.in_flight.len() >= count
     }
 
     /// The customer taps a card on the reader (Stripe's test helper, in process).
@@ -327,6 +348,19 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Waits while the `hold_in_flight` fault is on.
+async fn hold_while_asked(shared: &Shared) {
+    loop {
+        let released = shared.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !shared.ledger().faults.hold_in_flight {
+            return;
+        }
+        released.await;
+    }
+}
+
 /// Every API request: authentication, faults, form parsing, idempotency, then dispatch.
 async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
@@ -398,6 +432,8 @@ async fn handle(shared: &Arc<Shared>, method: &Method, path: &str, headers: &Hea
             );
         }
     }
+    shared.changed.notify_all();
+    hold_while_asked(shared).await;
     let (status, answer) = dispatch(shared, method, path, &params, account.as_deref());
     let lose = {
         let mut ledger = shared.ledger();

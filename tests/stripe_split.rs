@@ -1,0 +1,351 @@
+//! The card remainder through Stripe, end to end: the real binary, the real plugins,
+//! the sandbox Smartum and the fake Stripe (strict as Stripe is).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use posbridge::sandbox::{SandboxOptions, SmartumSandbox, StripeFaults, StripeOptions, StripeSandbox};
+use posbridge_testkit::{Daemon, Install, SmartumEndpoint};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
+const READER: &str = "tmr_SandboxReader1";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Shop {
+    install: Install,
+    smartum: SmartumSandbox,
+    stripe: StripeSandbox,
+    daemon: Option<Daemon>,
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+impl Shop {
+    /// Smartum and a Stripe card method; `card_extra` goes into `[methods.card]`.
+    fn new(card_extra: &str, config_extra: &str) -> Shop {
+        let options = SandboxOptions::default();
+        let smartum = SmartumSandbox::start(any_port(), options.clone()).unwrap();
+        let stripe = StripeSandbox::start(any_port(), StripeOptions::default()).unwrap();
+        let install = Install::new(BIN);
+        install.add_plugin("posbridge-plugin-smartum");
+        install.add_plugin("posbridge-plugin-stripe-split");
+        let (url, pem) = (smartum.url(), smartum.public_key_pem());
+        let endpoint = SmartumEndpoint {
+            api_url: &url,
+            client_id: &options.client_id,
+            client_secret: &options.client_secret,
+            venue_id: &options.venue_id,
+            benefit: &options.benefit,
+            kid: smartum.kid(),
+            public_pem: &pem,
+        };
+        install.write("stripe.secret", "sk_test_sandbox\n");
+        let card = format!(
+            "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\n{card_extra}\n",
+            stripe.url()
+        );
+        install.configure(&format!("{}\n{card}\n{config_extra}", install.smartum_method(&endpoint, "")));
+        let daemon = install.start();
+        Shop { install, smartum, stripe, daemon: Some(daemon) }
+    }
+
+    fn with_reader(config_extra: &str) -> Shop {
+        Shop::new(&format!("reader = \"{READER}\"\ntimeout = \"3s\""), config_extra)
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// The Smartum leg: 30.00 of a 45.00 purchase, paid by a scanned receipt.
+    fn smartum_leg(&self) -> Value {
+        let cart = json!({"method": "smartum", "amount": 4500, "currency": "EUR", "reference": "R-77", "lines": [
+            {"sku": "GYM", "name": "gym", "amount": 3000, "labels": ["smartum"]},
+            {"sku": "DRINK", "name": "drink", "amount": 1500, "labels": []}]});
+        let payment = self.daemon().post("/v1/payments", &cart).1;
+        let receipt = self.smartum.create_receipt(3000);
+        let (_, paid) = self.daemon().post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": receipt.jws}));
+        assert_eq!(paid["status"], "succeeded", "{paid}");
+        assert_eq!(paid["remaining_amount"], 1500);
+        paid
+    }
+
+    /// The card leg for what the Smartum leg left.
+    fn card_leg(&self, parent: &Value) -> Value {
+        let (status, card) =
+            self.daemon().post("/v1/payments", &json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(parent)}));
+        assert_eq!(status, 201, "{card}");
+        card
+    }
+
+    fn payment(&self, payment: &Value) -> Value {
+        self.daemon().get_json(&format!("/v1/payments/{}", id(payment))).1
+    }
+
+    /// Follows a payment with long polls until it leaves the waiting states.
+    fn settled(&self, payment: &Value) -> Value {
+        let mut current = self.payment(payment);
+        while matches!(current["status"].as_str(), Some("awaiting_card") | Some("processing")) {
+            let version = current["version"].as_u64().unwrap();
+            current = self.daemon().get_json(&format!("/v1/payments/{}?wait=30&version={version}", id(payment))).1;
+        }
+        current
+    }
+}
+
+fn id(value: &Value) -> &str {
+    value["id"].as_str().expect("an id")
+}
+
+#[test]
+fn split_purchase_succeeds_as_one_purchase() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    assert_eq!(card["status"], "awaiting_card", "{card}");
+    assert_eq!(card["split_of"], id(&smartum));
+
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT), "the reader shows the amount");
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    let paid = shop.settled(&card);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["captured_amount"], 1500);
+    let intent_id = paid["transaction_id"].as_str().unwrap();
+    let intent = shop.stripe.payment_intent(intent_id).unwrap();
+    assert_eq!(intent["amount"], 1500);
+    assert_eq!(intent["currency"], "eur");
+    assert_eq!(intent["payment_method_types"], json!(["card_present"]));
+    assert_eq!(intent["metadata"]["posbridge_payment"], id(&card));
+    assert_eq!(intent["on_behalf_of"], "acct_1SandboxMerchant", "charged on the connected account (Stripe-Account)");
+    assert_eq!(shop.stripe.charges(), 1);
+    assert_eq!(shop.payment(&smartum)["remaining_amount"], 0, "the purchase is fully paid");
+}
+
+#[test]
+fn declined_card_then_cancel_refunds_the_smartum_leg() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4000000000009995").unwrap();
+    let declined = shop.settled(&card);
+    assert_eq!(declined["status"], "failed");
+    assert_eq!(declined["failure"]["code"], "card_declined", "{declined}");
+    assert!(declined["failure"]["message"].as_str().unwrap().contains("insufficient_funds"));
+
+    let (status, canceled) = shop.daemon().post(&format!("/v1/payments/{}/cancel", id(&card)), &json!({}));
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["status"], "canceled");
+    let compensation = canceled["compensation"].as_array().expect("the purchase was undone");
+    assert_eq!(compensation.len(), 1);
+    assert_eq!(compensation[0]["payment"], id(&smartum));
+    assert_eq!(compensation[0]["amount"], 3000);
+    assert_eq!(compensation[0]["status"], "succeeded");
+    assert_eq!(shop.payment(&smartum)["refunded_amount"], 3000);
+    let receipt_tx = smartum["transaction_id"].as_str().unwrap();
+    assert_eq!(shop.smartum.transaction(receipt_tx).unwrap().status, "refunded");
+    assert_eq!(shop.stripe.charges(), 0);
+}
+
+#[test]
+fn reader_timeout_sends_cancel_action_and_fails_the_card_leg() {
+    let shop = Shop::with_reader("[payments]\ncard_timeout = \"1s\"\n");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    let timed_out = shop.settled(&card);
+    assert_eq!(timed_out["status"], "failed", "{timed_out}");
+    assert_eq!(timed_out["failure"]["code"], "reader_timeout");
+    assert_eq!(shop.stripe.cancel_actions(), 1, "cancel_action was sent to the reader");
+    let reader = shop.stripe.reader(READER).unwrap();
+    assert_eq!(reader["action"], Value::Null, "the reader is free again");
+    let intents = shop.stripe.payment_intents();
+    assert_eq!(intents.len(), 1);
+    assert_eq!(intents[0]["status"], "canceled");
+}
+
+#[test]
+fn lost_answer_to_process_payment_intent_charges_once() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    shop.stripe.set_faults(StripeFaults { lose_process_answer: true, ..StripeFaults::default() });
+    let card = shop.card_leg(&smartum);
+    // The reader got the payment although posbridge never heard back.
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.set_faults(StripeFaults::default());
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    let paid = shop.settled(&card);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(shop.stripe.payment_intents().len(), 1, "one PaymentIntent");
+    assert_eq!(shop.stripe.charges(), 1, "one charge");
+}
+
+#[test]
+fn kill_during_awaiting_card_is_resolved_after_restart() {
+    let mut shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.daemon.take().unwrap().kill();
+    // The customer pays while posbridge is down.
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    shop.daemon = Some(shop.install.start());
+    let paid = shop.settled(&card);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(shop.stripe.payment_intents().len(), 1, "recovery read the PaymentIntent; it did not charge again");
+    assert_eq!(shop.stripe.charges(), 1);
+    assert_eq!(shop.payment(&smartum)["remaining_amount"], 0);
+}
+
+#[test]
+fn card_refunds_partial_full_over_and_whole_purchase() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    let paid = shop.settled(&card);
+    let intent_id = paid["transaction_id"].as_str().unwrap().to_string();
+
+    let (status, partial) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&card), "amount": 500}));
+    assert_eq!(status, 201, "{partial}");
+    assert_eq!(partial["status"], "succeeded");
+    assert_eq!(shop.stripe.payment_intent(&intent_id).unwrap()["amount_refunded"], 500);
+    let (status, over) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&card), "amount": 1001}));
+    assert_eq!(status, 422);
+    assert_eq!(over["error"]["code"], "refund_exceeds_payment");
+
+    let (status, whole) =
+        shop.daemon().post("/v1/refunds", &json!({"payment": id(&smartum), "include_splits": true, "reason": "customer_request"}));
+    assert_eq!(status, 201, "{whole}");
+    let refunds = whole["data"].as_array().unwrap();
+    assert_eq!(refunds.len(), 2, "both legs: {whole}");
+    assert_eq!(refunds.iter().map(|refund| refund["amount"].as_u64().unwrap()).sum::<u64>(), 3000 + 1000);
+    assert_eq!(shop.stripe.payment_intent(&intent_id).unwrap()["amount_refunded"], 1500);
+    assert_eq!(shop.payment(&card)["refunded_amount"], 1500);
+    assert_eq!(shop.payment(&smartum)["refunded_amount"], 3000);
+}
+
+#[test]
+fn destination_charges_reverse_the_transfer_on_refund() {
+    let shop = Shop::new(&format!("reader = \"{READER}\"\ncharge_type = \"destination\""), "");
+    let card = shop.daemon().post("/v1/payments", &json!({"method": "card", "amount": 2000, "currency": "EUR"})).1;
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    let paid = shop.settled(&card);
+    let intent = shop.stripe.payment_intent(paid["transaction_id"].as_str().unwrap()).unwrap();
+    assert_eq!(intent["transfer_data"]["destination"], "acct_1SandboxMerchant");
+    assert_eq!(intent["on_behalf_of"], Value::Null, "a platform charge, not on the account");
+    let (status, refund) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&card)}));
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(shop.stripe.payment_intent(intent["id"].as_str().unwrap()).unwrap()["amount_refunded"], 2000);
+}
+
+#[test]
+fn without_a_reader_the_customer_pays_on_a_page_shown_as_a_qr_code() {
+    let shop = Shop::new("", "");
+    let smartum = shop.smartum_leg();
+    let card = shop.card_leg(&smartum);
+    let next = &card["next_action"];
+    assert_eq!(next["kind"], "show_qr", "{card}");
+    let url = next["url"].as_str().unwrap();
+    assert!(url.contains("/pay/cs_test_"), "{url}");
+    let page = reqwest::blocking::get(url).unwrap().text().unwrap();
+    assert!(page.contains("Pay 15 EUR"), "{page}");
+    let session = shop.stripe.wait_for_session(WAIT).unwrap();
+    assert_eq!(session["amount_total"], 1500);
+    assert_eq!(session["client_reference_id"], id(&card));
+    shop.stripe.pay_session(session["id"].as_str().unwrap()).unwrap();
+    let paid = shop.settled(&card);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["next_action"], Value::Null);
+}
+
+/// The fake Stripe itself is as strict as Stripe: these are the rules the plugin lives by.
+#[test]
+fn the_fake_stripe_is_strict() {
+    let stripe = StripeSandbox::start(any_port(), StripeOptions::default()).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let post = |body: &str, key: Option<&str>, content_type: &str| {
+        let mut request = client
+            .post(format!("{}/v1/payment_intents", stripe.url()))
+            .bearer_auth("sk_test_sandbox")
+            .header("Content-Type", content_type)
+            .body(body.to_string());
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap())
+    };
+    let form = "application/x-www-form-urlencoded";
+    let (status, json_body) = post(r#"{"amount": 1500, "currency": "eur"}"#, None, "application/json");
+    assert_eq!(status, 400);
+    assert_eq!(json_body["error"]["type"], "invalid_request_error");
+    let (status, unknown) = post("amount=1500&currency=eur&colour=red", None, form);
+    assert_eq!(status, 400);
+    assert_eq!((unknown["error"]["code"].as_str(), unknown["error"]["param"].as_str()), (Some("parameter_unknown"), Some("colour")));
+    let (status, missing) = post("currency=eur", None, form);
+    assert_eq!((status, missing["error"]["code"].as_str()), (400, Some("parameter_missing")));
+
+    let first = post("amount=1500&currency=eur", Some("key-1"), form);
+    assert_eq!(first.0, 200);
+    assert_eq!(post("amount=1500&currency=eur", Some("key-1"), form), first, "same key, same parameters: the same response");
+    let (status, other) = post("amount=1600&currency=eur", Some("key-1"), form);
+    assert_eq!((status, other["error"]["type"].as_str()), (400, Some("idempotency_error")));
+    assert_eq!(stripe.payment_intents().len(), 1);
+
+    let unauthorised = client
+        .get(format!("{}/v1/payment_intents/{}", stripe.url(), first.1["id"].as_str().unwrap()))
+        .bearer_auth("sk_test_wrong")
+        .send()
+        .unwrap();
+    assert_eq!(unauthorised.status(), 401);
+
+    // Concurrent requests with one key: the second is refused while the first runs.
+    stripe.set_faults(StripeFaults { hold_in_flight: true, ..StripeFaults::default() });
+    let url = stripe.url();
+    let first_in_flight = std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/payment_intents"))
+            .bearer_auth("sk_test_sandbox")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Idempotency-Key", "key-2")
+            .body("amount=900&currency=eur")
+            .send()
+            .unwrap();
+        response.status().as_u16()
+    });
+    assert!(stripe.wait_in_flight(1, WAIT));
+    let (status, concurrent) = post("amount=900&currency=eur", Some("key-2"), form);
+    assert_eq!(status, 409, "{concurrent}");
+    assert_eq!(concurrent["error"]["code"], "idempotency_key_in_use");
+    stripe.set_faults(StripeFaults::default());
+    assert_eq!(first_in_flight.join().unwrap(), 200, "the first one completes once released");
+
+    // Starting a payment on the reader.
+    let intent = first.1["id"].as_str().unwrap().to_string();
+    let url = format!("{}/v1/terminal/readers/{READER}/process_payment_intent", stripe.url());
+    let processing = client
+        .post(&url)
+        .bearer_auth("sk_test_sandbox")
+        .header("Content-Type", form)
+        .body(format!("payment_intent={intent}"))
+        .send()
+        .unwrap();
+    assert_eq!(processing.status(), 200);
+    // Another payment on a busy reader is Stripe's terminal_reader_busy.
+    let second = post("amount=700&currency=eur", None, form).1;
+    let busy = client
+        .post(&url)
+        .bearer_auth("sk_test_sandbox")
+        .header("Content-Type", form)
+        .body(format!("payment_intent={}", second["id"].as_str().unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(busy.status(), 400);
+    assert_eq!(busy.json::<Value>().unwrap()["error"]["code"], "terminal_reader_busy");
+}
