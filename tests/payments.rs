@@ -701,15 +701,23 @@ fn the_quick_start_sandbox_takes_a_payment_end_to_end() {
     // The shipped sandbox config, on free ports, with this build's plugins.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     let install = Install::new(BIN);
-    for file in ["sandbox.toml", "sandbox/smartum.secret", "sandbox/smartum-es512.pem", "sandbox/smartum-es512-private.pem"] {
+    for file in [
+        "sandbox.toml",
+        "sandbox/smartum.secret",
+        "sandbox/smartum-es512.pem",
+        "sandbox/smartum-es512-private.pem",
+        "sandbox/stripe.secret",
+    ] {
         install.write(file, &std::fs::read_to_string(example.join(file)).unwrap());
     }
     install.add_plugin("posbridge-plugin-smartum");
-    let smartum_port = posbridge_testkit::free_port();
+    install.add_plugin("posbridge-plugin-stripe-split");
+    let (smartum_port, stripe_port) = (posbridge_testkit::free_port(), posbridge_testkit::free_port());
     let config = std::fs::read_to_string(install.path().join("sandbox.toml"))
         .unwrap()
         .replace("listen = \"127.0.0.1:8787\"", "listen = \"127.0.0.1:0\"")
         .replace("http://127.0.0.1:8788", &format!("http://127.0.0.1:{smartum_port}"))
+        .replace("http://127.0.0.1:8789", &format!("http://127.0.0.1:{stripe_port}"))
         .replace("dir = \"../target/debug\"", "dir = \"plugins\"");
     install.write("posbridge.toml", &config);
     let daemon = install.start_command(&["sandbox"]);
@@ -724,6 +732,18 @@ fn the_quick_start_sandbox_takes_a_payment_end_to_end() {
     let (_, paid) = daemon.post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": code}));
     assert_eq!(paid["status"], "succeeded", "{paid}");
     assert_eq!(paid["remaining_amount"], 1500);
+
+    // The rest by card on the sandbox reader: `posbridge sandbox card` taps a test card.
+    let (_, card) = daemon.post("/v1/payments", &json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(&payment)}));
+    assert_eq!(card["status"], "awaiting_card", "{card}");
+    let tapped = install.run(&["sandbox", "card"]);
+    assert!(tapped.status.success(), "{}", posbridge_testkit::all_output(&tapped));
+    let mut current = card;
+    while current["status"] == "awaiting_card" || current["status"] == "processing" {
+        current = daemon.get_json(&format!("/v1/payments/{}?wait=30&version={}", id(&current), current["version"])).1;
+    }
+    assert_eq!(current["status"], "succeeded", "{current}");
+    assert_eq!(daemon.get_json(&format!("/v1/payments/{}", id(&payment))).1["remaining_amount"], 0);
 }
 
 #[test]

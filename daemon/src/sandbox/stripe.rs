@@ -72,6 +72,8 @@ struct Ledger {
     requests: Vec<(String, String)>,
     /// `cancel_action` calls per reader.
     cancel_actions: u64,
+    /// Time spent answering requests (for benchmarks: what the fake itself costs).
+    serving: std::time::Duration,
 }
 
 struct Shared {
@@ -275,6 +277,11 @@ impl StripeSandbox {
         self.shared.ledger().readers.get(id).cloned()
     }
 
+    /// Time the fake spent answering requests so far.
+    pub fn serving_time(&self) -> std::time::Duration {
+        self.shared.ledger().serving
+    }
+
     /// `cancel_action` calls so far.
     pub fn cancel_actions(&self) -> u64 {
         self.shared.ledger().cancel_actions
@@ -364,9 +371,12 @@ async fn hold_while_asked(shared: &Shared) {
 /// Every API request: authentication, faults, form parsing, idempotency, then dispatch.
 async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
+    let started = std::time::Instant::now();
     shared.ledger().requests.push((method.to_string(), path.clone()));
     let (status, body) = handle(&shared, &method, &path, &headers, &body).await;
-    (status, Json(body)).into_response()
+    let response = (status, Json(body)).into_response();
+    shared.ledger().serving += started.elapsed();
+    response
 }
 
 async fn handle(shared: &Arc<Shared>, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Answer {

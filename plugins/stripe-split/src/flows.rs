@@ -161,7 +161,14 @@ pub fn poll(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Res
                 "processing" | "requires_capture" => Ok(progress(CardState::Processing, started)),
                 _ => {
                     let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
-                    Ok(from_reader_action(&reader_now["action"], &intent, started))
+                    let verdict = from_reader_action(&reader_now["action"], &intent, started);
+                    if verdict.state != CardState::Failed {
+                        return Ok(verdict);
+                    }
+                    // The reader moved on between the two reads (a card presented just
+                    // now): the PaymentIntent decides, read again.
+                    let again = read(api, &format!("/v1/payment_intents/{payment_intent}"), payment.deadline_unix_ms)?;
+                    Ok(if again["status"] == "succeeded" { succeeded(&again, started) } else { verdict })
                 }
             }
         }
@@ -184,6 +191,8 @@ fn from_reader_action(action: &Value, intent: &Value, started: &Started) -> Card
     let ours = action.pointer("/process_payment_intent/payment_intent") == Some(&intent["id"]);
     match (ours, action["status"].as_str()) {
         (true, Some("in_progress")) => progress(CardState::AwaitingCard, started),
+        // The card went through after the PaymentIntent was read: read it again next time.
+        (true, Some("succeeded")) => progress(CardState::Processing, started),
         (true, Some("failed")) => {
             let decline = intent.pointer("/last_payment_error/decline_code").and_then(Value::as_str).unwrap_or("generic_decline");
             let message = action["failure_message"].as_str().unwrap_or("the card was declined");
