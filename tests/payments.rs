@@ -558,7 +558,9 @@ fn read_events(daemon: &Daemon, last_event_id: Option<u64>, count: usize) -> Vec
     let mut lines = BufReader::new(response).lines();
     let mut events = Vec::new();
     let (mut id, mut kind) = (0, String::new());
+    let started = std::time::Instant::now();
     while events.len() < count {
+        assert!(started.elapsed() < Duration::from_secs(60), "only {} events: {events:?}", events.len());
         let line = lines.next().expect("stream open").expect("line");
         if let Some(value) = line.strip_prefix("id: ") {
             id = value.parse().unwrap();

@@ -139,7 +139,9 @@ fn a_scan_with_no_payment_waiting_is_an_unclaimed_event() {
     let mut lines = BufReader::new(response).lines();
     let mut kind = String::new();
     let mut kinds = Vec::new();
+    let started = std::time::Instant::now();
     let unclaimed = loop {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no scan.unclaimed event: {kinds:?}");
         let line = lines.next().expect("stream").unwrap();
         if let Some(value) = line.strip_prefix("event: ") {
             kind = value.to_string();

@@ -228,7 +228,7 @@ fn record_device(device: &str, serial: Option<String>, usage_page: Option<u16>, 
 }
 
 fn check(config_path: &Path) -> Result<(), StartError> {
-    let Prepared { config, catalog, methods } = runtime::prepare(config_path)?;
+    let Prepared { config, catalog, methods, .. } = runtime::prepare(config_path)?;
     for refusal in &catalog.refused {
         println!("warning: {refusal}");
     }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod payments;
 pub mod plugins;
 pub mod qr_images;
+pub mod reload;
 pub mod runtime;
 pub mod sandbox;
 pub mod scanners;

@@ -15,6 +15,7 @@ struct Timing {
 struct Registry {
     http: BTreeMap<(String, String, u16), Timing>,
     plugin_calls: BTreeMap<(String, String, String), Timing>,
+    reloads: BTreeMap<&'static str, u64>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -40,6 +41,11 @@ pub fn record_plugin_call(method: &str, operation: &str, outcome: &str, seconds:
         timing.count += 1;
         timing.seconds += seconds;
     });
+}
+
+/// Counts a config reload, applied or refused.
+pub fn record_reload(applied: bool) {
+    with(|registry| *registry.reloads.entry(if applied { "applied" } else { "refused" }).or_default() += 1);
 }
 
 fn escape(value: &str) -> String {

@@ -13,6 +13,7 @@ use crate::api::AppState;
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::payments::{PaymentSettings, Payments};
 use crate::plugins::{self, Catalog, DirectoryError, Methods};
+use crate::reload::Reloader;
 use crate::scanners::Scanners;
 use crate::store::{Store, StoreError};
 
@@ -38,6 +39,8 @@ pub struct Prepared {
     pub config: Config,
     pub catalog: Catalog,
     pub methods: Methods,
+    /// The HTTP client lent to plugins (kept for the methods a reload creates).
+    pub http: reqwest::Client,
 }
 
 /// Loads and validates the config, loads the plugin directory and creates every
@@ -51,7 +54,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
         .build()
         .map_err(|error| ConfigError(vec![Problem::new(None, "", format!("cannot set up HTTPS: {error}"))]))?;
     match plugins::create_methods(&catalog, &config, &http, &tokio::runtime::Handle::current()) {
-        Ok(methods) if problems.is_empty() => Ok(Prepared { config, catalog, methods }),
+        Ok(methods) if problems.is_empty() => Ok(Prepared { config, catalog, methods, http }),
         Ok(_) => Err(ConfigError(problems).into()),
         Err(mut method_problems) => {
             problems.append(&mut method_problems);
@@ -62,7 +65,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
 
 /// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
 pub async fn serve(config_path: &Path) -> Result<(), StartError> {
-    let Prepared { config, catalog, methods } = prepare(config_path)?;
+    let Prepared { config, catalog, methods, http } = prepare(config_path)?;
     for refusal in &catalog.refused {
         tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
     }
@@ -79,11 +82,15 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let bound = listener.local_addr().map_err(StartError::Serve)?;
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
     let scanners = Scanners::start(&config, payments.clone());
-    let state = AppState::new(&config, payments.clone(), scanners.clone());
+    let shutdown = shutdown_signal();
+    let state = AppState::new(&config, payments.clone(), scanners);
+    let reloader = Reloader::new(config_path, config.clone(), catalog, http, payments.clone(), state.clone());
+    let reloading = tokio::spawn(reloader.run());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");
-    axum::serve(listener, crate::api::router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(StartError::Serve)?;
+    axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
     housekeeping.abort();
-    scanners.stop();
+    reloading.abort();
+    state.scanners().stop();
     store.flush().await?;
     tracing::info!("stopped");
     Ok(())
@@ -111,25 +118,39 @@ async fn housekeeping(payments: Arc<Payments>) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called (not
+/// when first polled), so a signal right after the `listening` line is not missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let streams = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut terminate, mut interrupt) = streams;
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(stream) => stream.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(stream) => stream.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = terminated => tracing::info!("SIGTERM received, shutting down"),
+                _ = interrupted => tracing::info!("Ctrl-C received, shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received, shutting down");
+        }
     }
 }

@@ -181,6 +181,7 @@ pub struct Daemon {
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
     log: Arc<Mutex<Vec<String>>>,
+    logged: Arc<std::sync::Condvar>,
     output: Arc<Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
 }
@@ -208,12 +209,15 @@ impl Daemon {
             }
         });
         let log_writer = log.clone();
+        let logged = Arc::new(std::sync::Condvar::new());
+        let notify = logged.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(address) = listening_address(&line) {
                     let _ = address_tx.send(address);
                 }
                 log_writer.lock().unwrap().push(line);
+                notify.notify_all();
             }
         });
         let address = match address_rx.recv_timeout(START_TIMEOUT) {
@@ -225,7 +229,7 @@ impl Daemon {
             }
         };
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client");
-        Daemon { child, base_url: format!("http://{address}"), log, output, http }
+        Daemon { child, base_url: format!("http://{address}"), log, logged, output, http }
     }
 
     /// `GET path` without a token.
@@ -260,6 +264,14 @@ impl Daemon {
     /// Every log line (stderr) so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains every one of `needles`; answers it.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let matching = |log: &Vec<String>| log.iter().find(|line| needles.iter().all(|needle| line.contains(needle))).cloned();
+        let log = self.log.lock().unwrap();
+        let (log, _) = self.logged.wait_timeout_while(log, timeout, |log| matching(log).is_none()).unwrap();
+        matching(&log)
     }
 
     /// Every line printed on stdout so far.

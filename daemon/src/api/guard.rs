@@ -44,7 +44,7 @@ pub async fn host_check(request: Request, next: Next) -> Response {
 /// preflights for allowed ones, and marks their responses.
 pub async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(origin) = request.headers().get(ORIGIN).cloned() else { return next.run(request).await };
-    let allowed = origin.to_str().is_ok_and(|origin| state.allowed_origins.iter().any(|allowed| allowed == origin));
+    let allowed = origin.to_str().is_ok_and(|origin| state.access().allowed_origins.iter().any(|allowed| allowed == origin));
     if !allowed {
         return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this browser origin is not in server.allowed_origins")
             .into_response();
@@ -66,8 +66,9 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Reque
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
         .map(|token| Sha256::digest(token.trim().as_bytes()));
-    let client =
-        presented.and_then(|digest| state.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
+    let access = state.access();
+    let client = presented
+        .and_then(|digest| access.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
     match client {
         Some(name) => {
             request.extensions_mut().insert(Client(name));

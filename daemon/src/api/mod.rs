@@ -11,7 +11,7 @@ mod idempotency;
 mod openapi;
 mod payments;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 pub use error::ApiError;
 pub use guard::is_loopback_host;
@@ -36,32 +35,77 @@ use crate::scanners::{ScannerStatus, Scanners};
 /// What the handlers share.
 pub struct AppState {
     pub payments: Arc<Payments>,
-    scanners: Arc<Scanners>,
+    scanners: RwLock<Arc<Scanners>>,
     in_flight: idempotency::InFlight,
+    access: RwLock<Arc<Access>>,
+    /// The last reload's problems, shown by `/readyz` and the status page until a reload
+    /// succeeds.
+    last_config_error: RwLock<Option<String>>,
+    max_body_bytes: usize,
+    openapi: Value,
+}
+
+/// Who may call, from where: the parts of the config a reload swaps.
+pub struct Access {
     /// Client name → SHA-256 of its token (tokens themselves are not kept here).
     clients: Vec<(String, Vec<u8>)>,
     allowed_origins: Vec<String>,
-    max_body_bytes: usize,
     /// Methods the config names; all must have been created for `/readyz`.
     configured_methods: usize,
-    openapi: Value,
+}
+
+impl Access {
+    fn of(config: &Config) -> Access {
+        Access {
+            clients: config.clients.iter().map(|client| (client.name.clone(), client.token_digest().to_vec())).collect(),
+            allowed_origins: config.server.allowed_origins.clone(),
+            configured_methods: config.methods.len(),
+        }
+    }
 }
 
 impl AppState {
     /// The state for a validated config and a running payment service.
     pub fn new(config: &Config, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
-        let clients =
-            config.clients.iter().map(|client| (client.name.clone(), Sha256::digest(client.token.expose().as_bytes()).to_vec())).collect();
         Arc::new(AppState {
             payments,
-            scanners,
+            scanners: RwLock::new(scanners),
             in_flight: Default::default(),
-            clients,
-            allowed_origins: config.server.allowed_origins.clone(),
+            access: RwLock::new(Arc::new(Access::of(config))),
+            last_config_error: RwLock::new(None),
             max_body_bytes: config.server.max_body_bytes,
-            configured_methods: config.methods.len(),
             openapi: openapi::document(&routes()),
         })
+    }
+
+    /// The current clients and origins.
+    fn access(&self) -> Arc<Access> {
+        self.access.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The running scanners.
+    pub fn scanners(&self) -> Arc<Scanners> {
+        self.scanners.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Applies a reloaded config's clients and origins, and (when given) its scanners.
+    pub fn reconfigure(&self, config: &Config, scanners: Option<Arc<Scanners>>) {
+        *self.access.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Access::of(config));
+        if let Some(scanners) = scanners {
+            let previous = std::mem::replace(&mut *self.scanners.write().unwrap_or_else(|poisoned| poisoned.into_inner()), scanners);
+            previous.stop();
+        }
+        self.set_config_error(None);
+    }
+
+    /// Records (or clears) the last reload's problems.
+    pub fn set_config_error(&self, error: Option<String>) {
+        *self.last_config_error.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// The last reload's problems, if it failed.
+    pub fn config_error(&self) -> Option<String> {
+        self.last_config_error.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
@@ -171,14 +215,16 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let store = state.payments.store().is_healthy();
-    let plugins = state.payments.methods().iter().count() == state.configured_methods;
+    let plugins = state.payments.methods().iter().count() == state.access().configured_methods;
     let ready = store && plugins;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (
-        status,
-        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "plugins": plugins, "config": true}})),
-    )
-        .into_response()
+    let mut body =
+        json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "plugins": plugins, "config": true}});
+    // A refused reload leaves the running config in force: still ready, and said so.
+    if let Some(error) = state.config_error() {
+        body["last_reload_error"] = json!(error);
+    }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -201,7 +247,7 @@ struct ScannersView {
 }
 
 async fn scanners(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<ScannersView> {
-    Json(ScannersView { data: state.scanners.statuses() })
+    Json(ScannersView { data: state.scanners().statuses() })
 }
 
 async fn methods(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<Value> {

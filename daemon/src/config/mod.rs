@@ -187,33 +187,49 @@ fn check_unique(seen: &mut HashSet<String>, id: &str, section: &Section<'_>, key
 
 fn clients(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ClientConfig> {
     let mut seen = HashSet::new();
-    let mut tokens: Vec<(String, Secret)> = Vec::new();
-    let mut clients = Vec::new();
+    let mut clients: Vec<ClientConfig> = Vec::new();
     for mut s in sections {
         let name = s.required_string(p, "name");
-        let token = s.secret(p, "token", "token_file");
         if let Some(name) = &name {
             check_unique(&mut seen, name, &s, "name", p);
         }
-        if let Some(token) = &token {
-            if token.expose().len() < 16 {
+        let token = client_token(&mut s, p);
+        if let Some(ClientToken::Secret(secret)) = &token {
+            if secret.expose().len() < 16 {
                 p.add(&s.location().clone(), &s.key_path("token"), "too short: a client token needs at least 16 characters");
             }
-            if let Some((other, _)) = tokens.iter().find(|(_, known)| known == token) {
-                p.add(
-                    &s.location().clone(),
-                    &s.key_path("token"),
-                    format!("the same token as client {other:?}; each register needs its own"),
-                );
-            }
         }
+        let (at, key) = (s.location().clone(), s.key_path("token"));
         s.finish(p);
         if let (Some(name), Some(token)) = (name, token) {
-            tokens.push((name.clone(), token.clone()));
-            clients.push(ClientConfig { name, token });
+            let client = ClientConfig { name, token };
+            if let Some(other) = clients.iter().find(|known| known.token_digest() == client.token_digest()) {
+                p.add(&at, &key, format!("the same token as client {:?}; each register needs its own", other.name));
+            }
+            clients.push(client);
         }
     }
     clients
+}
+
+/// `token`, `token_file` or `token_sha256` (hex): exactly one.
+fn client_token(s: &mut Section<'_>, p: &mut Problems) -> Option<ClientToken> {
+    let hashed = s.string(p, "token_sha256");
+    let has_secret = s.entry("token").is_some() || s.entry("token_file").is_some();
+    match (hashed, has_secret) {
+        (Some(_), true) => {
+            p.add(&s.value_at("token_sha256"), &s.key_path("token_sha256"), "set one of `token`, `token_file` and `token_sha256`");
+            None
+        }
+        (Some(hex_digest), false) => match hex::decode(hex_digest.trim()).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
+            Some(digest) => Some(ClientToken::Sha256(digest)),
+            None => {
+                p.add(&s.value_at("token_sha256"), &s.key_path("token_sha256"), "expected 64 hex digits (sha256sum of the token)");
+                None
+            }
+        },
+        (None, _) => s.secret(p, "token", "token_file").map(ClientToken::Secret),
+    }
 }
 
 fn scanners(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ScannerConfig> {

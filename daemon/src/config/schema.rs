@@ -65,7 +65,26 @@ pub struct PaymentsConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub name: String,
-    pub token: Secret,
+    pub token: ClientToken,
+}
+
+/// A client's token: the secret itself, or only its SHA-256 (so the config file holds
+/// nothing that opens the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientToken {
+    Secret(Secret),
+    Sha256([u8; 32]),
+}
+
+impl ClientConfig {
+    /// The SHA-256 of the token, which is all the API compares.
+    pub fn token_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        match &self.token {
+            ClientToken::Secret(secret) => Sha256::digest(secret.expose().as_bytes()).into(),
+            ClientToken::Sha256(digest) => *digest,
+        }
+    }
 }
 
 /// `[[registers]]`

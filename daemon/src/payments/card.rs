@@ -51,7 +51,7 @@ async fn step(payments: &Payments, id: &PaymentId) -> Result<bool, PaymentError>
     if !matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
         return Ok(true);
     }
-    let method = payments.method(&payment.method)?.clone();
+    let method = payments.method(&payment.method)?;
     let context = Payments::context(&payment, &method);
     let timed_out = now_ms() >= payment.expires_at;
     let progress = match (payment.plugin_data.clone(), timed_out) {
@@ -181,7 +181,7 @@ impl Payments {
     /// Cancels a card payment at the provider first; answers the provider's last word
     /// (a card that succeeded meanwhile stays succeeded).
     pub(super) async fn cancel_card_at_provider(&self, payment: &Payment) -> Result<Payment, PaymentError> {
-        let method = self.method(&payment.method)?.clone();
+        let method = self.method(&payment.method)?;
         let Some(data) = payment.plugin_data.clone() else { return Ok(payment.clone()) };
         let context = Self::context(payment, &method);
         let progress = method.call("cancel_card", move |plugin| plugin.cancel_card(&context, data.as_str().into())).await?;

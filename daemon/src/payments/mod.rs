@@ -73,7 +73,7 @@ pub struct ListQuery {
 /// The payment service: owns the payment lifecycle.
 pub struct Payments {
     store: Store,
-    methods: Methods,
+    methods: std::sync::RwLock<Arc<Methods>>,
     settings: PaymentSettings,
     write_lock: tokio::sync::Mutex<()>,
     /// Payments that can still expire: id → expires_at.
@@ -108,7 +108,7 @@ impl Payments {
     pub fn new(store: Store, methods: Methods, settings: PaymentSettings) -> Arc<Payments> {
         Arc::new_cyclic(|me| Payments {
             store,
-            methods,
+            methods: std::sync::RwLock::new(Arc::new(methods)),
             settings,
             write_lock: tokio::sync::Mutex::new(()),
             expiring: Mutex::new(BTreeMap::new()),
@@ -121,13 +121,26 @@ impl Payments {
         &self.store
     }
 
-    /// The configured methods.
-    pub fn methods(&self) -> &Methods {
-        &self.methods
+    /// The current methods. A request keeps the snapshot it started with, so a reload
+    /// never changes a method under a call in flight.
+    pub fn methods(&self) -> Arc<Methods> {
+        self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    fn method(&self, id: &str) -> Result<&Method, PaymentError> {
-        self.methods.get(id).ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
+    /// Swaps in the methods of a reloaded config (those it drops stay, retired).
+    pub fn replace_methods(&self, methods: Methods) {
+        let mut current = self.methods.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::new(methods.succeeding(&current));
+    }
+
+    /// A method of the current config, for new payments.
+    fn current_method(&self, id: &str) -> Result<Method, PaymentError> {
+        self.methods().get(id).cloned().ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
+    }
+
+    /// The method of an existing payment: current, or retired by a reload.
+    fn method(&self, id: &str) -> Result<Method, PaymentError> {
+        self.methods().get_any(id).cloned().ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
     }
 
     fn require(method: &Method, capability: Capabilities, operation: &'static str) -> Result<(), PaymentError> {
@@ -198,7 +211,7 @@ impl Payments {
 
     /// Creates a payment awaiting a scan.
     pub async fn create(&self, request: NewPayment) -> Result<Payment, PaymentError> {
-        let method = self.method(&request.method)?.clone();
+        let method = self.current_method(&request.method)?;
         if !self.settings.registers.is_empty() && !self.settings.registers.contains(&request.register) {
             return Err(PaymentError::UnknownRegister(request.register));
         }
@@ -346,7 +359,7 @@ impl Payments {
     /// resolves it.
     pub async fn scan(&self, id: &str, code: &str) -> Result<Payment, PaymentError> {
         let current = self.get(id)?;
-        let method = self.method(&current.method)?.clone();
+        let method = self.method(&current.method)?;
         Self::require(&method, Capabilities::SCAN, "scanned codes")?;
         let payment = {
             let _guard = self.write_lock.lock().await;
@@ -471,7 +484,7 @@ impl Payments {
     /// payment as it was and answers the reason (a typo is not a failed payment).
     pub async fn manual(&self, id: &str, amount: Amount, transaction_id: Option<String>) -> Result<Payment, PaymentError> {
         let current = self.get(id)?;
-        let method = self.method(&current.method)?.clone();
+        let method = self.method(&current.method)?;
         Self::require(&method, Capabilities::MANUAL_ENTRY, "manual entry")?;
         if let Some(holder) = transaction_id.as_deref().map(|tx| self.store.redeemed_by(tx)).transpose()?.flatten() {
             return Err(PaymentError::Provider {
@@ -626,7 +639,7 @@ impl Payments {
         let unfinished = self.store.unfinished_payments()?;
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &unfinished {
-            let is_card = self.methods.get(&payment.method).is_some_and(|method| method.capabilities.contains(Capabilities::CARD));
+            let is_card = self.methods().get_any(&payment.method).is_some_and(|method| method.capabilities.contains(Capabilities::CARD));
             match payment.status {
                 PaymentStatus::Processing | PaymentStatus::AwaitingCard if is_card => card::watch(self, payment.id.clone()),
                 PaymentStatus::Processing => recovery::schedule_lookup(self, payment.id.clone()),

@@ -37,7 +37,7 @@ async fn resolve(payments: &Payments, id: &PaymentId) -> Result<bool, PaymentErr
     if payment.status != PaymentStatus::Processing {
         return Ok(true);
     }
-    let method = payments.method(&payment.method)?.clone();
+    let method = payments.method(&payment.method)?;
     let request = LookupRequest {
         payment: Payments::context(&payment, &method),
         transaction_id: payment.attempt.as_ref().map(|attempt| RString::from(attempt.transaction_id.as_str())).into(),

@@ -67,7 +67,7 @@ impl Payments {
                 return Err(PaymentError::Invalid { field: "payment", message: "give `payment`, or `method` and `transaction_id`".into() })
             }
         };
-        let method = self.method(&method_id)?.clone();
+        let method = self.method(&method_id)?;
         let needed = if found.is_some() { Capabilities::REFUND } else { Capabilities::REFUND_WITHOUT_CACHE };
         Self::require(&method, needed, "refunds")?;
         if found.is_none() && request.transaction_id.is_none() {
@@ -133,7 +133,7 @@ impl Payments {
     /// Asks the provider and records the outcome; `true` when the provider could not be
     /// reached and the refund (still `pending`) must be sent again.
     async fn send_refund(&self, refund: Refund, payment: Option<&Payment>) -> Result<(Refund, bool), PaymentError> {
-        let method = self.method(&refund.method)?.clone();
+        let method = self.method(&refund.method)?;
         let request = RefundRequest {
             refund_id: RString::from(refund.id.as_str()),
             payment_id: refund.payment.as_ref().map(|id| RString::from(id.as_str())).into(),

@@ -64,10 +64,22 @@ pub struct DirectoryError {
 /// Loads every library in `config.dir`. Files that fail a check are refused (listed in
 /// [`Catalog::refused`]) and never run; the rest are keyed by plugin id.
 pub fn load_directory(config: &PluginsConfig) -> Result<Catalog, DirectoryError> {
+    load_directory_after(config, &Catalog::default())
+}
+
+/// Loads the directory again for a config reload: files loaded before are kept as they
+/// are (libraries are never unloaded), new files are loaded, and a file that changed
+/// since it was loaded is refused until a restart.
+pub fn load_directory_after(config: &PluginsConfig, previous: &Catalog) -> Result<Catalog, DirectoryError> {
     let mut catalog = Catalog::default();
     let mut loaded: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
     for file in library_files(&config.dir)? {
-        match load_file(&file, config) {
+        let before = previous.plugins.values().find(|plugin| plugin.file == file);
+        let result = match before {
+            Some(plugin) => reuse(plugin, &file, config),
+            None => load_file(&file, config),
+        };
+        match result {
             Ok(plugin) => loaded.entry(plugin.id.clone()).or_default().push(plugin),
             Err(reason) => catalog.refused.push(Refusal { file, reason }),
         }
@@ -101,6 +113,17 @@ fn library_files(dir: &Path) -> Result<Vec<PathBuf>, DirectoryError> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// A library loaded before: still the same file, and still allowed by the pins?
+fn reuse(plugin: &LoadedPlugin, file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String> {
+    let bytes = std::fs::read(file).map_err(|error| format!("cannot read the file: {error}"))?;
+    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    if sha256 != plugin.sha256 {
+        return Err("changed since posbridge loaded it; libraries are never unloaded, so restart posbridge to use the new file".to_string());
+    }
+    check_pin_before_load(&sha256, config)?;
+    Ok(plugin.clone())
 }
 
 fn load_file(file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String> {

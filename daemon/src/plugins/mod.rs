@@ -13,7 +13,7 @@ use posbridge_plugin_api::{Capabilities, HostBox, Host_TO, MethodError, MethodSe
 
 use crate::config::{Config, Problem};
 pub use host::{redact, HostServices};
-pub use loader::{load_directory, Catalog, DirectoryError, LoadedPlugin, MethodKind, Refusal};
+pub use loader::{load_directory, load_directory_after, Catalog, DirectoryError, LoadedPlugin, MethodKind, Refusal};
 
 /// A configured, created payment method, ready to be called.
 #[derive(Clone)]
@@ -69,21 +69,39 @@ impl Method {
     }
 }
 
-/// The payment methods of a configuration, by the id the POS uses.
+/// The payment methods of a configuration, by the id the POS uses, and the methods a
+/// reload removed: those take no new payments but still refund and recover theirs.
 #[derive(Clone, Default)]
 pub struct Methods {
     by_id: BTreeMap<String, Method>,
+    retired: BTreeMap<String, Method>,
 }
 
 impl Methods {
-    /// The method the POS calls `id`.
+    /// The method the POS calls `id`, if the current config has it.
     pub fn get(&self, id: &str) -> Option<&Method> {
         self.by_id.get(id)
     }
 
-    /// Every method, by id.
+    /// The method `id`, current or retired by a reload (for refunds and recovery of the
+    /// payments it took).
+    pub fn get_any(&self, id: &str) -> Option<&Method> {
+        self.by_id.get(id).or_else(|| self.retired.get(id))
+    }
+
+    /// Every current method, by id.
     pub fn iter(&self) -> impl Iterator<Item = &Method> {
         self.by_id.values()
+    }
+
+    /// These methods, keeping every method of `previous` that they drop as retired.
+    pub fn succeeding(mut self, previous: &Methods) -> Methods {
+        for (id, method) in previous.by_id.iter().chain(previous.retired.iter()) {
+            if !self.by_id.contains_key(id) {
+                self.retired.entry(id.clone()).or_insert_with(|| method.clone());
+            }
+        }
+        self
     }
 }
 
