@@ -23,6 +23,7 @@ fn main() {
         "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nreader = \"{READER}\"\n",
         stripe.url()
     ));
+    install.unlimited();
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();
     let base = daemon.base_url.clone();

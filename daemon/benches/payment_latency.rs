@@ -31,6 +31,7 @@ fn main() {
         public_pem: &pem,
     };
     install.configure(&install.smartum_method(&endpoint, ""));
+    install.unlimited();
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();
     let base = daemon.base_url.clone();

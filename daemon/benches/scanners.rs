@@ -27,6 +27,7 @@ fn main() {
     decoder_throughput();
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default()).expect("sandbox");
     let install = install_with_fifo_scanner(&smartum);
+    install.unlimited();
     let daemon = install.start();
     scan_to_succeeded(&install, &daemon.base_url, &smartum);
     decode_frames(&daemon.base_url, &smartum);

@@ -232,6 +232,9 @@ fn check(config_path: &Path) -> Result<(), StartError> {
     for refusal in &catalog.refused {
         println!("warning: {refusal}");
     }
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
     let method_ids: Vec<&str> = methods.iter().map(|method| method.id.as_str()).collect();
     println!(
         "{}: configuration is valid: {} client(s), {} register(s), {} scanner(s), methods: {}; plugins loaded: {}",

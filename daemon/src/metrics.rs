@@ -11,11 +11,19 @@ struct Timing {
     seconds: f64,
 }
 
+/// Upper bounds (seconds) of the plugin call latency histogram.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 #[derive(Default)]
 struct Registry {
     http: BTreeMap<(String, String, u16), Timing>,
     plugin_calls: BTreeMap<(String, String, String), Timing>,
+    /// (method, operation) → counts per bucket of `BUCKETS`, then +Inf.
+    plugin_latency: BTreeMap<(String, String), [u64; 11]>,
     reloads: BTreeMap<&'static str, u64>,
+    payments: BTreeMap<(String, String), u64>,
+    refunds: BTreeMap<(String, String), u64>,
+    scanner_events: BTreeMap<(String, String), u64>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -34,13 +42,31 @@ pub fn record_http(method: &str, route: &str, status: u16, seconds: f64) {
     });
 }
 
-/// Counts one call into a plugin.
+/// Counts one call into a plugin (which is where provider calls happen) and its latency.
 pub fn record_plugin_call(method: &str, operation: &str, outcome: &str, seconds: f64) {
     with(|registry| {
         let timing = registry.plugin_calls.entry((method.to_string(), operation.to_string(), outcome.to_string())).or_default();
         timing.count += 1;
         timing.seconds += seconds;
+        let histogram = registry.plugin_latency.entry((method.to_string(), operation.to_string())).or_default();
+        let slot = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
+        histogram[slot] += 1;
     });
+}
+
+/// Counts a payment reaching `status` (succeeded, failed, canceled, expired).
+pub fn record_payment(method: &str, status: &str) {
+    with(|registry| *registry.payments.entry((method.to_string(), status.to_string())).or_default() += 1);
+}
+
+/// Counts a refund reaching `status`.
+pub fn record_refund(method: &str, status: &str) {
+    with(|registry| *registry.refunds.entry((method.to_string(), status.to_string())).or_default() += 1);
+}
+
+/// Counts a scanner event (connected, disconnected, scan, unclaimed, error).
+pub fn record_scanner(scanner: &str, event: &str) {
+    with(|registry| *registry.scanner_events.entry((scanner.to_string(), event.to_string())).or_default() += 1);
 }
 
 /// Counts a config reload, applied or refused.

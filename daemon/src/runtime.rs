@@ -69,6 +69,9 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     for refusal in &catalog.refused {
         tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
     }
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
     let store = Store::open(&config.store.path)?;
     let settings = PaymentSettings {
         scan_timeout: config.payments.scan_timeout,

@@ -119,6 +119,12 @@ pem_file = "smartum-es512.pem"
         )
     }
 
+    /// Lifts the per-client rate limit (for benchmarks, which are one client sending
+    /// as fast as it can).
+    pub fn unlimited(&self) {
+        self.write("conf.d/unlimited.toml", "[server]\nrate_limit = 100000\nrate_burst = 100000\n");
+    }
+
     /// Runs `posbridge ARGS --config <main config>` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)

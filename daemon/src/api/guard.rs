@@ -1,7 +1,9 @@
 //! What every request passes before a handler: the `Host` check (DNS rebinding), the
 //! CORS origin allowlist, and bearer-token authentication of `/v1` routes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::header::{
@@ -29,11 +31,20 @@ pub fn is_loopback_host(host: &str) -> bool {
     matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "[::1]")
 }
 
-/// Refuses requests whose `Host` is not a loopback name: a web page that rebinds its
-/// DNS name to 127.0.0.1 must not reach the API.
-pub async fn host_check(request: Request, next: Next) -> Response {
+/// The host name of a `Host` header, lowercase, without the port.
+fn host_name(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.strip_prefix('[') {
+        Some(rest) => format!("[{}]", rest.split(']').next().unwrap_or("")),
+        None => host.rsplit_once(':').map(|(name, _)| name.to_string()).unwrap_or(host),
+    }
+}
+
+/// Refuses requests whose `Host` is not a loopback name (or one the config allows): a
+/// web page that rebinds its DNS name to 127.0.0.1 must not reach the API.
+pub async fn host_check(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let host = request.headers().get(HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if !is_loopback_host(host) {
+    if !is_loopback_host(host) && !state.access().allowed_hosts.contains(&host_name(host)) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", "requests must be addressed to 127.0.0.1, localhost or [::1]")
             .into_response();
     }
@@ -71,6 +82,17 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Reque
         .and_then(|digest| access.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
     match client {
         Some(name) => {
+            if let Err(wait) = state.buckets.take(&name, access.rate) {
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests from {name}; retry in {seconds} s"),
+                )
+                .into_response();
+                response.headers_mut().insert("Retry-After", HeaderValue::from(seconds));
+                return response;
+            }
             request.extensions_mut().insert(Client(name));
             next.run(request).await
         }
@@ -78,6 +100,35 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Reque
             let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token").into_response();
             response.headers_mut().insert("WWW-Authenticate", HeaderValue::from_static("Bearer"));
             response
+        }
+    }
+}
+
+/// A client's allowance: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// One token bucket per client.
+#[derive(Default)]
+pub struct Buckets(Mutex<HashMap<String, (f64, Instant)>>);
+
+impl Buckets {
+    /// Takes one request from `client`'s bucket, or answers how long until one is free.
+    pub fn take(&self, client: &str, limit: RateLimit) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, since) = buckets.entry(client.to_string()).or_insert((f64::from(limit.burst), now));
+        let refill = now.duration_since(*since).as_secs_f64() * f64::from(limit.per_second);
+        *tokens = (*tokens + refill).min(f64::from(limit.burst));
+        *since = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / f64::from(limit.per_second)))
         }
     }
 }
@@ -90,6 +141,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_refill() {
+        let buckets = Buckets::default();
+        let limit = RateLimit { per_second: 1, burst: 2 };
+        assert!(buckets.take("a", limit).is_ok());
+        assert!(buckets.take("a", limit).is_ok());
+        let wait = buckets.take("a", limit).unwrap_err();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(500), "{wait:?}");
+        assert!(buckets.take("b", limit).is_ok(), "buckets are per client");
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("POS.shop.lan:8787"), "pos.shop.lan");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("10.0.0.5"), "10.0.0.5");
+    }
 
     #[test]
     fn loopback_hosts() {

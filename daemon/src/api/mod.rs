@@ -38,6 +38,7 @@ pub struct AppState {
     scanners: RwLock<Arc<Scanners>>,
     in_flight: idempotency::InFlight,
     access: RwLock<Arc<Access>>,
+    buckets: guard::Buckets,
     /// The last reload's problems, shown by `/readyz` and the status page until a reload
     /// succeeds.
     last_config_error: RwLock<Option<String>>,
@@ -50,6 +51,8 @@ pub struct Access {
     /// Client name → SHA-256 of its token (tokens themselves are not kept here).
     clients: Vec<(String, Vec<u8>)>,
     allowed_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
+    rate: guard::RateLimit,
     /// Methods the config names; all must have been created for `/readyz`.
     configured_methods: usize,
 }
@@ -59,6 +62,8 @@ impl Access {
         Access {
             clients: config.clients.iter().map(|client| (client.name.clone(), client.token_digest().to_vec())).collect(),
             allowed_origins: config.server.allowed_origins.clone(),
+            allowed_hosts: config.server.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
+            rate: guard::RateLimit { per_second: config.server.rate_limit, burst: config.server.rate_burst },
             configured_methods: config.methods.len(),
         }
     }
@@ -72,6 +77,7 @@ impl AppState {
             scanners: RwLock::new(scanners),
             in_flight: Default::default(),
             access: RwLock::new(Arc::new(Access::of(config))),
+            buckets: Default::default(),
             last_config_error: RwLock::new(None),
             max_body_bytes: config.server.max_body_bytes,
             openapi: openapi::document(&routes()),
@@ -190,7 +196,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::Extension(extract::BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard::cors))
-        .layer(middleware::from_fn(guard::host_check))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::host_check))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
@@ -199,14 +205,36 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /openapi.json)")
 }
 
-/// Counts requests by route template and status.
+/// Gives each request an id (the caller's `X-Request-Id`, or a new one) carried by every
+/// log line written while it is handled and returned in the answer; counts requests by
+/// route template and status.
 async fn track(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    crate::metrics::record_http(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|byte| byte.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    let span = tracing::info_span!("request", request_id = %request_id, http.method = %method, route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "answered"));
+    crate::metrics::record_http(&method, &route, status, started.elapsed().as_secs_f64());
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     response
+}
+
+/// A request id: time and a counter, unique within the process.
+fn new_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!("req_{:x}_{:x}", crate::payments::model::now_ms(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 async fn healthz() -> Json<Value> {

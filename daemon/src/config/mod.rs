@@ -90,7 +90,58 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Co
     let registers = registers(top.tables(p, "registers"), &scanners, p);
     let methods = methods(top.table(p, "methods"), p);
     top.finish(p);
-    Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods }
+    let warnings = warnings(&server, root);
+    Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods, warnings }
+}
+
+/// What deserves a warning without stopping the daemon: a non-loopback address, and
+/// secret files other users can read.
+fn warnings(server: &ServerConfig, root: &Table) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !server.listen.ip().is_loopback() {
+        warnings.push(format!(
+            "server.listen = {} is reachable from other machines; posbridge is meant for this machine's registers (bind 127.0.0.1 unless you mean it)",
+            server.listen
+        ));
+    }
+    let mut secret_files = Vec::new();
+    collect_secret_files(root, &mut secret_files);
+    for (file, key) in secret_files {
+        if let Some(mode) = world_or_group_readable(&file) {
+            warnings.push(format!("{} (`{key}`) is readable by other users (mode {mode:o}); chmod 600 it", file.display()));
+        }
+    }
+    warnings
+}
+
+/// Every `*_file` value holding a secret (tokens, secrets; not public keys), with its key.
+fn collect_secret_files(table: &Table, out: &mut Vec<(PathBuf, String)>) {
+    for entry in &table.entries {
+        match &entry.node.value {
+            Value::String(path) if entry.key.ends_with("_file") && !entry.key.starts_with("pem") => {
+                out.push((entry.node.at.base_dir().join(path), entry.key.clone()))
+            }
+            Value::Table(inner) => collect_secret_files(inner, out),
+            Value::Array(items) => items.iter().for_each(|item| {
+                if let Value::Table(inner) = &item.value {
+                    collect_secret_files(inner, out);
+                }
+            }),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(unix)]
+fn world_or_group_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn world_or_group_readable(_path: &Path) -> Option<u32> {
+    None
 }
 
 /// An absent optional table reads as empty, located at the file's start.
@@ -105,17 +156,7 @@ fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) ->
     let listen_text = s.string(p, "listen").unwrap_or_else(|| "127.0.0.1:8787".to_string());
     let fallback = SocketAddr::from(([127, 0, 0, 1], 8787));
     let listen = match listen_text.parse::<SocketAddr>() {
-        Ok(address) if address.ip().is_loopback() => address,
-        Ok(_) => {
-            p.add(
-                &s.value_at("listen"),
-                &s.key_path("listen"),
-                format!(
-                    "{listen_text} is not a loopback address; posbridge serves the registers on this machine only (use 127.0.0.1 or [::1])"
-                ),
-            );
-            fallback
-        }
+        Ok(address) => address,
         Err(_) => {
             p.add(
                 &s.value_at("listen"),
@@ -127,8 +168,11 @@ fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) ->
     };
     let allowed_origins = s.string_list(p, "allowed_origins").unwrap_or_default();
     let max_body = s.integer_in(p, "max_body_bytes", 1024..=64 * 1024 * 1024).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let allowed_hosts = s.string_list(p, "allowed_hosts").unwrap_or_default();
+    let rate_limit = s.integer_in(p, "rate_limit", 1..=100_000).unwrap_or(50) as u32;
+    let rate_burst = s.integer_in(p, "rate_burst", 1..=100_000).unwrap_or(100) as u32;
     s.finish(p);
-    ServerConfig { listen, allowed_origins, max_body_bytes: max_body as usize }
+    ServerConfig { listen, allowed_origins, max_body_bytes: max_body as usize, allowed_hosts, rate_limit, rate_burst }
 }
 
 fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> StoreConfig {

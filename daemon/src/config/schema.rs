@@ -23,6 +23,8 @@ pub struct Config {
     pub scanners: Vec<ScannerConfig>,
     /// Payment methods by the id the POS uses.
     pub methods: BTreeMap<String, MethodConfig>,
+    /// Things worth a technician's attention that do not stop the daemon.
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`
@@ -33,6 +35,13 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Host names (besides loopback ones) requests may be addressed to, for a daemon
+    /// deliberately bound to another address.
+    pub allowed_hosts: Vec<String>,
+    /// Requests per second each client may make, sustained.
+    pub rate_limit: u32,
+    /// Requests a client may make in a burst.
+    pub rate_burst: u32,
 }
 
 /// `[store]`

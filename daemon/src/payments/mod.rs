@@ -93,6 +93,34 @@ fn call_failure(error: &CallError) -> Failure {
     }
 }
 
+/// Logs every stored change with the ids a technician searches by (posbridge's, the
+/// POS's reference, the provider's transaction), and counts outcomes.
+fn observe(commit: &Commit) {
+    for payment in &commit.payments {
+        tracing::info!(
+            payment = %payment.id,
+            reference = payment.reference.as_deref().unwrap_or("-"),
+            transaction_id = payment.transaction_id.as_deref().or(payment.attempt.as_ref().map(|attempt| attempt.transaction_id.as_str())).unwrap_or("-"),
+            method = %payment.method,
+            register = %payment.register,
+            status = %payment.status,
+            version = payment.version,
+            failure = payment.failure.as_ref().map(|failure| failure.code.as_str()).unwrap_or("-"),
+            "payment updated"
+        );
+        if payment.status.is_final() || payment.status == PaymentStatus::Failed {
+            crate::metrics::record_payment(&payment.method, payment.status.as_str());
+        }
+    }
+    for refund in &commit.refunds {
+        let status = serde_json::to_value(refund.status).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
+        tracing::info!(refund = %refund.id, payment = refund.payment.as_ref().map(|id| id.as_str()).unwrap_or("-"), transaction_id = refund.transaction_id.as_deref().unwrap_or("-"), method = %refund.method, amount = refund.amount.0, status = %status, "refund updated");
+        if refund.status != model::RefundStatus::Pending {
+            crate::metrics::record_refund(&refund.method, &status);
+        }
+    }
+}
+
 /// The code a plugin uses when a provider may or may not have acted.
 const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
@@ -181,6 +209,7 @@ impl Payments {
     async fn save(&self, commit: Commit) -> Result<Vec<Event>, PaymentError> {
         let events = self.store.apply(&commit)?;
         self.store.flush().await?;
+        observe(&commit);
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &commit.payments {
             // Card payments time out through their watcher, which cancels at the provider.

@@ -304,6 +304,7 @@ async fn route(
     while let Some(event) = events.recv().await {
         match event {
             HubEvent::Connected { scanner, device } => {
+                crate::metrics::record_scanner(&scanner, "connected");
                 let was_connected = scanners.statuses().iter().any(|status| status.id == scanner && status.connected);
                 scanners.update(&scanner, |status| {
                     status.connected = true;
@@ -315,6 +316,7 @@ async fn route(
                 }
             }
             HubEvent::Disconnected { scanner, reason } => {
+                crate::metrics::record_scanner(&scanner, "disconnected");
                 let was_connected = scanners.statuses().iter().any(|status| status.id == scanner && status.connected);
                 scanners.update(&scanner, |status| status.connected = false);
                 if was_connected {
@@ -323,10 +325,12 @@ async fn route(
                 }
             }
             HubEvent::Error { scanner, message } => {
+                crate::metrics::record_scanner(&scanner, "error");
                 tracing::warn!(%scanner, %message, "scanner report refused");
                 scanners.update(&scanner, |status| status.last_error = Some(message.clone()));
             }
             HubEvent::Scanned { scanner, code } => {
+                crate::metrics::record_scanner(&scanner, "scan");
                 scanners.update(&scanner, |status| status.last_scan_at = Some(rfc3339(now_ms())));
                 deliver(&payments, &scanner, register_of.get(&scanner), code).await;
             }
@@ -350,6 +354,7 @@ async fn deliver(payments: &Payments, scanner: &str, register: Option<&String>, 
         }
     }
     tracing::info!(%scanner, register = register.map(String::as_str).unwrap_or("-"), "scan unclaimed: no payment awaits a scan");
+    crate::metrics::record_scanner(scanner, "unclaimed");
     announce(payments, "scan.unclaimed", json!({"scanner": scanner, "register": register, "code": code.text, "symbology": code.symbology}))
         .await;
 }
