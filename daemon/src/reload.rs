@@ -150,7 +150,7 @@ impl Reloader {
         let scanners_changed =
             format!("{:?}{:?}", self.config.scanners, self.config.registers) != format!("{:?}{:?}", config.scanners, config.registers);
         let scanners = scanners_changed.then(|| Scanners::start(&config, self.payments.clone()));
-        self.state.reconfigure(&config, scanners);
+        self.state.reconfigure(&config, catalog.clone(), scanners);
         let plugins: Vec<String> = catalog.plugins.keys().cloned().collect();
         self.config = config;
         self.catalog = catalog;

@@ -86,7 +86,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
-    let state = AppState::new(&config, payments.clone(), scanners);
+    let state = AppState::new(&config, catalog.clone(), payments.clone(), scanners);
     let reloader = Reloader::new(config_path, config.clone(), catalog, http, payments.clone(), state.clone());
     let reloading = tokio::spawn(reloader.run());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");

@@ -30,6 +30,7 @@ use openapi::{schema, RouteDoc};
 use crate::config::Config;
 use crate::payments::view::{PaymentView, RefundView};
 use crate::payments::Payments;
+use crate::plugins::Catalog;
 use crate::scanners::{ScannerStatus, Scanners};
 
 /// What the handlers share.
@@ -44,6 +45,9 @@ pub struct AppState {
     last_config_error: RwLock<Option<String>>,
     max_body_bytes: usize,
     openapi: Value,
+    /// The plugin libraries, for `/v1/status` (swapped by reloads).
+    catalog: RwLock<Arc<Catalog>>,
+    started_at: crate::payments::model::Millis,
 }
 
 /// Who may call, from where: the parts of the config a reload swaps.
@@ -71,7 +75,7 @@ impl Access {
 
 impl AppState {
     /// The state for a validated config and a running payment service.
-    pub fn new(config: &Config, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
+    pub fn new(config: &Config, catalog: Catalog, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
         Arc::new(AppState {
             payments,
             scanners: RwLock::new(scanners),
@@ -81,7 +85,14 @@ impl AppState {
             last_config_error: RwLock::new(None),
             max_body_bytes: config.server.max_body_bytes,
             openapi: openapi::document(&routes()),
+            catalog: RwLock::new(Arc::new(catalog)),
+            started_at: crate::payments::model::now_ms(),
         })
+    }
+
+    /// The plugin libraries loaded and refused.
+    fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// The current clients and origins.
@@ -94,9 +105,11 @@ impl AppState {
         self.scanners.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// Applies a reloaded config's clients and origins, and (when given) its scanners.
-    pub fn reconfigure(&self, config: &Config, scanners: Option<Arc<Scanners>>) {
+    /// Applies a reloaded config's clients, origins and plugins, and (when given) its
+    /// scanners.
+    pub fn reconfigure(&self, config: &Config, catalog: Catalog, scanners: Option<Arc<Scanners>>) {
         *self.access.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Access::of(config));
+        *self.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(catalog);
         if let Some(scanners) = scanners {
             let previous = std::mem::replace(&mut *self.scanners.write().unwrap_or_else(|poisoned| poisoned.into_inner()), scanners);
             previous.stop();
@@ -123,6 +136,13 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
         (D::public("GET", "/readyz", "Ready to take payments: store open, plugins loaded, config valid"), get(readyz)),
         (D::public("GET", "/metrics", "Prometheus metrics (text exposition)"), get(metrics)),
         (D::public("GET", "/openapi.json", "This document"), get(openapi_json)),
+        (D::public("GET", "/", "The technicians' status page (its data needs a client token)"), get(status_page)),
+        (
+            D::new("GET", "/v1/status", "Version, plugins (and refused files), store health, the last config error")
+                .ok(schema::<StatusView>),
+            get(status),
+        ),
+        (D::new("GET", "/v1/refunds", "Refunds, newest first").query(schema::<payments::RefundListParams>), get(payments::list_refunds)),
         (D::new("GET", "/v1/methods", "The payment methods the POS may use"), get(methods)),
         (
             D::new("POST", "/v1/payments", "Create a payment").request(schema::<payments::CreatePayment>).created(schema::<PaymentView>),
@@ -266,6 +286,67 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.openapi.clone())
+}
+
+/// The status page: static, no external assets; it reads the API with the token the
+/// technician gives it.
+async fn status_page() -> Response {
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (axum::http::header::CACHE_CONTROL, "no-store"),
+        (axum::http::header::CONTENT_SECURITY_POLICY, "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"),
+    ];
+    (headers, include_str!("assets/status.html")).into_response()
+}
+
+/// `GET /v1/status`
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct StatusView {
+    version: String,
+    /// RFC 3339.
+    started_at: String,
+    store_ok: bool,
+    /// Loaded plugins and refused files.
+    plugins: Vec<PluginStatus>,
+    /// The last config reload's problems, until a reload succeeds.
+    last_config_error: Option<String>,
+}
+
+/// A plugin library as the status shows it.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct PluginStatus {
+    id: Option<String>,
+    version: Option<String>,
+    file: String,
+    /// Why the file was refused, if it was.
+    refused: Option<String>,
+}
+
+async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<StatusView> {
+    let catalog = state.catalog();
+    let mut plugins: Vec<PluginStatus> = catalog
+        .plugins
+        .values()
+        .map(|plugin| PluginStatus {
+            id: Some(plugin.id.clone()),
+            version: Some(plugin.version.clone()),
+            file: plugin.file.display().to_string(),
+            refused: None,
+        })
+        .collect();
+    plugins.extend(catalog.refused.iter().map(|refusal| PluginStatus {
+        id: None,
+        version: None,
+        file: refusal.file.display().to_string(),
+        refused: Some(refusal.reason.clone()),
+    }));
+    Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: crate::payments::model::rfc3339(state.started_at),
+        store_ok: state.payments.store().is_healthy(),
+        plugins,
+        last_config_error: state.config_error(),
+    })
 }
 
 /// `GET /v1/scanners`

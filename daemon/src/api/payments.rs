@@ -343,6 +343,34 @@ pub async fn list(
     answer(result)
 }
 
+/// `GET /v1/refunds` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundListParams {
+    /// 1 to 100, default 20.
+    pub limit: Option<usize>,
+    /// Only the refunds of this payment.
+    pub payment: Option<String>,
+}
+
+/// Lists refunds, newest first.
+pub async fn list_refunds(
+    State(state): State<Arc<AppState>>,
+    _client: Client,
+    query: Result<Query<RefundListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = query.map_err(|rejection| ApiError::invalid(rejection.body_text())).and_then(|Query(params)| {
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
+        }
+        let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref())?;
+        let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
+        Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
+    });
+    answer(result)
+}
+
 /// Creates and sends a refund.
 pub async fn refund(
     State(state): State<Arc<AppState>>,

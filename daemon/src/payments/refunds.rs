@@ -38,6 +38,22 @@ impl Payments {
         Ok(refund)
     }
 
+    /// Refunds newest first, optionally of one payment; `true` when more exist.
+    pub fn list_refunds(&self, limit: usize, payment: Option<&str>) -> Result<(Vec<Refund>, bool), PaymentError> {
+        let mut found = Vec::new();
+        for refund in self.store.refunds_newest_first() {
+            let refund = refund?;
+            if payment.is_some_and(|payment| refund.payment.as_ref().map(|id| id.as_str()) != Some(payment)) {
+                continue;
+            }
+            if found.len() == limit {
+                return Ok((found, true));
+            }
+            found.push(refund);
+        }
+        Ok((found, false))
+    }
+
     /// Reads a refund.
     pub fn get_refund(&self, id: &str) -> Result<Refund, PaymentError> {
         let parsed = RefundId::parse(id).ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;

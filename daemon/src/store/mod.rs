@@ -182,6 +182,14 @@ impl Store {
         })
     }
 
+    /// Refunds newest first (ids sort by creation time).
+    pub fn refunds_newest_first(&self) -> impl Iterator<Item = Result<Refund, StoreError>> + '_ {
+        self.refunds.iter().rev().map(|entry| {
+            let (key, value) = entry?;
+            decode(&key, &value)
+        })
+    }
+
     /// Every payment not yet final, for recovery and expiry after a start.
     pub fn unfinished_payments(&self) -> Result<Vec<Payment>, StoreError> {
         let mut open = Vec::new();
