@@ -41,6 +41,9 @@ enum Command {
     Serve,
     /// Validate the configuration and load the plugins; exit 0 when all is well, 1 if not.
     Check,
+    /// Check everything a technician would: config, plugins, store, scanners, and each
+    /// provider with the configured credentials; exit 0 when all is OK, 1 if not.
+    Doctor,
     /// List the plugins found in the plugin directory, with versions and capabilities.
     Plugins {
         /// Print JSON instead of a table.
@@ -147,6 +150,19 @@ pub fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => runtime::serve(&config).await.map_err(Into::into),
             Command::Check => check(&config).map_err(Into::into),
+            Command::Doctor => {
+                let findings = crate::doctor::examine(&config).await;
+                for finding in &findings {
+                    println!("{finding}");
+                }
+                let failed = findings.iter().filter(|finding| !finding.ok).count();
+                if failed == 0 {
+                    println!("all {} checks OK", findings.len());
+                    Ok(())
+                } else {
+                    Err(format!("{failed} of {} checks failed", findings.len()).into())
+                }
+            }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
             Command::Sandbox { signing_key, action: None } => {
                 let key = signing_key.unwrap_or_else(|| sandbox::default_signing_key(&config));

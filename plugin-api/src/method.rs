@@ -1,7 +1,7 @@
 //! A payment method: the trait integrators implement, and its ABI-stable twin.
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RSlice, RStr};
+use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
 
 use crate::guard::guard;
 use crate::types::{
@@ -81,6 +81,13 @@ pub trait PaymentMethod: Send + Sync + 'static {
         let _ = request;
         Err(MethodError::unsupported("status lookup"))
     }
+
+    /// Proves the provider is reachable with the configured credentials (for `posbridge
+    /// doctor`), without taking or changing anything; answers a line for the technician.
+    fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
+        let _ = deadline_unix_ms;
+        Err(MethodError::unsupported("connection checks"))
+    }
 }
 
 /// The ABI-stable form of [`PaymentMethod`], as the host calls it.
@@ -106,8 +113,10 @@ pub trait ErasedPaymentMethod: Send + Sync {
     /// See [`PaymentMethod::refund`].
     fn refund(&self, request: &RefundRequest) -> RResult<RefundOutcome, MethodError>;
     /// See [`PaymentMethod::lookup`].
-    #[sabi(last_prefix_field)]
     fn lookup(&self, request: &LookupRequest) -> RResult<ProviderStatus, MethodError>;
+    /// See [`PaymentMethod::check_connection`].
+    #[sabi(last_prefix_field)]
+    fn check_connection(&self, deadline_unix_ms: i64) -> RResult<RString, MethodError>;
 }
 
 /// A created payment method as the host holds it.
@@ -143,5 +152,8 @@ impl<M: PaymentMethod> ErasedPaymentMethod for Guarded<M> {
     }
     fn lookup(&self, request: &LookupRequest) -> RResult<ProviderStatus, MethodError> {
         guard(|| self.0.lookup(request)).into()
+    }
+    fn check_connection(&self, deadline_unix_ms: i64) -> RResult<RString, MethodError> {
+        guard(|| self.0.check_connection(deadline_unix_ms)).into()
     }
 }

@@ -346,6 +346,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/terminal/readers/{id}/process_payment_intent", post(api))
         .route("/v1/terminal/readers/{id}/cancel_action", post(api))
         .route("/v1/test_helpers/terminal/readers/{id}/present_payment_method", post(api))
+        .route("/v1/balance", get(api))
         .route("/v1/refunds", post(api))
         .route("/v1/refunds/{id}", get(api))
         .route("/v1/checkout/sessions", post(api))
@@ -482,6 +483,10 @@ fn dispatch(shared: &Arc<Shared>, method: &Method, path: &str, params: &Params, 
             ("POST", ["v1", "test_helpers", "terminal", "readers", id, "present_payment_method"]) => {
                 present_helper(&mut ledger, id, params)
             }
+            ("GET", ["v1", "balance"]) => (
+                StatusCode::OK,
+                json!({"object": "balance", "livemode": false, "available": [{"amount": 0, "currency": "eur"}], "pending": []}),
+            ),
             ("POST", ["v1", "refunds"]) => create_refund(&mut ledger, params),
             ("GET", ["v1", "refunds", id]) => {
                 ledger.refunds.get(*id).cloned().map(|refund| (StatusCode::OK, refund)).unwrap_or_else(|| not_found("refund", id))

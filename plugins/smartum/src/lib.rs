@@ -296,6 +296,10 @@ impl PaymentMethod for SmartumMethod {
         Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)) })
     }
 
+    fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
+        self.api.check_credentials(deadline_unix_ms).map(RString::from)
+    }
+
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
         let Some(id) = request.transaction_id.as_ref().into_option() else { return Ok(ProviderStatus::NotTaken) };
         let Some(transaction) = self.api.transaction(id.as_str(), request.payment.deadline_unix_ms)? else {

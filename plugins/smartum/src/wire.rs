@@ -89,6 +89,13 @@ impl SmartumApi {
         self.host.now_unix_ms()
     }
 
+    /// Asks for a fresh access token: proves the URL and the client credentials.
+    pub fn check_credentials(&self, deadline_ms: i64) -> Result<String, MethodError> {
+        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.token(deadline_ms)?;
+        Ok(format!("{} accepted the client credentials", self.settings.api_url))
+    }
+
     /// Looks a transaction up; `None` when Smartum does not know it.
     pub fn transaction(&self, id: &str, deadline_ms: i64) -> Result<Option<Transaction>, MethodError> {
         let (status, body) = self.call("GET", &format!("/v1/transactions/{id}"), None, None, deadline_ms)?;

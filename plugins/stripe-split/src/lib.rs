@@ -107,6 +107,17 @@ impl PaymentMethod for StripeMethod {
         Ok(RefundOutcome { state, provider_refund_id: refund["id"].as_str().map(RString::from).into() })
     }
 
+    fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
+        let settings = self.api.settings();
+        let (path, what) = match &settings.reader {
+            Some(reader) => (format!("/v1/terminal/readers/{reader}"), format!("reader {reader}")),
+            None => ("/v1/balance".to_string(), "the account balance".to_string()),
+        };
+        let answer = self.api.get(&path, deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+        let detail = answer["status"].as_str().map(|status| format!(" ({status})")).unwrap_or_default();
+        Ok(RString::from(format!("{} answered for {what}{detail} with the configured key", settings.api_url)))
+    }
+
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
         let Some(data) = request.plugin_data.as_ref().into_option() else { return Ok(ProviderStatus::NotTaken) };
         let progress = flows::poll(&self.api, &request.payment, &started(data.as_str())?)?;

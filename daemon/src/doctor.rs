@@ -1,0 +1,126 @@
+//! `posbridge doctor`: everything a technician checks when something is wrong, one line
+//! each, `OK` or what to do: the config, the plugins, the store, the scanners, and each
+//! provider reached with the configured credentials.
+
+use std::path::Path;
+
+use crate::config::{self, Config, ScannerSource};
+use crate::payments::model::now_ms;
+use crate::plugins::{self, Catalog, Methods};
+use crate::runtime;
+use crate::scanners::hid;
+use crate::store::{Store, StoreError};
+
+/// One finding.
+pub struct Finding {
+    pub ok: bool,
+    pub subject: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<4} {}: {}", if self.ok { "OK" } else { "FAIL" }, self.subject, self.detail)
+    }
+}
+
+fn ok(subject: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding { ok: true, subject: subject.into(), detail: detail.into() }
+}
+
+fn fail(subject: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding { ok: false, subject: subject.into(), detail: detail.into() }
+}
+
+/// Runs every check; the findings in order.
+pub async fn examine(config_path: &Path) -> Vec<Finding> {
+    let prepared = match runtime::prepare(config_path) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let mut findings = vec![fail("config", format!("{error}\n     fix the lines above, then run `posbridge check`"))];
+            if let Ok(config) = config::load(config_path) {
+                findings.extend(store(&config));
+            }
+            return findings;
+        }
+    };
+    let config = &prepared.config;
+    let mut findings = vec![ok(
+        "config",
+        format!("{} is valid ({} client(s), {} method(s))", config_path.display(), config.clients.len(), config.methods.len()),
+    )];
+    findings.extend(config.warnings.iter().map(|warning| fail("config", warning.clone())));
+    findings.extend(plugin_findings(&prepared.catalog));
+    findings.extend(store(config));
+    findings.extend(scanners(config));
+    findings.extend(providers(&prepared.methods).await);
+    findings
+}
+
+fn plugin_findings(catalog: &Catalog) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = catalog
+        .plugins
+        .values()
+        .map(|plugin| ok(format!("plugin {}", plugin.id), format!("{} {}", plugin.version, plugin.file.display())))
+        .collect();
+    findings.extend(catalog.refused.iter().map(|refusal| {
+        fail(format!("plugin file {}", refusal.file.display()), format!("{}; remove the file or replace it", refusal.reason))
+    }));
+    findings
+}
+
+fn store(config: &Config) -> Option<Finding> {
+    let path = &config.store.path;
+    Some(match Store::open(path) {
+        Ok(store) if store.is_healthy() => ok("store", format!("{} opens and reads", path.display())),
+        Ok(_) => fail("store", format!("{} opened but cannot be read; restore it from a backup", path.display())),
+        Err(StoreError::Open { source, .. }) if source.to_string().contains("lock") => {
+            ok("store", format!("{} is in use by a running posbridge (expected when the service runs)", path.display()))
+        }
+        Err(error) => fail("store", format!("{error}; check the directory exists and belongs to the posbridge user")),
+    })
+}
+
+fn scanners(config: &Config) -> Vec<Finding> {
+    let present = if config.scanners.iter().any(|scanner| matches!(scanner.source, ScannerSource::Hid { .. })) {
+        hid::open_api().and_then(|api| hid::list(&api))
+    } else {
+        Ok(Vec::new())
+    };
+    config
+        .scanners
+        .iter()
+        .map(|scanner| {
+            let subject = format!("scanner {}", scanner.id);
+            match (&scanner.source, &present) {
+                (ScannerSource::Replay { path }, _) if path.exists() => ok(subject, format!("replays {}", path.display())),
+                (ScannerSource::Replay { path }, _) => fail(subject, format!("{} does not exist; create it (mkfifo for a FIFO)", path.display())),
+                (ScannerSource::Hid { .. }, Err(error)) => fail(subject, format!("{error}; see docs/scanners.md (udev rule)")),
+                (ScannerSource::Hid { vendor_id, product_id, serial, .. }, Ok(devices)) => {
+                    let found = devices.iter().find(|device| device.vendor_id == *vendor_id && device.product_id == *product_id && serial.as_ref().is_none_or(|serial| device.serial.as_ref() == Some(serial)));
+                    match found {
+                        Some(device) => ok(subject, format!("{vendor_id:04x}:{product_id:04x} connected at {}", device.path)),
+                        None => fail(subject, format!("{vendor_id:04x}:{product_id:04x} is not connected (or not readable by this user): plug it in, check the udev rule, run `posbridge scanners list`")),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+async fn providers(methods: &Methods) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for method in methods.iter() {
+        let subject = format!("method {} ({})", method.id, method.plugin_id);
+        let deadline = now_ms() + method.timeout.as_millis() as i64 - 500;
+        let result = method.call("check_connection", move |plugin| plugin.check_connection(deadline)).await;
+        findings.push(match result {
+            Ok(line) => ok(subject, line.to_string()),
+            Err(plugins::CallError::Failed(error)) if error.code.as_str() == "unsupported" => {
+                ok(subject, "the plugin offers no connection check")
+            }
+            Err(error) => fail(subject, format!("{error}; check api_url, the credentials and this machine's network")),
+        });
+    }
+    findings
+}
