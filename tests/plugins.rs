@@ -41,11 +41,11 @@ fn both_real_plugins_load_and_are_listed_with_capabilities() {
     let listing = plugins_json(&install);
     assert_eq!(listing["refused"], serde_json::json!([]));
     assert_eq!(capabilities(&listing, "smartum"), ["scan", "manual_entry", "refund", "refund_without_cache", "status_lookup", "cancel"]);
-    assert_eq!(capabilities(&listing, "stripe-split"), ["card", "refund", "status_lookup", "cancel"]);
+    assert_eq!(capabilities(&listing, "stripe-split"), ["card", "refund", "refund_without_cache", "status_lookup", "cancel"]);
 
     let text = all_output(&install.run(&["plugins"]));
     assert!(text.contains("smartum 0.1.0"), "{text}");
-    assert!(text.contains("capabilities: card, refund, status_lookup, cancel"), "{text}");
+    assert!(text.contains("capabilities: card, refund, refund_without_cache, status_lookup, cancel"), "{text}");
 }
 
 #[test]
