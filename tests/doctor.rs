@@ -1,7 +1,7 @@
 //! `posbridge doctor`: one line per check, OK or what to do, and the exit code.
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{all_output, Install, SmartumEndpoint};
+use posbridge_testkit::{all_output, Install};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
 
@@ -16,21 +16,11 @@ fn private(install: &Install) {
 #[cfg(not(unix))]
 fn private(_install: &Install) {}
 
-fn install_against(smartum: &SmartumSandbox, options: &SandboxOptions, extra: &str) -> Install {
+fn install_against(smartum: &SmartumSandbox, extra: &str) -> Install {
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
     install.add_plugin("posbridge-plugin-stripe-split");
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
-    install.configure(&format!("{}\n{extra}", install.smartum_method(&endpoint, "")));
+    install.configure(&format!("{}\n{extra}", smartum.config_section(install.path(), "").unwrap()));
     private(&install);
     install
 }
@@ -40,7 +30,7 @@ fn all_good_is_exit_0_and_each_problem_says_what_to_do() {
     let options = SandboxOptions::default();
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), options.clone()).unwrap();
 
-    let good = install_against(&smartum, &options, "");
+    let good = install_against(&smartum, "");
     let output = good.run(&["doctor"]);
     let text = all_output(&output);
     assert!(output.status.success(), "{text}");
@@ -52,7 +42,6 @@ fn all_good_is_exit_0_and_each_problem_says_what_to_do() {
 
     let broken = install_against(
         &smartum,
-        &options,
         "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"http://127.0.0.1:9\"\nsecret_key = \"sk_test_doctor\"\ntimeout = \"2s\"\n\n[[scanners]]\nid = \"bench\"\nsource = \"replay\"\npath = \"missing.fifo\"\n",
     );
     let output = broken.run(&["doctor"]);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{Daemon, Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -26,23 +26,11 @@ impl Shop {
 
     fn with_options(options: SandboxOptions, method_extra: &str, config_extra: &str) -> Shop {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (client_id, client_secret, venue, benefit) =
-            (options.client_id.clone(), options.client_secret.clone(), options.venue_id.clone(), options.benefit.clone());
         let smartum = SmartumSandbox::start(listen, options).expect("sandbox");
         let install = Install::new(BIN);
         install.add_plugin("posbridge-plugin-smartum");
         install.add_plugin("posbridge-test-plugin-panicky");
-        let (url, pem) = (smartum.url(), smartum.public_key_pem());
-        let endpoint = SmartumEndpoint {
-            api_url: &url,
-            client_id: &client_id,
-            client_secret: &client_secret,
-            venue_id: &venue,
-            benefit: &benefit,
-            kid: smartum.kid(),
-            public_pem: &pem,
-        };
-        let method = install.smartum_method(&endpoint, method_extra);
+        let method = smartum.config_section(install.path(), method_extra).unwrap();
         install.configure(&format!("{method}\n[methods.boom]\nplugin = \"panicky\"\n\n{config_extra}"));
         let daemon = install.start();
         Shop { install, smartum, daemon: Some(daemon) }

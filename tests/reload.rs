@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{library_file_name, Daemon, Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{library_file_name, Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -26,17 +26,7 @@ fn shop() -> Shop {
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), options.clone()).unwrap();
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
-    let smartum_method = install.smartum_method(&endpoint, "");
+    let smartum_method = smartum.config_section(install.path(), "").unwrap();
     install.configure(&smartum_method);
     let daemon = install.start();
     Shop { install, smartum, smartum_method, daemon }

@@ -9,7 +9,7 @@ use std::path::Path;
 use image::{GrayImage, Luma};
 use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
 use posbridge_testkit::images::{encode, qr_frame, rotated};
-use posbridge_testkit::{Daemon, Install, SmartumEndpoint};
+use posbridge_testkit::{Daemon, Install};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -34,16 +34,6 @@ fn shop() -> Shop {
     install.add_plugin("posbridge-plugin-smartum");
     mkfifo(&install.path().join("front.fifo"));
     mkfifo(&install.path().join("pos.fifo"));
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
     let scanners = r#"
 [[scanners]]
 id = "front"
@@ -62,7 +52,7 @@ mode = "pos"
 id = "till-2"
 scanners = ["counter"]
 "#;
-    let config = format!("{}\n{scanners}", install.smartum_method(&endpoint, ""));
+    let config = format!("{}\n{scanners}", smartum.config_section(install.path(), "").unwrap());
     // till-1 (from the base config) gets the front scanner.
     install.configure(&config);
     let text = std::fs::read_to_string(install.config_path()).unwrap().replacen(

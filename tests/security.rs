@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{all_output, Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{all_output, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -64,21 +64,11 @@ fn no_secret_value_appears_anywhere_the_daemon_writes() {
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
     install.add_plugin("posbridge-plugin-stripe-split");
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
     let stripe_key = "sk_test_stripe_secret_91d3b7";
     install.write("stripe.secret", &format!("{stripe_key}\n"));
     // The card method points at nothing: every call to it fails, with messages.
     let card = "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"http://127.0.0.1:9\"\nsecret_key_file = \"stripe.secret\"\ntimeout = \"2s\"\n";
-    install.configure(&format!("{}\n{card}", install.smartum_method(&endpoint, "")));
+    install.configure(&format!("{}\n{card}", smartum.config_section(install.path(), "").unwrap()));
     let daemon = install.start_command(&["--log-level", "debug"]);
     let mut written = Vec::new();
     let mut post = |path: &str, body: Value| {

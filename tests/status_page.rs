@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{Install, TILL_TOKEN};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -49,18 +49,8 @@ fn the_status_page_shows_the_shop_in_a_real_browser() {
     install.add_plugin("posbridge-plugin-smartum");
     install.write("plugins/not-a-plugin.so", "junk");
     assert!(Command::new("mkfifo").arg(install.path().join("front.fifo")).status().unwrap().success());
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
     let scanner = "[[scanners]]\nid = \"front-door\"\nsource = \"replay\"\npath = \"front.fifo\"\n";
-    install.configure(&format!("{}\n{scanner}", install.smartum_method(&endpoint, "")));
+    install.configure(&format!("{}\n{scanner}", smartum.config_section(install.path(), "").unwrap()));
     let text = std::fs::read_to_string(install.config_path()).unwrap().replacen(
         "id = \"till-1\"\n",
         "id = \"till-1\"\nscanners = [\"front-door\"]\n",

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox, StripeFaults, StripeOptions, StripeSandbox};
-use posbridge_testkit::{Daemon, Install, SmartumEndpoint};
+use posbridge_testkit::{Daemon, Install};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -32,22 +32,12 @@ impl Shop {
         let install = Install::new(BIN);
         install.add_plugin("posbridge-plugin-smartum");
         install.add_plugin("posbridge-plugin-stripe-split");
-        let (url, pem) = (smartum.url(), smartum.public_key_pem());
-        let endpoint = SmartumEndpoint {
-            api_url: &url,
-            client_id: &options.client_id,
-            client_secret: &options.client_secret,
-            venue_id: &options.venue_id,
-            benefit: &options.benefit,
-            kid: smartum.kid(),
-            public_pem: &pem,
-        };
         install.write("stripe.secret", "sk_test_sandbox\n");
         let card = format!(
             "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\n{card_extra}\n",
             stripe.url()
         );
-        install.configure(&format!("{}\n{card}\n{config_extra}", install.smartum_method(&endpoint, "")));
+        install.configure(&format!("{}\n{card}\n{config_extra}", smartum.config_section(install.path(), "").unwrap()));
         let daemon = install.start();
         Shop { install, smartum, stripe, daemon: Some(daemon) }
     }

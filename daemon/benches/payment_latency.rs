@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -20,17 +20,7 @@ fn main() {
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), options.clone()).expect("sandbox");
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
-    install.configure(&install.smartum_method(&endpoint, ""));
+    install.configure(&smartum.config_section(install.path(), "").unwrap());
     install.unlimited();
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();

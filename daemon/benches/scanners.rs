@@ -18,7 +18,7 @@ use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
 use posbridge::scanners::replay::parse_line;
 use posbridge::scanners::{KeyboardDecoder, PosDecoder, Terminators};
 use posbridge_testkit::images::{encode, qr_frame, rotated};
-use posbridge_testkit::{Install, SmartumEndpoint, TILL_TOKEN};
+use posbridge_testkit::{Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -63,23 +63,12 @@ fn decoder_throughput() {
 }
 
 fn install_with_fifo_scanner(smartum: &SmartumSandbox) -> Install {
-    let options = SandboxOptions::default();
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
     let fifo = install.path().join("front.fifo");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let (url, pem) = (smartum.url(), smartum.public_key_pem());
-    let endpoint = SmartumEndpoint {
-        api_url: &url,
-        client_id: &options.client_id,
-        client_secret: &options.client_secret,
-        venue_id: &options.venue_id,
-        benefit: &options.benefit,
-        kid: smartum.kid(),
-        public_pem: &pem,
-    };
     let scanner = "[[scanners]]\nid = \"front\"\nsource = \"replay\"\npath = \"front.fifo\"\n";
-    install.configure(&format!("{}\n{scanner}", install.smartum_method(&endpoint, "")));
+    install.configure(&format!("{}\n{scanner}", smartum.config_section(install.path(), "").unwrap()));
     let text = std::fs::read_to_string(install.config_path()).unwrap().replacen(
         "id = \"till-1\"\n",
         "id = \"till-1\"\nscanners = [\"front\"]\n",

@@ -44,8 +44,10 @@ impl Reloader {
         Reloader { path: path.to_path_buf(), config, catalog, http, payments, state }
     }
 
-    /// Watches the config files and `conf.d/`, and SIGHUP; reloads until the daemon stops.
-    pub async fn run(mut self) {
+    /// Starts watching the config files and `conf.d/`, and SIGHUP, now (so no change
+    /// made after start-up is missed), and answers the loop that reloads on changes
+    /// until the daemon stops.
+    pub fn start(mut self) -> impl std::future::Future<Output = ()> {
         let (changed, mut changes) = mpsc::unbounded_channel::<()>();
         let mut watcher = match self.watch(changed.clone()) {
             Ok(watcher) => Some(watcher),
@@ -55,23 +57,24 @@ impl Reloader {
             }
         };
         let mut watching_conf_d = false;
+        self.watch_conf_d(watcher.as_mut(), &mut watching_conf_d);
         spawn_sighup(changed);
-        loop {
-            if let Some(watcher) = watcher.as_mut().filter(|_| !watching_conf_d) {
-                // conf.d/ may appear later: watch it before reading it, so no write is missed.
-                let conf_d = self.conf_d();
-                watching_conf_d = conf_d.is_dir() && watcher.watch(&conf_d, RecursiveMode::NonRecursive).is_ok();
+        async move {
+            while changes.recv().await.is_some() {
+                // Let the burst of writes settle, then reload once.
+                while tokio::time::timeout(DEBOUNCE, changes.recv()).await.is_ok_and(|more| more.is_some()) {}
+                self.watch_conf_d(watcher.as_mut(), &mut watching_conf_d);
+                self.reload().await;
             }
-            if changes.recv().await.is_none() {
-                return;
-            }
-            // Let the burst of writes settle, then reload once.
-            while tokio::time::timeout(DEBOUNCE, changes.recv()).await.is_ok_and(|more| more.is_some()) {}
-            if let Some(watcher) = watcher.as_mut().filter(|_| !watching_conf_d) {
-                let conf_d = self.conf_d();
-                watching_conf_d = conf_d.is_dir() && watcher.watch(&conf_d, RecursiveMode::NonRecursive).is_ok();
-            }
-            self.reload().await;
+        }
+    }
+
+    /// `conf.d/` may appear after start-up: watch it before reading it, so no write is
+    /// missed.
+    fn watch_conf_d(&self, watcher: Option<&mut notify::RecommendedWatcher>, watching: &mut bool) {
+        if let Some(watcher) = watcher.filter(|_| !*watching) {
+            let conf_d = self.conf_d();
+            *watching = conf_d.is_dir() && watcher.watch(&conf_d, RecursiveMode::NonRecursive).is_ok();
         }
     }
 

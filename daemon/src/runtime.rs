@@ -88,7 +88,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let shutdown = shutdown_signal();
     let state = AppState::new(&config, catalog.clone(), payments.clone(), scanners);
     let reloader = Reloader::new(config_path, config.clone(), catalog, http, payments.clone(), state.clone());
-    let reloading = tokio::spawn(reloader.run());
+    let reloading = tokio::spawn(reloader.start());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");
     axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
     housekeeping.abort();

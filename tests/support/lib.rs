@@ -95,30 +95,6 @@ impl Install {
         self.write("posbridge.toml", &format!("{}\n{extra}", base_config()));
     }
 
-    /// A `[methods.smartum]` section for a Smartum at `api_url` whose receipts verify with
-    /// `public_pem` under `kid`; the secret and key files are written beside the config.
-    /// `extra` lines are appended to the section.
-    pub fn smartum_method(&self, smartum: &SmartumEndpoint<'_>, extra: &str) -> String {
-        self.write("smartum.secret", &format!("{}\n", smartum.client_secret));
-        self.write("smartum-es512.pem", smartum.public_pem);
-        format!(
-            r#"[methods.smartum]
-plugin = "smartum"
-api_url = "{}"
-client_id = "{}"
-client_secret_file = "smartum.secret"
-venue_id = "{}"
-benefit = "{}"
-eligible_label = "smartum"
-{extra}
-[[methods.smartum.jwt_keys]]
-kid = "{}"
-pem_file = "smartum-es512.pem"
-"#,
-            smartum.api_url, smartum.client_id, smartum.venue_id, smartum.benefit, smartum.kid
-        )
-    }
-
     /// Lifts the per-client rate limit (for benchmarks, which are one client sending
     /// as fast as it can).
     pub fn unlimited(&self) {
@@ -146,17 +122,6 @@ pem_file = "smartum-es512.pem"
     pub fn start_command(&self, command: &[&str]) -> Daemon {
         Daemon::start(&self.bin, command, &self.config_path())
     }
-}
-
-/// Where a (sandbox) Smartum is and how to talk to it.
-pub struct SmartumEndpoint<'a> {
-    pub api_url: &'a str,
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
-    pub venue_id: &'a str,
-    pub benefit: &'a str,
-    pub kid: &'a str,
-    pub public_pem: &'a str,
 }
 
 /// The parts of a config every test installation shares: an ephemeral loopback port,

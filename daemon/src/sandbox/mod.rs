@@ -18,6 +18,33 @@ use crate::runtime::{self, StartError};
 pub use smartum::{Faults, Receipt, SandboxOptions, SmartumSandbox};
 pub use stripe::{StripeFaults, StripeOptions, StripeSandbox};
 
+/// A local fake provider's HTTP server on its own thread and runtime; stops when the
+/// returned sender is dropped or sent to.
+pub(crate) struct Server {
+    pub address: SocketAddr,
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `app` on `listen` (port 0 picks one) in a thread named `name`.
+pub(crate) fn spawn_server(listen: SocketAddr, name: &str, app: axum::Router) -> std::io::Result<Server> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("sandbox runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("sandbox listener");
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    })?;
+    Ok(Server { address, shutdown })
+}
+
 /// Why the sandbox cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -146,23 +146,8 @@ impl SmartumSandbox {
     pub fn start(listen: SocketAddr, options: SandboxOptions) -> std::io::Result<SmartumSandbox> {
         let key = options.signing_key.clone().unwrap_or_else(|| SigningKey::random(&mut OsRng));
         let shared = Arc::new(Shared { options, key, ledger: Mutex::default(), checked: Condvar::new() });
-        let listener = std::net::TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(shared.clone());
-        std::thread::Builder::new().name("smartum-sandbox".into()).spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("sandbox runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("sandbox listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        })?;
-        Ok(SmartumSandbox { shared, address, shutdown: Some(shutdown) })
+        let server = super::spawn_server(listen, "smartum-sandbox", router(shared.clone()))?;
+        Ok(SmartumSandbox { shared, address: server.address, shutdown: Some(server.shutdown) })
     }
 
     /// `http://127.0.0.1:PORT`, the `api_url` to configure.
@@ -173,6 +158,23 @@ impl SmartumSandbox {
     /// The public key receipts verify with, PEM (SubjectPublicKeyInfo).
     pub fn public_key_pem(&self) -> String {
         public_key_pem(&self.shared.key)
+    }
+
+    /// A `[methods.smartum]` section for a posbridge config in `dir` that talks to this
+    /// sandbox: writes `smartum.secret` and `smartum-es512.pem` there; `extra` lines go
+    /// into the section.
+    pub fn config_section(&self, dir: &std::path::Path, extra: &str) -> std::io::Result<String> {
+        let options = &self.shared.options;
+        std::fs::write(dir.join("smartum.secret"), format!("{}\n", options.client_secret))?;
+        std::fs::write(dir.join("smartum-es512.pem"), self.public_key_pem())?;
+        Ok(format!(
+            "[methods.smartum]\nplugin = \"smartum\"\napi_url = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"smartum.secret\"\nvenue_id = \"{}\"\nbenefit = \"{}\"\neligible_label = \"smartum\"\n{extra}\n[[methods.smartum.jwt_keys]]\nkid = \"{}\"\npem_file = \"smartum-es512.pem\"\n",
+            self.url(),
+            options.client_id,
+            options.venue_id,
+            options.benefit,
+            options.kid
+        ))
     }
 
     /// The `kid` in the receipts' header.

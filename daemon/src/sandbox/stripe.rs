@@ -203,24 +203,9 @@ impl StripeSandbox {
             released: tokio::sync::Notify::new(),
             base_url: Mutex::new(String::new()),
         });
-        let listener = std::net::TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        *shared.base_url.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = format!("http://{address}");
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(shared.clone());
-        std::thread::Builder::new().name("stripe-sandbox".into()).spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("sandbox runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("sandbox listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        })?;
-        Ok(StripeSandbox { shared, address, shutdown: Some(shutdown) })
+        let server = super::spawn_server(listen, "stripe-sandbox", router(shared.clone()))?;
+        *shared.base_url.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = format!("http://{}", server.address);
+        Ok(StripeSandbox { shared, address: server.address, shutdown: Some(server.shutdown) })
     }
 
     /// `http://127.0.0.1:PORT`, the `api_url` to configure.
