@@ -86,7 +86,7 @@ fn no_secret_value_appears_anywhere_the_daemon_writes() {
     // A reload that fails, and one that works.
     install.write("posbridge.toml", &std::fs::read_to_string(install.config_path()).unwrap().replace("client_id =", "client_idd ="));
     daemon.wait_for_log(&["config reload refused"], std::time::Duration::from_secs(30)).expect("refused reload logged");
-    for path in ["/metrics", "/readyz", "/openapi.json", "/v1/methods", "/v1/payments", "/v1/scanners", "/"] {
+    for path in ["/metrics", "/readyz", "/openapi.json", "/v1/methods", "/v1/payments", "/v1/refunds", "/v1/scanners", "/v1/status", "/"] {
         written.push(daemon.request(reqwest::Method::GET, path).send().unwrap().text().unwrap());
     }
     written.extend(daemon.log());

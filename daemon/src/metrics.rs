@@ -86,6 +86,23 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, series: impl Ite
     }
 }
 
+/// Plugin call latency as a Prometheus histogram (cumulative buckets, sum, count).
+fn histogram(out: &mut String, registry: &Registry) {
+    let _ = writeln!(out, "# HELP posbridge_plugin_call_duration_seconds Plugin (provider) call latency.\n# TYPE posbridge_plugin_call_duration_seconds histogram");
+    for ((method, operation), counts) in &registry.plugin_latency {
+        let labels = format!("method=\"{}\",operation=\"{operation}\"", escape(method));
+        let bounds = BUCKETS.iter().map(f64::to_string).chain(std::iter::once("+Inf".to_string()));
+        let mut cumulative = 0;
+        for (bound, count) in bounds.zip(counts) {
+            cumulative += count;
+            let _ = writeln!(out, "posbridge_plugin_call_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let sum: f64 =
+            registry.plugin_calls.iter().filter(|((m, o, _), _)| m == method && o == operation).map(|(_, timing)| timing.seconds).sum();
+        let _ = writeln!(out, "posbridge_plugin_call_duration_seconds_sum{{{labels}}} {sum:.6}\nposbridge_plugin_call_duration_seconds_count{{{labels}}} {cumulative}");
+    }
+}
+
 /// The Prometheus text exposition, with `extra` gauges appended as (name, help, value).
 pub fn render(extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::new();
@@ -124,6 +141,34 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
             "counter",
             registry.plugin_calls.iter().map(|(key, timing)| (calls(key), format!("{:.6}", timing.seconds))),
         );
+        let by_method = |counts: &BTreeMap<(String, String), u64>| -> Vec<(String, String)> {
+            counts
+                .iter()
+                .map(|((method, status), count)| (format!("method=\"{}\",status=\"{status}\"", escape(method)), count.to_string()))
+                .collect()
+        };
+        family(
+            &mut out,
+            "posbridge_payments_total",
+            "Payments that reached a status, by method.",
+            "counter",
+            by_method(&registry.payments).into_iter(),
+        );
+        family(
+            &mut out,
+            "posbridge_refunds_total",
+            "Refunds that reached a status, by method.",
+            "counter",
+            by_method(&registry.refunds).into_iter(),
+        );
+        let scanner_events = registry
+            .scanner_events
+            .iter()
+            .map(|((scanner, event), count)| (format!("scanner=\"{}\",event=\"{event}\"", escape(scanner)), count.to_string()));
+        family(&mut out, "posbridge_scanner_events_total", "Scanner connections, scans and errors.", "counter", scanner_events);
+        let reloads = registry.reloads.iter().map(|(outcome, count)| (format!("outcome=\"{outcome}\""), count.to_string()));
+        family(&mut out, "posbridge_config_reloads_total", "Config reloads, applied or refused.", "counter", reloads);
+        histogram(&mut out, registry);
     });
     for (name, help, value) in extra {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

@@ -37,7 +37,8 @@ impl Install {
         let dir = tempfile::Builder::new().prefix("posbridge-test-").tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugins dir");
         let install = Install { dir, bin: PathBuf::from(bin) };
-        install.write("till-1.token", &format!("{TILL_TOKEN}\n"));
+        let token = install.write("till-1.token", &format!("{TILL_TOKEN}\n"));
+        private(&token);
         install
     }
 
@@ -122,6 +123,17 @@ impl Install {
     pub fn start_command(&self, command: &[&str]) -> Daemon {
         Daemon::start(&self.bin, command, &self.config_path())
     }
+}
+
+/// Makes a secret file readable by its owner only, as a technician would.
+pub fn private(file: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    }
+    #[cfg(not(unix))]
+    let _ = file;
 }
 
 /// The parts of a config every test installation shares: an ephemeral loopback port,
