@@ -143,6 +143,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn digest_comparison() {
+        assert!(constant_time_eq(b"same-digest", b"same-digest"));
+        assert!(!constant_time_eq(b"same-digest", b"same-digesT"));
+        assert!(!constant_time_eq(b"short", b"longer"));
+    }
+
+    #[test]
     fn buckets_refill() {
         let buckets = Buckets::default();
         let limit = RateLimit { per_second: 1, burst: 2 };
