@@ -39,6 +39,7 @@ mod guard;
 mod host;
 mod method;
 mod module;
+pub mod retry;
 mod settings;
 pub mod time;
 mod types;

@@ -3,8 +3,8 @@
 //! file, so a correction from Smartum's partner documentation touches only here.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
+use posbridge_plugin_api::retry::{retry_after_ms, Backoff};
 use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -170,7 +170,7 @@ impl SmartumApi {
         sent: &mut bool,
     ) -> Result<(u16, Value), MethodError> {
         let mut refreshed = false;
-        let mut backoff_ms = FIRST_BACKOFF_MS;
+        let mut backoff = Backoff::new(FIRST_BACKOFF_MS, MAX_BACKOFF_MS);
         loop {
             let token = self.token(deadline_ms)?;
             let mut headers = vec![Header::new("Authorization", format!("Bearer {token}")), Header::new("Accept", "application/json")];
@@ -188,29 +188,23 @@ impl SmartumApi {
                     refreshed = true;
                     *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 }
-                Ok(response) if is_retryable(response.status) => self.back_off(&response, &mut backoff_ms, deadline_ms)?,
+                Ok(response) if is_retryable(response.status) => {
+                    self.wait(&mut backoff, retry_after_ms(&response), deadline_ms, &format!("Smartum answered {}", response.status))?
+                }
                 Ok(response) => return Ok((response.status, parse_body(&response))),
-                Err(failure) if failure.retryable => self.wait(&mut backoff_ms, None, deadline_ms, &failure.message.to_string())?,
+                Err(failure) if failure.retryable => self.wait(&mut backoff, None, deadline_ms, &failure.message.to_string())?,
                 Err(failure) => return Err(failure),
             }
         }
     }
 
-    fn back_off(&self, response: &HttpResponse, backoff_ms: &mut u64, deadline_ms: i64) -> Result<(), MethodError> {
-        let retry_after_ms =
-            response.header("retry-after").and_then(|value| value.trim().parse::<u64>().ok()).map(|seconds| seconds * 1000);
-        self.wait(backoff_ms, retry_after_ms, deadline_ms, &format!("Smartum answered {}", response.status))
-    }
-
     /// Sleeps before a retry, or gives up when the retry could not finish in time.
-    fn wait(&self, backoff_ms: &mut u64, at_least_ms: Option<u64>, deadline_ms: i64, why: &str) -> Result<(), MethodError> {
-        let delay = at_least_ms.unwrap_or(*backoff_ms).max(*backoff_ms);
-        if self.now_ms() + delay as i64 >= deadline_ms {
-            return Err(unavailable(format!("Smartum is not answering ({why}); try again shortly")));
+    fn wait(&self, backoff: &mut Backoff, at_least_ms: Option<u64>, deadline_ms: i64, why: &str) -> Result<(), MethodError> {
+        if backoff.wait(self.now_ms(), deadline_ms, at_least_ms) {
+            Ok(())
+        } else {
+            Err(unavailable(format!("Smartum is not answering ({why}); try again shortly")))
         }
-        std::thread::sleep(Duration::from_millis(delay));
-        *backoff_ms = (*backoff_ms * 2).min(MAX_BACKOFF_MS);
-        Ok(())
     }
 
     fn token(&self, deadline_ms: i64) -> Result<String, MethodError> {

@@ -3,8 +3,7 @@
 //! `Stripe-Version`, `Stripe-Account` for direct charges on a connected account, and an
 //! `Idempotency-Key` on every POST so a retry never creates a second object.
 
-use std::time::Duration;
-
+use posbridge_plugin_api::retry::{retry_after_ms, Backoff};
 use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
 use serde_json::Value;
 
@@ -153,10 +152,10 @@ impl StripeApi {
         idempotency_key: Option<&str>,
         deadline_ms: i64,
     ) -> Result<Outcome, MethodError> {
-        let mut backoff_ms = FIRST_BACKOFF_MS;
+        let mut backoff = Backoff::new(FIRST_BACKOFF_MS, MAX_BACKOFF_MS);
         let mut maybe_done = false;
         loop {
-            let why = match self.send(method, path, form, idempotency_key, deadline_ms) {
+            let (why, retry_after) = match self.send(method, path, form, idempotency_key, deadline_ms) {
                 Ok(response) => {
                     let body: Value = serde_json::from_slice(response.body.as_slice()).unwrap_or(Value::Null);
                     if response.status < 300 {
@@ -169,20 +168,18 @@ impl StripeApi {
                     }
                     // A 5xx may have been acted on; 429 and a concurrent key were not.
                     maybe_done |= response.status >= 500;
-                    format!("Stripe answered {}", response.status)
+                    (format!("Stripe answered {}", response.status), retry_after_ms(&response))
                 }
-                Err(SendFailure::NotSent(why)) => why,
+                Err(SendFailure::NotSent(why)) => (why, None),
                 Err(SendFailure::Unanswered(why)) => {
                     maybe_done = true;
-                    why
+                    (why, None)
                 }
             };
-            if self.now_ms() + backoff_ms as i64 >= deadline_ms {
+            if !backoff.wait(self.now_ms(), deadline_ms, retry_after) {
                 let code = if maybe_done && method == "POST" { "outcome_unknown" } else { "provider_unavailable" };
                 return Err(MethodError::new(code, format!("Stripe is not answering ({why})")).retryable());
             }
-            std::thread::sleep(Duration::from_millis(backoff_ms));
-            backoff_ms = (backoff_ms * 2).min(MAX_BACKOFF_MS);
         }
     }
 
