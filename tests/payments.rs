@@ -618,6 +618,10 @@ fn history_lists_newest_first_with_filters_and_pages() {
     assert_eq!(next["data"][0]["id"], ids[0].as_str());
     let (_, succeeded) = shop.daemon().get_json("/v1/payments?status=succeeded&register=till-1");
     assert_eq!(succeeded["data"].as_array().unwrap().len(), 1);
+    let (_, by_reference) = shop.daemon().get_json("/v1/payments?reference=R-2026-000123&limit=100");
+    assert_eq!(by_reference["data"].as_array().unwrap().len(), 3, "the POS finds its purchase by receipt number");
+    let (_, other_reference) = shop.daemon().get_json("/v1/payments?reference=R-other");
+    assert_eq!(other_reference["data"], json!([]));
     let (_, none) = shop.daemon().get_json("/v1/payments?from=2999-01-01T00:00:00Z");
     assert_eq!(none["data"], json!([]));
     assert_eq!(shop.daemon().get_json("/v1/payments?status=bogus").0, 400);

@@ -125,6 +125,8 @@ pub struct WaitQuery {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub register: Option<String>,
+    /// The POS's reference (receipt number): the payments of one purchase.
+    pub reference: Option<String>,
     pub status: Option<String>,
     /// RFC 3339; payments created at or after.
     pub from: Option<String>,
@@ -320,6 +322,7 @@ pub async fn list(
         }
         let query = ListQuery {
             register: params.register,
+            reference: params.reference,
             status: params
                 .status
                 .map(|status| PaymentStatus::parse(&status).ok_or_else(|| ApiError::invalid("unknown status").field("status")))

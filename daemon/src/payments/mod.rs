@@ -63,6 +63,8 @@ pub struct Canceled {
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub register: Option<String>,
+    /// The POS's reference (receipt number).
+    pub reference: Option<String>,
     pub status: Option<PaymentStatus>,
     pub from: Option<Millis>,
     pub to: Option<Millis>,
@@ -356,6 +358,7 @@ impl Payments {
                 break; // newest first: everything after is older still
             }
             let matches = query.register.as_ref().is_none_or(|register| &payment.register == register)
+                && query.reference.as_ref().is_none_or(|reference| payment.reference.as_ref() == Some(reference))
                 && query.status.is_none_or(|status| payment.status == status)
                 && query.to.is_none_or(|to| payment.created_at <= to);
             if !matches {
