@@ -196,11 +196,14 @@ impl Daemon {
         let notify = logged.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = listening_address(&line) {
-                    let _ = address_tx.send(address);
-                }
+                // Kept before it is announced, so the log holds the `listening` line
+                // by the time `start` returns.
+                let address = listening_address(&line);
                 log_writer.lock().unwrap().push(line);
                 notify.notify_all();
+                if let Some(address) = address {
+                    let _ = address_tx.send(address);
+                }
             }
         });
         let address = match address_rx.recv_timeout(START_TIMEOUT) {
