@@ -715,7 +715,7 @@ fn the_quick_start_sandbox_takes_a_payment_end_to_end() {
         .replace("dir = \"../target/debug\"", "dir = \"plugins\"");
     install.write("posbridge.toml", &config);
     let daemon = install.start_command(&["sandbox"]);
-    assert!(daemon.output().iter().any(|line| line.contains("Sandbox Smartum")), "{:?}", daemon.output());
+    assert!(daemon.wait_for_output("Sandbox Smartum", Duration::from_secs(30)).is_some(), "{:?}", daemon.output());
 
     let receipt = install.run(&["sandbox", "receipt", "--amount", "3000"]);
     let printed = String::from_utf8_lossy(&receipt.stdout);

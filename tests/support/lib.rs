@@ -165,6 +165,7 @@ pub struct Daemon {
     pub base_url: String,
     log: Arc<Mutex<Vec<String>>>,
     logged: Arc<std::sync::Condvar>,
+    printed: Arc<std::sync::Condvar>,
     output: Arc<Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
 }
@@ -186,9 +187,12 @@ impl Daemon {
         let (address_tx, address_rx) = mpsc::channel();
         let output = Arc::new(Mutex::new(Vec::new()));
         let output_writer = output.clone();
+        let printed = Arc::new(std::sync::Condvar::new());
+        let notify_printed = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 output_writer.lock().unwrap().push(line);
+                notify_printed.notify_all();
             }
         });
         let log_writer = log.clone();
@@ -215,7 +219,7 @@ impl Daemon {
             }
         };
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client");
-        Daemon { child, base_url: format!("http://{address}"), log, logged, output, http }
+        Daemon { child, base_url: format!("http://{address}"), log, logged, printed, output, http }
     }
 
     /// `GET path` without a token.
@@ -258,6 +262,14 @@ impl Daemon {
         let log = self.log.lock().unwrap();
         let (log, _) = self.logged.wait_timeout_while(log, timeout, |log| matching(log).is_none()).unwrap();
         matching(&log)
+    }
+
+    /// Waits until a line printed on stdout contains `needle`; answers it.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let matching = |output: &Vec<String>| output.iter().find(|line| line.contains(needle)).cloned();
+        let output = self.output.lock().unwrap();
+        let (output, _) = self.printed.wait_timeout_while(output, timeout, |output| matching(output).is_none()).unwrap();
+        matching(&output)
     }
 
     /// Every line printed on stdout so far.
