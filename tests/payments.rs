@@ -732,10 +732,7 @@ fn the_quick_start_sandbox_takes_a_payment_end_to_end() {
     assert_eq!(card["status"], "awaiting_card", "{card}");
     let tapped = install.run(&["sandbox", "card"]);
     assert!(tapped.status.success(), "{}", posbridge_testkit::all_output(&tapped));
-    let mut current = card;
-    while current["status"] == "awaiting_card" || current["status"] == "processing" {
-        current = daemon.get_json(&format!("/v1/payments/{}?wait=30&version={}", id(&current), current["version"])).1;
-    }
+    let current = daemon.follow(id(&card), 0, &["awaiting_card", "processing"]);
     assert_eq!(current["status"], "succeeded", "{current}");
     assert_eq!(daemon.get_json(&format!("/v1/payments/{}", id(&payment))).1["remaining_amount"], 0);
 }

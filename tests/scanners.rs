@@ -85,12 +85,7 @@ fn a_scan_from_the_registers_scanner_completes_its_waiting_payment() {
     let receipt = shop.smartum.create_receipt(3000);
     scan_into(&shop.install.path().join("front.fifo"), &scanner_reports(&receipt.jws, "fi").unwrap());
 
-    let (_, paid) = shop.daemon.get_json(&format!("/v1/payments/{id}?wait=30&version=1"));
-    let paid = if paid["status"] == "processing" {
-        shop.daemon.get_json(&format!("/v1/payments/{id}?wait=30&version={}", paid["version"])).1
-    } else {
-        paid
-    };
+    let paid = shop.daemon.follow(id, 1, &["processing"]);
     assert_eq!(paid["status"], "succeeded", "{paid}");
     assert_eq!(paid["transaction_id"], receipt.transaction_id.as_str());
 
@@ -110,14 +105,7 @@ fn a_scan_from_the_registers_scanner_completes_its_waiting_payment() {
     let pos_lines = scanner_reports(&second.jws, "pos").unwrap();
     assert!(pos_lines.len() > 1, "a receipt takes several HID POS reports");
     scan_into(&shop.install.path().join("pos.fifo"), &pos_lines);
-    let mut version = 1;
-    let paid = loop {
-        let (_, now) = shop.daemon.get_json(&format!("/v1/payments/{other_id}?wait=30&version={version}"));
-        if now["status"] != "processing" {
-            break now;
-        }
-        version = now["version"].as_u64().unwrap();
-    };
+    let paid = shop.daemon.follow(other_id, 1, &["processing"]);
     assert_eq!(paid["status"], "succeeded", "{paid}");
 }
 

@@ -69,11 +69,8 @@ fn the_status_page_shows_the_shop_in_a_real_browser() {
         let mut fifo = std::fs::OpenOptions::new().write(true).open(install.path().join("front.fifo")).unwrap();
         writeln!(fifo, "{}", scanner_reports(&receipt.jws, "us").unwrap().join("\n")).unwrap();
     }
-    let mut current = payment;
-    while current["status"] != "succeeded" {
-        current = daemon.get_json(&format!("/v1/payments/{id}?wait=30&version={}", current["version"])).1;
-        assert!(matches!(current["status"].as_str(), Some("awaiting_scan") | Some("processing") | Some("succeeded")), "{current}");
-    }
+    let current = daemon.follow(&id, payment["version"].as_u64().unwrap(), &["awaiting_scan", "processing"]);
+    assert_eq!(current["status"], "succeeded", "{current}");
     let refund = daemon.post("/v1/refunds", &json!({"payment": id, "amount": 500})).1;
     // A refused reload, so the page has a config error to show.
     install.write("conf.d/broken.toml", "[server]\nlisten = 5\n");

@@ -77,12 +77,7 @@ impl Shop {
 
     /// Follows a payment with long polls until it leaves the waiting states.
     fn settled(&self, payment: &Value) -> Value {
-        let mut current = self.payment(payment);
-        while matches!(current["status"].as_str(), Some("awaiting_card") | Some("processing")) {
-            let version = current["version"].as_u64().unwrap();
-            current = self.daemon().get_json(&format!("/v1/payments/{}?wait=30&version={version}", id(payment))).1;
-        }
-        current
+        self.daemon().follow(id(payment), 0, &["awaiting_card", "processing"])
     }
 }
 

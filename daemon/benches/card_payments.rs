@@ -50,21 +50,8 @@ fn main() {
         let id = card["id"].as_str().unwrap().to_string();
         stripe.present_card(READER, "4242424242424242").unwrap();
         let presented = Instant::now();
-        let mut version = card["version"].as_u64().unwrap();
-        loop {
-            let now: Value = client
-                .get(format!("{base}/v1/payments/{id}?wait=30&version={version}"))
-                .bearer_auth(TILL_TOKEN)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if now["status"] == "succeeded" {
-                break;
-            }
-            assert!(matches!(now["status"].as_str(), Some("awaiting_card") | Some("processing")), "{now}");
-            version = now["version"].as_u64().unwrap();
-        }
+        let settled = daemon.follow(&id, card["version"].as_u64().unwrap(), &["awaiting_card", "processing"]);
+        assert_eq!(settled["status"], "succeeded", "{settled}");
         settle.push(presented.elapsed());
         added.push(create.saturating_sub(create_serving));
         let requests = &stripe.requests()[requests_before..];

@@ -18,7 +18,7 @@ use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
 use posbridge::scanners::replay::parse_line;
 use posbridge::scanners::{KeyboardDecoder, PosDecoder, Terminators};
 use posbridge_testkit::images::{encode, qr_frame, rotated};
-use posbridge_testkit::{Install, TILL_TOKEN};
+use posbridge_testkit::{Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -29,7 +29,7 @@ fn main() {
     let install = install_with_fifo_scanner(&smartum);
     install.unlimited();
     let daemon = install.start();
-    scan_to_succeeded(&install, &daemon.base_url, &smartum);
+    scan_to_succeeded(&install, &daemon, &smartum);
     decode_frames(&daemon.base_url, &smartum);
 }
 
@@ -78,8 +78,9 @@ fn install_with_fifo_scanner(smartum: &SmartumSandbox) -> Install {
     install
 }
 
-fn scan_to_succeeded(install: &Install, base: &str, smartum: &SmartumSandbox) {
+fn scan_to_succeeded(install: &Install, daemon: &Daemon, smartum: &SmartumSandbox) {
     let client = reqwest::blocking::Client::new();
+    let base = &daemon.base_url;
     let mut samples = Vec::new();
     for _ in 0..40 {
         let created: Value = client
@@ -99,21 +100,8 @@ fn scan_to_succeeded(install: &Install, base: &str, smartum: &SmartumSandbox) {
         let started = Instant::now();
         writeln!(fifo, "{}", last.join("\n")).unwrap();
         fifo.flush().unwrap();
-        let mut version = 1;
-        loop {
-            let now: Value = client
-                .get(format!("{base}/v1/payments/{id}?wait=30&version={version}"))
-                .bearer_auth(TILL_TOKEN)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if now["status"] == "succeeded" {
-                break;
-            }
-            assert_eq!(now["status"], "processing", "{now}");
-            version = now["version"].as_u64().unwrap();
-        }
+        let paid = daemon.follow(&id, 1, &["processing"]);
+        assert_eq!(paid["status"], "succeeded", "{paid}");
         samples.push(started.elapsed());
         drop(fifo);
     }

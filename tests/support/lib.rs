@@ -251,6 +251,20 @@ impl Daemon {
         (status, response.json().expect("JSON answer"))
     }
 
+    /// Follows payment `id` with long polls from `version` while its status is one of
+    /// `waiting`; answers the first payment in another status.
+    pub fn follow(&self, id: &str, version: u64, waiting: &[&str]) -> serde_json::Value {
+        let mut version = version;
+        loop {
+            let (status, payment) = self.get_json(&format!("/v1/payments/{id}?wait=30&version={version}"));
+            assert_eq!(status, 200, "{payment}");
+            if !waiting.iter().any(|state| payment["status"] == *state) {
+                return payment;
+            }
+            version = payment["version"].as_u64().expect("a version");
+        }
+    }
+
     /// Every log line (stderr) so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

@@ -599,6 +599,17 @@ fn process(ledger: &mut Ledger, reader_id: &str, params: &Params) -> Answer {
     (StatusCode::OK, reader.clone())
 }
 
+/// Stripe's answer to acting on a reader that waits for nothing.
+fn no_action_in_progress() -> Answer {
+    stripe_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some("terminal_reader_unexpected_state"),
+        "Reader has no action in progress.",
+        None,
+    )
+}
+
 fn cancel_action(ledger: &mut Ledger, reader_id: &str, params: &Params) -> Answer {
     if let Err(answer) = params.check_known(&[]) {
         return answer;
@@ -606,13 +617,7 @@ fn cancel_action(ledger: &mut Ledger, reader_id: &str, params: &Params) -> Answe
     ledger.cancel_actions += 1;
     let Some(reader) = ledger.readers.get_mut(reader_id) else { return not_found("terminal.reader", reader_id) };
     if reader["action"]["status"] != "in_progress" {
-        return stripe_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("terminal_reader_unexpected_state"),
-            "Reader has no action in progress.",
-            None,
-        );
+        return no_action_in_progress();
     }
     reader["action"] = Value::Null;
     (StatusCode::OK, reader.clone())
@@ -632,13 +637,7 @@ fn present_helper(ledger: &mut Ledger, reader_id: &str, params: &Params) -> Answ
 fn present(ledger: &mut Ledger, reader_id: &str, number: &str) -> Answer {
     let Some(reader) = ledger.readers.get_mut(reader_id) else { return not_found("terminal.reader", reader_id) };
     if reader["action"]["status"] != "in_progress" {
-        return stripe_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("terminal_reader_unexpected_state"),
-            "Reader has no action in progress.",
-            None,
-        );
+        return no_action_in_progress();
     }
     let intent_id = reader["action"]["process_payment_intent"]["payment_intent"].as_str().unwrap_or_default().to_string();
     let decline = DECLINES.iter().find(|(card, _)| *card == number).map(|(_, code)| *code);
