@@ -750,3 +750,170 @@ fn a_lost_check_answer_is_resolved_by_asking_smartum_and_pays_once() {
     assert_eq!(paid["captured_amount"], 3000);
     assert_eq!(shop.smartum.checks(), 1, "checked once");
 }
+
+/// A POS that gives up after `after`: sends `body` to `path` and hangs up.
+fn post_and_hang_up(daemon: &Daemon, path: &str, body: &Value, after: Duration) {
+    let client = reqwest::blocking::Client::builder().timeout(after).build().unwrap();
+    let sent = client.post(format!("{}{path}", daemon.base_url)).bearer_auth(TILL_TOKEN).json(body).send();
+    assert!(sent.is_err(), "the POS was meant to hang up before the answer: {sent:?}");
+}
+
+#[test]
+fn a_pos_that_hangs_up_mid_scan_does_not_strand_the_payment() {
+    let shop = Shop::new("timeout = \"10s\"\nrequest_timeout_ms = 8000", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    shop.smartum.set_faults(Faults { slow: Some(Duration::from_secs(3)), ..Faults::default() });
+    post_and_hang_up(
+        shop.daemon(),
+        &format!("/v1/payments/{}/scan", id(&payment)),
+        &json!({"code": receipt.jws}),
+        Duration::from_millis(200),
+    );
+
+    let settled = shop.daemon().follow(id(&payment), 1, &["awaiting_scan", "processing"]);
+    let seen = std::time::Instant::now();
+    assert_eq!(settled["status"], "succeeded", "the engine finished the scan the POS left: {settled}");
+    assert_eq!(settled["captured_amount"], 3000);
+    let answered = shop.smartum.last_answer_at().expect("Smartum answered the check");
+    assert!(seen.duration_since(answered) < Duration::from_secs(1), "settled {:?} after Smartum's answer", seen.duration_since(answered));
+    assert_eq!(shop.smartum.checks(), 1);
+}
+
+#[test]
+fn smartum_down_then_back_resolves_a_lost_answer_without_a_restart() {
+    let shop = Shop::new("timeout = \"3s\"\nrequest_timeout_ms = 700", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    // The check takes effect but its answer is lost; then Smartum goes down.
+    shop.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
+    let path = format!("/v1/payments/{}/scan", id(&payment));
+    post_and_hang_up(shop.daemon(), &path, &json!({"code": receipt.jws}), Duration::from_millis(200));
+    assert!(shop.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum saw the check");
+    shop.smartum.set_faults(Faults { unavailable: true, ..Faults::default() });
+    let processing = shop.daemon().follow(id(&payment), 1, &["awaiting_scan"]);
+    assert_eq!(processing["status"], "processing", "{processing}");
+    assert!(
+        shop.daemon().wait_for_log(&["could not answer the lookup yet", id(&payment)], Duration::from_secs(30)).is_some(),
+        "lookups were tried while Smartum was down"
+    );
+
+    let back = std::time::Instant::now();
+    shop.smartum.set_faults(Faults::default());
+    let settled = shop.daemon().follow(id(&payment), processing["version"].as_u64().unwrap(), &["processing"]);
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert!(back.elapsed() < Duration::from_secs(2), "resolved {:?} after Smartum came back", back.elapsed());
+    assert_eq!(shop.smartum.checks(), 1, "redeemed once");
+}
+
+#[test]
+fn not_taken_is_believed_only_after_the_attempt_could_have_landed() {
+    let shop = Shop::new("timeout = \"3s\"\nrequest_timeout_ms = 700", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    shop.smartum.set_faults(Faults { black_hole: true, ..Faults::default() });
+    post_and_hang_up(
+        shop.daemon(),
+        &format!("/v1/payments/{}/scan", id(&payment)),
+        &json!({"code": receipt.jws}),
+        Duration::from_millis(200),
+    );
+    let processing = shop.daemon().follow(id(&payment), 1, &["awaiting_scan"]);
+    assert_eq!(processing["status"], "processing", "{processing}");
+    // Back at once: the lookup hears "not checked" while the lost request could still land.
+    shop.smartum.set_faults(Faults::default());
+    let failed = shop.daemon().follow(id(&payment), processing["version"].as_u64().unwrap(), &["processing"]);
+    assert_eq!(failure_code(&failed), "attempt_interrupted", "{failed}");
+    let started = posbridge::payments::model::parse_rfc3339(processing["updated_at"].as_str().unwrap()).unwrap();
+    let decided = posbridge::payments::model::parse_rfc3339(failed["updated_at"].as_str().unwrap()).unwrap();
+    assert!(decided - started >= 3000, "decided {} ms after the attempt, before the method's timeout", decided - started);
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().status, "paid", "nothing was taken");
+    let (_, paid) = shop.scan(&payment, &receipt.jws);
+    assert_eq!(paid["status"], "succeeded", "the receipt pays on a new scan: {paid}");
+}
+
+#[test]
+fn a_pos_that_hangs_up_mid_refund_still_gets_its_refund_done() {
+    let shop = Shop::new("timeout = \"10s\"\nrequest_timeout_ms = 8000", "");
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    assert_eq!(shop.scan(&payment, &receipt.jws).1["status"], "succeeded");
+    shop.smartum.set_faults(Faults { slow: Some(Duration::from_secs(2)), ..Faults::default() });
+    post_and_hang_up(shop.daemon(), "/v1/refunds", &json!({"payment": id(&payment), "amount": 1000}), Duration::from_millis(200));
+    assert!(
+        shop.daemon().wait_for_log(&["refund updated", "\"status\":\"succeeded\""], Duration::from_secs(30)).is_some(),
+        "the refund finished without its request"
+    );
+    let (_, refunds) = shop.daemon().get_json(&format!("/v1/refunds?payment={}", id(&payment)));
+    assert_eq!(refunds["data"].as_array().unwrap().len(), 1, "{refunds}");
+    assert_eq!(refunds["data"][0]["status"], "succeeded");
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().refunded_amount, 1000);
+}
+
+#[test]
+fn a_crash_between_the_refund_and_its_answer_replays_the_same_answer() {
+    let mut shop = Shop::new("", "");
+    shop.daemon.take().unwrap().kill();
+    shop.daemon = Some(shop.install.start_with_env(&[("FAILPOINTS", "api-before-answer=1*return")]));
+    let payment = shop.create();
+    let receipt = shop.smartum.create_receipt(3000);
+    assert_eq!(shop.scan(&payment, &receipt.jws).1["status"], "succeeded");
+
+    let refund = |daemon: &Daemon| {
+        let response = daemon
+            .request(reqwest::Method::POST, "/v1/refunds")
+            .header("Idempotency-Key", "refund-after-fault")
+            .json(&json!({"payment": id(&payment), "amount": 1200}))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let (status, first) = refund(shop.daemon());
+    assert_eq!(status, 500, "the injected fault hid the answer: {first}");
+    let (status, second) = refund(shop.daemon());
+    assert_eq!(status, 201, "{second}");
+    let (status, third) = refund(shop.daemon());
+    assert_eq!((status, &third), (201, &second), "the same answer, byte for byte");
+    assert_eq!(shop.smartum.refund_count(), 1, "refunded once");
+    assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().refunded_amount, 1200);
+    let answer: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(answer["status"], "succeeded");
+    assert_eq!(shop.daemon().get_json(&format!("/v1/refunds/{}", id(&answer))).1["status"], "succeeded");
+}
+
+#[test]
+fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
+    let mut shop = Shop::new("timeout = \"3s\"", "");
+    let first = shop.create();
+    let second = shop.create();
+    for payment in [&first, &second] {
+        let receipt = shop.smartum.create_receipt(3000);
+        assert_eq!(shop.scan(payment, &receipt.jws).1["status"], "succeeded");
+    }
+    // A refund Smartum cannot take now stays pending…
+    shop.smartum.set_faults(Faults { unavailable: true, ..Faults::default() });
+    let (status, pending) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&first), "amount": 500}));
+    assert_eq!((status, pending["status"].as_str()), (201, Some("pending")), "{pending}");
+    // …and the method is removed while the daemon is down.
+    let full_config = std::fs::read_to_string(shop.install.config_path()).unwrap();
+    shop.daemon.take().unwrap().kill();
+    shop.install.configure("[methods.boom]\nplugin = \"panicky\"\n");
+    shop.daemon = Some(shop.install.start());
+
+    let (_, ready) = shop.daemon().get_json("/readyz");
+    assert_eq!(ready["waiting_for_method"][0]["id"], id(&pending), "{ready}");
+    assert_eq!(ready["waiting_for_method"][0]["work"], "refund");
+    let (status, refused) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&second), "amount": 700}));
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("method_not_configured")), "{refused}");
+
+    shop.smartum.set_faults(Faults::default());
+    std::fs::write(shop.install.config_path(), full_config).unwrap();
+    assert!(shop.daemon().wait_for_log(&["config reloaded"], Duration::from_secs(30)).is_some(), "the config was reloaded");
+    let (status, refunded) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&second), "amount": 700}));
+    assert_eq!((status, refunded["status"].as_str()), (201, Some("succeeded")), "{refunded}");
+    assert!(
+        shop.daemon().wait_for_log(&["refund updated", id(&pending), "\"status\":\"succeeded\""], Duration::from_secs(30)).is_some(),
+        "the pending refund went on once its method was back"
+    );
+    assert!(shop.daemon().get_json("/readyz").1.get("waiting_for_method").is_none());
+}

@@ -139,3 +139,16 @@ fn plugins_added_to_the_directory_load_on_reload_and_changed_ones_wait_for_a_res
     assert!(shop.daemon.get_json("/v1/methods").1["data"].as_array().unwrap().iter().any(|method| method["id"] == "smartum"));
     let _ = id;
 }
+
+#[test]
+fn a_register_added_by_a_reload_takes_payments_at_once() {
+    let shop = shop();
+    let for_till_2 = json!({"method": "smartum", "amount": 1000, "currency": "EUR", "register": "till-2"});
+    let (status, refused) = shop.daemon.post("/v1/payments", &for_till_2);
+    assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("unknown_register")), "{refused}");
+    shop.install.write("conf.d/30-till-2.toml", "[[registers]]\nid = \"till-2\"\n");
+    next_reload(&shop.daemon, 0);
+    let (status, created) = shop.daemon.post("/v1/payments", &for_till_2);
+    assert_eq!(status, 201, "the reloaded register is known to the engine: {created}");
+    assert_eq!(created["register"], "till-2");
+}

@@ -334,3 +334,67 @@ fn the_fake_stripe_is_strict() {
     assert_eq!(busy.status(), 400);
     assert_eq!(busy.json::<Value>().unwrap()["error"]["code"], "terminal_reader_busy");
 }
+
+#[test]
+fn a_pos_that_hangs_up_while_the_card_starts_still_gets_the_card_payment() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    shop.stripe.set_faults(StripeFaults { hold_in_flight: true, ..StripeFaults::default() });
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let sent = client
+        .post(format!("{}/v1/payments", shop.daemon().base_url))
+        .bearer_auth(posbridge_testkit::TILL_TOKEN)
+        .json(&json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(&smartum)}))
+        .send();
+    assert!(sent.is_err(), "the POS hung up while Stripe held the start");
+    assert!(shop.stripe.wait_in_flight(1, WAIT), "the start reached Stripe");
+    shop.stripe.set_faults(StripeFaults::default());
+
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT), "the card job went on and the reader shows the amount");
+    let (_, listed) = shop.daemon().get_json("/v1/payments?status=awaiting_card");
+    let card = listed["data"][0].clone();
+    assert_eq!(card["split_of"], id(&smartum), "{listed}");
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    let paid = shop.settled(&card);
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(shop.stripe.charges(), 1);
+    assert_eq!(shop.payment(&smartum)["remaining_amount"], 0);
+}
+
+#[test]
+fn two_card_legs_for_the_whole_remainder_cannot_both_be_open() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    let url = format!("{}/v1/payments", shop.daemon().base_url);
+    let body = json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(&smartum)});
+    let legs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            std::thread::spawn(move || {
+                let response =
+                    reqwest::blocking::Client::new().post(url).bearer_auth(posbridge_testkit::TILL_TOKEN).json(&body).send().unwrap();
+                (response.status().as_u16(), response.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    let mut answers: Vec<(u16, Value)> = legs.into_iter().map(|leg| leg.join().unwrap()).collect();
+    answers.sort_by_key(|(status, _)| *status);
+    assert_eq!(answers[0].0, 201, "{answers:?}");
+    assert_eq!((answers[1].0, answers[1].1["error"]["code"].as_str()), (422, Some("split_not_possible")), "{answers:?}");
+
+    // A declined leg gives its amount back: a new leg may take it, and canceling the
+    // stale declined leg after the purchase was paid refunds nothing.
+    let first = answers[0].1.clone();
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4000000000009995").unwrap();
+    assert_eq!(shop.settled(&first)["status"], "failed");
+    let second = shop.card_leg(&smartum);
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    assert_eq!(shop.settled(&second)["status"], "succeeded");
+    let (status, canceled) = shop.daemon().post(&format!("/v1/payments/{}/cancel", id(&first)), &json!({}));
+    assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")), "{canceled}");
+    assert!(canceled.get("compensation").is_none(), "a completed purchase is not undone: {canceled}");
+    assert_eq!(shop.payment(&smartum)["refunded_amount"], 0);
+    assert_eq!(shop.payment(&second)["refunded_amount"], 0);
+}

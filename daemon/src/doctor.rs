@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::config::{self, Config, ScannerSource};
 use crate::payments::model::now_ms;
-use crate::plugins::{self, Catalog, Methods};
+use crate::payments::provider::ProviderError;
+use crate::plugins::{Catalog, Methods};
 use crate::runtime;
 use crate::scanners::hid;
 use crate::store::{Store, StoreError};
@@ -116,9 +117,7 @@ async fn providers(methods: &Methods) -> Vec<Finding> {
         let result = method.call("check_connection", move |plugin| plugin.check_connection(deadline)).await;
         findings.push(match result {
             Ok(line) => ok(subject, line.to_string()),
-            Err(plugins::CallError::Failed(error)) if error.code.as_str() == "unsupported" => {
-                ok(subject, "the plugin offers no connection check")
-            }
+            Err(ProviderError::Failed(error)) if error.code == "unsupported" => ok(subject, "the plugin offers no connection check"),
             Err(error) => fail(subject, format!("{error}; check api_url, the credentials and this machine's network")),
         });
     }

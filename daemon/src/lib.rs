@@ -16,4 +16,5 @@ pub mod reload;
 pub mod runtime;
 pub mod sandbox;
 pub mod scanners;
+pub mod snapshot;
 pub mod store;

@@ -13,35 +13,28 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::api::AppState;
-use crate::config::{self, Config, ConfigError};
+use crate::config::ConfigError;
 use crate::payments::Payments;
-use crate::plugins::{self, Catalog};
+use crate::runtime::{self, StartError};
 use crate::scanners::Scanners;
+use crate::snapshot::{Live, Snapshot};
 
 /// Changes closer together than this are one reload (editors write files in steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// What a reload works from: the running config and plugin catalog.
+/// What a reload works from: the running snapshot.
 pub struct Reloader {
     path: PathBuf,
-    config: Config,
-    catalog: Catalog,
+    live: Live,
     http: reqwest::Client,
     payments: Arc<Payments>,
     state: Arc<AppState>,
 }
 
 impl Reloader {
-    /// A reloader for the daemon started from `config` and `catalog`.
-    pub fn new(
-        path: &Path,
-        config: Config,
-        catalog: Catalog,
-        http: reqwest::Client,
-        payments: Arc<Payments>,
-        state: Arc<AppState>,
-    ) -> Self {
-        Reloader { path: path.to_path_buf(), config, catalog, http, payments, state }
+    /// A reloader for the daemon running `live`.
+    pub fn new(path: &Path, live: Live, http: reqwest::Client, payments: Arc<Payments>, state: Arc<AppState>) -> Self {
+        Reloader { path: path.to_path_buf(), live, http, payments, state }
     }
 
     /// Starts watching the config files and `conf.d/`, and SIGHUP, now (so no change
@@ -108,55 +101,42 @@ impl Reloader {
 
     /// One reload attempt.
     pub async fn reload(&mut self) {
-        match self.prepare() {
-            Ok((config, catalog, methods)) => self.apply(config, catalog, methods).await,
+        let previous = self.live.load_full();
+        match runtime::prepare_config(&self.path, Some(&previous.catalog), &self.http) {
+            Ok((config, catalog, methods)) => self.apply(&previous, Snapshot::build(config, catalog, methods, Some(&previous))).await,
             Err(error) => {
-                for problem in &error.0 {
+                let problems = match &error {
+                    StartError::Config(ConfigError(problems)) => problems.iter().map(ToString::to_string).collect(),
+                    other => vec![other.to_string()],
+                };
+                for problem in &problems {
                     tracing::error!(problem = %problem, "config reload refused; the running config stays");
                 }
                 crate::metrics::record_reload(false);
-                self.state.set_config_error(Some(error.to_string()));
+                self.state.set_config_error(Some(problems.join("\n")));
             }
         }
     }
 
-    fn prepare(&self) -> Result<(Config, Catalog, plugins::Methods), ConfigError> {
-        let (config, mut problems) = config::load_with_problems(&self.path);
-        let Some(config) = config else { return Err(ConfigError(problems)) };
-        let catalog = plugins::load_directory_after(&config.plugins, &self.catalog)
-            .map_err(|error| ConfigError(vec![config::Problem::new(None, "plugins.dir", error.to_string())]))?;
-        for refusal in catalog.refused.iter().filter(|refusal| !self.catalog.refused.contains(refusal)) {
-            tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
-        }
-        match plugins::create_methods(&catalog, &config, &self.http, &tokio::runtime::Handle::current()) {
-            Ok(methods) if problems.is_empty() => Ok((config, catalog, methods)),
-            Ok(_) => Err(ConfigError(problems)),
-            Err(mut method_problems) => {
-                problems.append(&mut method_problems);
-                Err(ConfigError(problems))
-            }
-        }
-    }
-
-    async fn apply(&mut self, config: Config, catalog: Catalog, methods: plugins::Methods) {
-        for (what, before, after) in [
-            ("server.listen", self.config.server.listen.to_string(), config.server.listen.to_string()),
-            ("store.path", self.config.store.path.display().to_string(), config.store.path.display().to_string()),
-            ("server.max_body_bytes", self.config.server.max_body_bytes.to_string(), config.server.max_body_bytes.to_string()),
+    async fn apply(&mut self, previous: &Snapshot, next: Snapshot) {
+        let (before, after) = (&previous.config, &next.config);
+        for (what, old, new) in [
+            ("server.listen", before.server.listen.to_string(), after.server.listen.to_string()),
+            ("store.path", before.store.path.display().to_string(), after.store.path.display().to_string()),
+            ("server.max_body_bytes", before.server.max_body_bytes.to_string(), after.server.max_body_bytes.to_string()),
         ] {
-            if before != after {
+            if old != new {
                 tracing::warn!(key = what, "changed in the config; it takes effect after a restart");
             }
         }
-        let method_ids: Vec<String> = methods.iter().map(|method| method.id.clone()).collect();
-        self.payments.replace_methods(methods);
+        let method_ids: Vec<String> = next.methods.iter().map(|method| method.id.clone()).collect();
+        let plugins: Vec<String> = next.catalog.plugins.keys().cloned().collect();
         let scanners_changed =
-            format!("{:?}{:?}", self.config.scanners, self.config.registers) != format!("{:?}{:?}", config.scanners, config.registers);
-        let scanners = scanners_changed.then(|| Scanners::start(&config, self.payments.clone()));
-        self.state.reconfigure(&config, catalog.clone(), scanners);
-        let plugins: Vec<String> = catalog.plugins.keys().cloned().collect();
-        self.config = config;
-        self.catalog = catalog;
+            format!("{:?}{:?}", before.scanners, before.registers) != format!("{:?}{:?}", after.scanners, after.registers);
+        let scanners = scanners_changed.then(|| Scanners::start(after, self.payments.clone()));
+        self.live.store(Arc::new(next));
+        self.state.reconfigure(scanners);
+        self.payments.resume_orphans();
         crate::metrics::record_reload(true);
         tracing::info!(methods = ?method_ids, plugins = ?plugins, "config reloaded");
         let event = json!({"file": self.path, "methods": method_ids, "plugins": plugins, "scanners_restarted": scanners_changed});

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use crate::api::AppState;
 use crate::config::{self, Config, ConfigError, Problem};
-use crate::payments::{PaymentSettings, Payments};
+use crate::payments::Payments;
 use crate::plugins::{self, Catalog, DirectoryError, Methods};
 use crate::reload::Reloader;
 use crate::scanners::Scanners;
+use crate::snapshot::Snapshot;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon (or `check`) could not start.
@@ -46,15 +47,46 @@ pub struct Prepared {
 /// Loads and validates the config, loads the plugin directory and creates every
 /// configured method. Needs a tokio runtime (plugins' HTTP runs on it).
 pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
-    let (config, mut problems) = config::load_with_problems(config_path);
-    let Some(config) = config else { return Err(ConfigError(problems).into()) };
-    let catalog = plugins::load_directory(&config.plugins)?;
     let http = reqwest::Client::builder()
         .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| ConfigError(vec![Problem::new(None, "", format!("cannot set up HTTPS: {error}"))]))?;
-    match plugins::create_methods(&catalog, &config, &http, &tokio::runtime::Handle::current()) {
-        Ok(methods) if problems.is_empty() => Ok(Prepared { config, catalog, methods, http }),
+    let (config, catalog, methods) = prepare_config(config_path, None, &http)?;
+    Ok(Prepared { config, catalog, methods, http })
+}
+
+/// The steps start-up and reload share: config → plugin directory (after `previous`,
+/// at a reload) → methods. Plugins' `create` runs on a thread of its own, never on an
+/// async worker, so a plugin may use the host's HTTP while it is created.
+pub fn prepare_config(
+    config_path: &Path,
+    previous: Option<&Catalog>,
+    http: &reqwest::Client,
+) -> Result<(Config, Catalog, Methods), StartError> {
+    let (config, mut problems) = config::load_with_problems(config_path);
+    let Some(config) = config else { return Err(ConfigError(problems).into()) };
+    let catalog = match previous {
+        Some(previous) => {
+            let catalog = plugins::load_directory_after(&config.plugins, previous)?;
+            for refusal in catalog.refused.iter().filter(|refusal| !previous.refused.contains(refusal)) {
+                tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
+            }
+            catalog
+        }
+        None => plugins::load_directory(&config.plugins)?,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let created = std::thread::scope(|scope| {
+        let creating = std::thread::Builder::new()
+            .name("plugin-create".into())
+            .spawn_scoped(scope, || plugins::create_methods(&catalog, &config, http, &runtime));
+        match creating.map(|thread| thread.join()) {
+            Ok(Ok(created)) => created,
+            _ => Err(vec![Problem::new(None, "methods", "creating the payment methods failed (see the log)".to_string())]),
+        }
+    });
+    match created {
+        Ok(methods) if problems.is_empty() => Ok((config, catalog, methods)),
         Ok(_) => Err(ConfigError(problems).into()),
         Err(mut method_problems) => {
             problems.append(&mut method_problems);
@@ -73,12 +105,8 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
         tracing::warn!(%warning, "configuration warning");
     }
     let store = Store::open(&config.store.path)?;
-    let settings = PaymentSettings {
-        scan_timeout: config.payments.scan_timeout,
-        card_timeout: config.payments.card_timeout,
-        registers: config.registers.iter().map(|register| register.id.clone()).collect(),
-    };
-    let payments = Payments::new(store.clone(), methods, settings);
+    let live = Snapshot::build(config.clone(), catalog, methods, None).into_live();
+    let payments = Payments::new(store.clone(), live.clone());
     payments.resume().map_err(|error| StartError::Recovery(error.to_string()))?;
     let address = config.server.listen;
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
@@ -86,18 +114,23 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
-    let state = AppState::new(&config, catalog.clone(), payments.clone(), scanners);
-    let reloader = Reloader::new(config_path, config.clone(), catalog, http, payments.clone(), state.clone());
+    let state = AppState::new(live.clone(), payments.clone(), scanners);
+    let reloader = Reloader::new(config_path, live, http, payments.clone(), state.clone());
     let reloading = tokio::spawn(reloader.start());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");
     axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
     housekeeping.abort();
     reloading.abort();
     state.scanners().stop();
+    payments.shutdown(SHUTDOWN_GRACE).await;
     store.flush().await?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long calls in flight at shutdown get to finish (their write-ahead records are
+/// resumed at the next start either way).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Periodic work: expiring payments nobody scanned, forgetting old idempotency records.
 async fn housekeeping(payments: Arc<Payments>) {

@@ -115,13 +115,19 @@ impl Install {
 
     /// Starts the daemon and waits until it listens.
     pub fn start(&self) -> Daemon {
-        Daemon::start(&self.bin, &[], &self.config_path())
+        Daemon::start(&self.bin, &[], &self.config_path(), &[])
+    }
+
+    /// Starts the daemon with extra environment variables (e.g. `FAILPOINTS` in the
+    /// test build) and waits until it listens.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start(&self.bin, &[], &self.config_path(), env)
     }
 
     /// Starts `posbridge COMMAND… --config <main config>` (e.g. `sandbox`) and waits
     /// until its daemon listens.
     pub fn start_command(&self, command: &[&str]) -> Daemon {
-        Daemon::start(&self.bin, command, &self.config_path())
+        Daemon::start(&self.bin, command, &self.config_path(), &[])
     }
 }
 
@@ -171,12 +177,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(bin: &Path, command: &[&str], config: &Path) -> Daemon {
+    fn start(bin: &Path, command: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin)
             .args(command)
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .env_remove("POSBRIDGE_LOG")
+            .env_remove("FAILPOINTS")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -64,7 +64,7 @@ pub async fn decode(
         tracing::debug!(codes = found.codes.len(), by = ?found.by, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
         let codes = found.codes;
         let payment = match (&query.payment, codes.first()) {
-            (Some(id), Some(code)) => Some(payment_view(&state.payments.scan(id, code).await?)),
+            (Some(id), Some(code)) => Some(payment_view(&state.payments.scan(id, code, Default::default()).await?)),
             (Some(id), None) => {
                 state.payments.get(id)?; // an unknown payment is still a 404
                 None

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::payments::failure::class_of;
+use crate::payments::provider::ProviderError;
 use crate::payments::PaymentError;
-use crate::plugins::CallError;
 use crate::store::StoreError;
 
 /// An error answer.
@@ -69,15 +70,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Failure codes of plugins that mean "your request cannot be done" (422), as opposed
-/// to "the provider failed" (502/503).
+/// The HTTP status of a failure code: the failure table's (`payments/failure.rs`).
 fn provider_status(code: &str) -> StatusCode {
-    match code {
-        "provider_unavailable" | "outcome_unknown" => StatusCode::SERVICE_UNAVAILABLE,
-        "provider_error" | "plugin_panicked" | "unsupported" => StatusCode::BAD_GATEWAY,
-        "receipt_already_used" => StatusCode::CONFLICT,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    }
+    StatusCode::from_u16(class_of(code).http_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 impl From<PaymentError> for ApiError {
@@ -86,6 +81,9 @@ impl From<PaymentError> for ApiError {
         let message = error.to_string();
         match error {
             PaymentError::UnknownMethod(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_method", message).field("method"),
+            PaymentError::MethodNotConfigured(_) => {
+                ApiError::new(provider_status("method_not_configured"), "method_not_configured", message).field("payment")
+            }
             PaymentError::UnknownRegister(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_register", message).field("register"),
             PaymentError::NothingEligible(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "nothing_eligible", message).field("lines"),
             PaymentError::LinesDoNotSum { .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "lines_do_not_sum", message).field("lines"),
@@ -115,19 +113,18 @@ impl From<PaymentError> for ApiError {
     }
 }
 
-impl From<CallError> for ApiError {
-    fn from(error: CallError) -> Self {
+impl From<ProviderError> for ApiError {
+    fn from(error: ProviderError) -> Self {
         let message = error.to_string();
         match error {
-            CallError::Failed(failure) => {
-                let error = ApiError::new(provider_status(failure.code.as_str()), failure.code.as_str(), failure.message.as_str());
-                match failure.field.into_option() {
-                    Some(field) => error.field(field.as_str()),
+            ProviderError::Failed(failure) => {
+                let error = ApiError::new(provider_status(&failure.code), &failure.code, failure.message);
+                match failure.field {
+                    Some(field) => error.field(field),
                     None => error,
                 }
             }
-            CallError::TimedOut { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "plugin_timeout", message),
-            CallError::Aborted { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_error", message),
+            other => ApiError::new(provider_status(other.code()), other.code(), message),
         }
     }
 }

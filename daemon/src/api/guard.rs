@@ -44,7 +44,7 @@ fn host_name(host: &str) -> String {
 /// web page that rebinds its DNS name to 127.0.0.1 must not reach the API.
 pub async fn host_check(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let host = request.headers().get(HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if !is_loopback_host(host) && !state.access().allowed_hosts.contains(&host_name(host)) {
+    if !is_loopback_host(host) && !state.snapshot().access.allowed_hosts.contains(&host_name(host)) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", "requests must be addressed to 127.0.0.1, localhost or [::1]")
             .into_response();
     }
@@ -55,7 +55,7 @@ pub async fn host_check(State(state): State<Arc<AppState>>, request: Request, ne
 /// preflights for allowed ones, and marks their responses.
 pub async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(origin) = request.headers().get(ORIGIN).cloned() else { return next.run(request).await };
-    let allowed = origin.to_str().is_ok_and(|origin| state.access().allowed_origins.iter().any(|allowed| allowed == origin));
+    let allowed = origin.to_str().is_ok_and(|origin| state.snapshot().access.allowed_origins.iter().any(|allowed| allowed == origin));
     if !allowed {
         return ApiError::new(StatusCode::FORBIDDEN, "origin_not_allowed", "this browser origin is not in server.allowed_origins")
             .into_response();
@@ -77,7 +77,8 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Reque
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
         .map(|token| Sha256::digest(token.trim().as_bytes()));
-    let access = state.access();
+    let snapshot = state.snapshot();
+    let access = &snapshot.access;
     let client = presented
         .and_then(|digest| access.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
     match client {

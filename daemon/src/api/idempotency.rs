@@ -1,18 +1,23 @@
 //! `Idempotency-Key` on every POST: the same key and body answer the stored response
 //! (also after a restart, for at least 24 hours); the same key with another body is a
 //! `409 idempotency_conflict`; a key whose first request is still running is a `409`.
+//! A retry of a request whose work is still under way (its record is open) waits for
+//! that work and answers its outcome: never a second effect.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use crate::payments::failure::class_of;
 use crate::payments::model::now_ms;
-use crate::store::{Commit, IdempotencyRecord, Store};
+use crate::payments::{Asked, Payments, Ticket};
+use crate::store::{Commit, IdempotencyRecord};
 
 /// How long stored responses are kept: more than the 24 hours promised.
 pub const RETENTION_MS: i64 = 48 * 3_600_000;
@@ -45,18 +50,32 @@ fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(text.to_string()))
 }
 
-/// Whether an answer may be replayed: a failure worth retrying (provider down) must
-/// run again on retry, so it is not stored.
+/// Whether an answer that changed nothing may be replayed: a failure worth retrying
+/// (provider down) must run again on retry, so it is not stored (the failure table).
 fn replayable(status: StatusCode, body: &Value) -> bool {
-    let transient = ["provider_unavailable", "outcome_unknown", "plugin_timeout", "store_error"];
     let code = body.pointer("/error/code").or_else(|| body.pointer("/failure/code")).and_then(Value::as_str).unwrap_or("");
     let processing = body.get("status").and_then(Value::as_str) == Some("processing");
-    !status.is_server_error() && !transient.contains(&code) && !processing
+    !status.is_server_error() && (code.is_empty() || class_of(code).replayable) && !processing
 }
 
-/// Runs `handler` under the request's idempotency key, if it has one.
+/// `Prefer: wait=N` (RFC 7240): the POS waits at most N seconds for the answer; after
+/// that it gets the current state and the work goes on.
+fn patience_of(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = headers.get("prefer") else { return Ok(None) };
+    let text = value.to_str().unwrap_or("");
+    let wait = text.split([',', ';']).map(str::trim).find_map(|preference| preference.strip_prefix("wait="));
+    match wait.map(|seconds| seconds.trim_matches('"').parse::<u64>()) {
+        None => Ok(None),
+        Some(Ok(seconds)) if seconds <= 3600 => Ok(Some(Duration::from_secs(seconds))),
+        Some(_) => Err(ApiError::invalid("Prefer: wait= takes whole seconds, at most 3600").field("Prefer")),
+    }
+}
+
+/// Runs `handler` under the request's idempotency key, if it has one. The engine
+/// writes the record in the commit that makes the answer true (or opens it with the
+/// work it starts); answers that changed nothing are stored here.
 pub async fn run<F, Fut>(
-    store: &Store,
+    payments: &Payments,
     in_flight: &InFlight,
     client: &str,
     headers: &HeaderMap,
@@ -65,14 +84,16 @@ pub async fn run<F, Fut>(
     handler: F,
 ) -> Answer
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Asked) -> Fut,
     Fut: Future<Output = Answer>,
 {
-    let Some(key) = key_of(headers)? else { return handler().await };
+    let patience = patience_of(headers)?;
+    let Some(key) = key_of(headers)? else { return handler(Asked { ticket: None, patience }).await };
+    let store = payments.store();
     let scoped = format!("{client}\u{1f}{key}");
     let fingerprint = hex::encode(Sha256::new().chain_update(route.as_bytes()).chain_update([0]).chain_update(body).finalize());
     if let Some(record) = store.idempotency(&scoped)? {
-        return replay(record, &fingerprint);
+        return replay(payments, &scoped, record, &fingerprint, patience).await;
     }
     let _claim = {
         let mut keys = in_flight.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -87,22 +108,32 @@ where
     };
     // A request with the same key may have finished between the lookup and the claim.
     if let Some(record) = store.idempotency(&scoped)? {
-        return replay(record, &fingerprint);
+        return replay(payments, &scoped, record, &fingerprint, patience).await;
     }
-    let answer = handler().await;
+    let ticket = Ticket { key: scoped.clone(), fingerprint: fingerprint.clone() };
+    let answer = handler(Asked { ticket: Some(ticket), patience }).await;
     let (status, body) = match &answer {
         Ok((status, body)) => (*status, body.clone()),
         Err(error) => (error.status, error.body()),
     };
-    if replayable(status, &body) {
-        let record = IdempotencyRecord { fingerprint, status: status.as_u16(), body: body.to_string(), created_at: now_ms() };
-        store.apply(&Commit { idempotency: vec![(scoped, record)], ..Commit::default() })?;
+    if store.idempotency(&scoped)?.is_none() && replayable(status, &body) {
+        let record =
+            IdempotencyRecord { fingerprint, status: status.as_u16(), body: Some(body.to_string()), target: None, created_at: now_ms() };
+        store.apply(&Commit { idempotency: vec![(scoped, Some(record))], ..Commit::default() })?;
         store.flush().await?;
     }
+    // Test builds: the answer is lost after everything was committed (a crash, a dropped
+    // connection); the retry must replay it.
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("api-before-answer", |_| Err(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store_error",
+        "injected fault: the answer was lost after the commit"
+    )));
     answer
 }
 
-fn replay(record: IdempotencyRecord, fingerprint: &str) -> Answer {
+async fn replay(payments: &Payments, key: &str, record: IdempotencyRecord, fingerprint: &str, patience: Option<Duration>) -> Answer {
     if record.fingerprint != fingerprint {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -112,6 +143,14 @@ fn replay(record: IdempotencyRecord, fingerprint: &str) -> Answer {
         .field("Idempotency-Key"));
     }
     let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
-    let body = serde_json::from_str(&record.body).unwrap_or(Value::Null);
-    Ok((status, body))
+    let record = match (&record.body, &record.target) {
+        // The first request's work is under way (or was interrupted): join it.
+        (None, Some(target)) => payments.settle_open_record(key, target, patience).await?.unwrap_or(record),
+        _ => record,
+    };
+    match (record.body, record.target) {
+        (Some(body), _) => Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null))),
+        (None, Some(target)) => Ok((status, payments.view_of(&target)?)),
+        (None, None) => Ok((status, Value::Null)),
+    }
 }

@@ -30,27 +30,26 @@ use openapi::{schema, RouteDoc};
 use crate::config::Config;
 use crate::payments::view::{PaymentView, RefundView};
 use crate::payments::Payments;
-use crate::plugins::Catalog;
 use crate::scanners::{ScannerStatus, Scanners};
+use crate::snapshot::{Live, Snapshot};
 
 /// What the handlers share.
 pub struct AppState {
     pub payments: Arc<Payments>,
     scanners: RwLock<Arc<Scanners>>,
     in_flight: idempotency::InFlight,
-    access: RwLock<Arc<Access>>,
+    /// The running config: access, methods, catalog (swapped whole by reloads).
+    live: Live,
     buckets: guard::Buckets,
     /// The last reload's problems, shown by `/readyz` and the status page until a reload
     /// succeeds.
     last_config_error: RwLock<Option<String>>,
     max_body_bytes: usize,
     openapi: Value,
-    /// The plugin libraries, for `/v1/status` (swapped by reloads).
-    catalog: RwLock<Arc<Catalog>>,
     started_at: crate::payments::model::Millis,
 }
 
-/// Who may call, from where: the parts of the config a reload swaps.
+/// Who may call, from where: part of the config snapshot.
 pub struct Access {
     /// Client name → SHA-256 of its token (tokens themselves are not kept here).
     clients: Vec<(String, Vec<u8>)>,
@@ -62,7 +61,8 @@ pub struct Access {
 }
 
 impl Access {
-    fn of(config: &Config) -> Access {
+    /// The access rules of a config.
+    pub fn of(config: &Config) -> Access {
         Access {
             clients: config.clients.iter().map(|client| (client.name.clone(), client.token_digest().to_vec())).collect(),
             allowed_origins: config.server.allowed_origins.clone(),
@@ -75,29 +75,24 @@ impl Access {
 
 impl AppState {
     /// The state for a validated config and a running payment service.
-    pub fn new(config: &Config, catalog: Catalog, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
+    pub fn new(live: Live, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
+        let max_body_bytes = live.load().config.server.max_body_bytes;
         Arc::new(AppState {
             payments,
             scanners: RwLock::new(scanners),
             in_flight: Default::default(),
-            access: RwLock::new(Arc::new(Access::of(config))),
+            live,
             buckets: Default::default(),
             last_config_error: RwLock::new(None),
-            max_body_bytes: config.server.max_body_bytes,
+            max_body_bytes,
             openapi: openapi::document(&routes()),
-            catalog: RwLock::new(Arc::new(catalog)),
             started_at: crate::payments::model::now_ms(),
         })
     }
 
-    /// The plugin libraries loaded and refused.
-    fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    /// The current clients and origins.
-    fn access(&self) -> Arc<Access> {
-        self.access.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    /// The running config snapshot.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
     }
 
     /// The running scanners.
@@ -105,11 +100,9 @@ impl AppState {
         self.scanners.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// Applies a reloaded config's clients, origins and plugins, and (when given) its
-    /// scanners.
-    pub fn reconfigure(&self, config: &Config, catalog: Catalog, scanners: Option<Arc<Scanners>>) {
-        *self.access.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Access::of(config));
-        *self.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(catalog);
+    /// After a reload swapped the snapshot: its scanners (when they changed), and the
+    /// reload error cleared.
+    pub fn reconfigure(&self, scanners: Option<Arc<Scanners>>) {
         if let Some(scanners) = scanners {
             let previous = std::mem::replace(&mut *self.scanners.write().unwrap_or_else(|poisoned| poisoned.into_inner()), scanners);
             previous.stop();
@@ -263,7 +256,8 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let store = state.payments.store().is_healthy();
-    let plugins = state.payments.methods().iter().count() == state.access().configured_methods;
+    let snapshot = state.snapshot();
+    let plugins = snapshot.methods.iter().count() == snapshot.access.configured_methods;
     let ready = store && plugins;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let mut body =
@@ -271,6 +265,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     // A refused reload leaves the running config in force: still ready, and said so.
     if let Some(error) = state.config_error() {
         body["last_reload_error"] = json!(error);
+    }
+    // Work that waits for a method no longer configured: ready, but a technician must act.
+    let orphans = state.payments.orphans();
+    if !orphans.is_empty() {
+        body["waiting_for_method"] = json!(orphans);
     }
     (status, Json(body)).into_response()
 }
@@ -310,6 +309,9 @@ struct StatusView {
     plugins: Vec<PluginStatus>,
     /// The last config reload's problems, until a reload succeeds.
     last_config_error: Option<String>,
+    /// Work (card payments, lookups, refunds, compensations) waiting for a method that
+    /// is not configured since the last start.
+    waiting_for_method: Vec<crate::payments::Orphan>,
 }
 
 /// A plugin library as the status shows it.
@@ -323,7 +325,8 @@ struct PluginStatus {
 }
 
 async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<StatusView> {
-    let catalog = state.catalog();
+    let snapshot = state.snapshot();
+    let catalog = &snapshot.catalog;
     let mut plugins: Vec<PluginStatus> = catalog
         .plugins
         .values()
@@ -346,6 +349,7 @@ async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) ->
         store_ok: state.payments.store().is_healthy(),
         plugins,
         last_config_error: state.config_error(),
+        waiting_for_method: state.payments.orphans(),
     })
 }
 
@@ -361,8 +365,8 @@ async fn scanners(State(state): State<Arc<AppState>>, _client: extract::Client) 
 
 async fn methods(State(state): State<Arc<AppState>>, _client: extract::Client) -> Json<Value> {
     let data: Vec<Value> = state
-        .payments
-        .methods()
+        .snapshot()
+        .methods
         .iter()
         .map(|method| json!({"id": method.id, "plugin": method.plugin_id, "version": method.plugin_version, "kind": method.kind, "capabilities": method.capabilities.names()}))
         .collect();

@@ -17,7 +17,7 @@ use super::idempotency::{self, Answer};
 use super::AppState;
 use crate::payments::model::{parse_rfc3339, Amount, Currency, Line, PaymentId, PaymentStatus};
 use crate::payments::view::{payment_view, refund_view};
-use crate::payments::{ListQuery, NewPayment, NewRefund};
+use crate::payments::{canceled_body, Asked, ListQuery, NewPayment, NewRefund};
 
 /// The longest `?wait=` a POS may ask for.
 const MAX_WAIT_SECONDS: u64 = 60;
@@ -164,10 +164,10 @@ fn payment_json(payment: &crate::payments::model::Payment) -> Value {
 /// Runs `handler` under the request's idempotency key and answers its result.
 async fn idempotent<F, Fut>(state: &AppState, client: &str, headers: &HeaderMap, route: &str, raw: &[u8], handler: F) -> Response
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Asked) -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
-    answer(idempotency::run(state.payments.store(), &state.in_flight, client, headers, route, raw, handler).await)
+    answer(idempotency::run(&state.payments, &state.in_flight, client, headers, route, raw, handler).await)
 }
 
 /// An action on one payment that answers the payment (`200`).
@@ -177,12 +177,12 @@ async fn payment_action<Fut>(
     headers: &HeaderMap,
     route: String,
     raw: &[u8],
-    action: impl FnOnce() -> Fut,
+    action: impl FnOnce(Asked) -> Fut,
 ) -> Response
 where
     Fut: std::future::Future<Output = Result<crate::payments::model::Payment, ApiError>>,
 {
-    idempotent(state, client, headers, &route, raw, || async { Ok((StatusCode::OK, payment_json(&action().await?))) }).await
+    idempotent(state, client, headers, &route, raw, |asked| async { Ok((StatusCode::OK, payment_json(&action(asked).await?))) }).await
 }
 
 /// Creates a payment.
@@ -193,7 +193,7 @@ pub async fn create(
     body: StrictJson<CreatePayment>,
 ) -> Response {
     let StrictJson { value, raw } = body;
-    idempotent(&state, &client, &headers, "POST /v1/payments", &raw, || async {
+    idempotent(&state, &client, &headers, "POST /v1/payments", &raw, |asked| async {
         let lines = value
             .lines
             .map(|lines| {
@@ -222,7 +222,7 @@ pub async fn create(
             split_of,
             client: client.clone(),
         };
-        let payment = state.payments.create(request).await?;
+        let payment = state.payments.create(request, asked).await?;
         Ok((StatusCode::CREATED, payment_json(&payment)))
     })
     .await
@@ -259,11 +259,11 @@ pub async fn scan(
     headers: HeaderMap,
     body: StrictJson<ScanBody>,
 ) -> Response {
-    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, || async {
+    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, |asked| async {
         if body.value.code.trim().is_empty() {
             return Err(ApiError::invalid("code must not be empty").field("code"));
         }
-        Ok(state.payments.scan(&id, &body.value.code).await?)
+        Ok(state.payments.scan(&id, &body.value.code, asked).await?)
     })
     .await
 }
@@ -276,9 +276,9 @@ pub async fn manual(
     headers: HeaderMap,
     body: StrictJson<ManualBody>,
 ) -> Response {
-    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, || async {
+    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, |asked| async {
         let amount = positive(body.value.amount, "amount")?;
-        Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone()).await?)
+        Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone(), asked).await?)
     })
     .await
 }
@@ -291,14 +291,9 @@ pub async fn cancel(
     headers: HeaderMap,
     body: StrictJson<CancelBody>,
 ) -> Response {
-    idempotent(&state, &client, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, || async {
-        let canceled = state.payments.cancel(&id).await?;
-        let mut answer = payment_json(&canceled.payment);
-        if !canceled.compensation.is_empty() {
-            answer["compensation"] =
-                canceled.compensation.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
-        }
-        Ok((StatusCode::OK, answer))
+    idempotent(&state, &client, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, |asked| async {
+        let canceled = state.payments.cancel(&id, asked).await?;
+        Ok((StatusCode::OK, canceled_body(&canceled.payment, &canceled.compensation)))
     })
     .await
 }
@@ -382,7 +377,7 @@ pub async fn refund(
     body: StrictJson<CreateRefund>,
 ) -> Response {
     let StrictJson { value, raw } = body;
-    idempotent(&state, &client, &headers, "POST /v1/refunds", &raw, || async {
+    idempotent(&state, &client, &headers, "POST /v1/refunds", &raw, |asked| async {
         if value.include_splits {
             let Some(payment_id) = &value.payment else {
                 return Err(ApiError::invalid("include_splits needs `payment`").field("include_splits"));
@@ -401,7 +396,7 @@ pub async fn refund(
             reason: value.reason,
             client: client.clone(),
         };
-        let refund = state.payments.refund(request).await?;
+        let refund = state.payments.refund(request, asked).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
     })
     .await

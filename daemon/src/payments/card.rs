@@ -1,190 +1,181 @@
-//! Card payments: started at the provider after the payment is stored (write-ahead),
-//! then followed by a watcher that polls the provider until the payment settles, and
-//! cancels it at the provider when the customer takes too long. After a restart the
-//! watcher resumes from the stored `plugin_data`; a start whose answer was lost is
-//! repeated with the same idempotency keys, so it never charges twice.
+//! Card payments: stored before the provider hears of them (write-ahead), then carried
+//! by one job that starts them at the provider, follows them until they settle, and
+//! cancels them at the provider when the customer takes too long or the POS cancels.
+//! After a restart the job resumes from the stored `plugin_data`; a start whose answer
+//! was lost is repeated with the same idempotency keys, so it never charges twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use posbridge_plugin_api::{CardProgress, CardState, RString};
+use tokio::sync::oneshot;
 
-use super::model::{now_ms, Failure, NextAction, Payment, PaymentId, PaymentStatus};
-use super::{failure_of, PaymentError, Payments};
-use crate::plugins::{CallError, Method};
+use super::machine::PaymentEvent;
+use super::model::{now_ms, Failure, Payment, PaymentId, PaymentStatus};
+use super::provider::{CardProgress, CardState, Provider, ProviderError};
+use super::supervisor::{JobControl, JobHandle, JobKey};
+use super::{await_answer, failure_of, outcome_unknown, Asked, PaymentError, Payments, Record, Ticket};
+use crate::plugins::Method;
 
 /// How often a waiting card payment is asked about.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts the card payment at the provider and its watcher.
-pub(super) async fn start(payments: &Payments, method: &Method, payment: Payment) -> Result<Payment, PaymentError> {
-    let context = Payments::context(&payment, method);
-    let started = method.call("start_card", move |plugin| plugin.start_card(&context)).await;
-    let result = match started {
-        Ok(progress) => apply(payments, &payment.id, progress, None).await,
-        Err(error) if super::outcome_unknown(&error) => payments.get(payment.id.as_str()),
-        Err(error) => payments.fail_attempt(&payment.id, super::call_failure(&error), None).await,
-    };
-    watch(payments, payment.id.clone());
-    result
+type Reply = oneshot::Sender<Result<Payment, PaymentError>>;
+
+fn waiting(payment: &Payment) -> bool {
+    matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing)
 }
 
-/// Follows a card payment until it settles (in the background).
-pub(super) fn watch(payments: &Payments, id: PaymentId) {
-    let me = payments.me.clone();
-    tokio::spawn(async move {
-        loop {
-            let Some(payments) = me.upgrade() else { return };
-            match step(&payments, &id).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(payment = %id, %error, "card payment check failed; trying again"),
-            }
-            drop(payments);
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-    });
-}
-
-/// One look at the provider. `Ok(true)` once the payment is settled.
-async fn step(payments: &Payments, id: &PaymentId) -> Result<bool, PaymentError> {
-    let payment = payments.get(id.as_str())?;
-    if !matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
-        return Ok(true);
-    }
-    let method = payments.method(&payment.method)?;
-    let context = Payments::context(&payment, &method);
-    let timed_out = now_ms() >= payment.expires_at;
-    let progress = match (payment.plugin_data.clone(), timed_out) {
-        // The start's answer was lost: repeat it (same idempotency keys, same objects).
-        (None, false) => method.call("start_card", move |plugin| plugin.start_card(&context)).await,
-        (None, true) => {
-            payments
-                .fail_attempt(
-                    id,
-                    Failure {
-                        code: "reader_timeout".into(),
-                        message: "the card payment could not be started in time".into(),
-                        retryable: true,
-                    },
-                    None,
-                )
-                .await?;
-            return Ok(true);
-        }
-        (Some(data), false) => method.call("poll_card", move |plugin| plugin.poll_card(&context, data.as_str().into())).await,
-        (Some(data), true) => {
-            tracing::info!(payment = %id, "card payment timed out; canceling it at the provider");
-            let progress = method.call("cancel_card", move |plugin| plugin.cancel_card(&context, data.as_str().into())).await;
-            let timeout = Failure {
-                code: "reader_timeout".into(),
-                message: "the customer did not pay in time; the card payment was canceled".into(),
-                retryable: true,
-            };
-            return match progress {
-                Ok(progress) => apply(payments, id, progress, Some(timeout))
-                    .await
-                    .map(|payment| payment.status.is_final() || payment.status == PaymentStatus::Failed),
-                Err(error) => Err(error.into()),
-            };
-        }
-    };
-    match progress {
-        Ok(progress) => {
-            let payment = apply(payments, id, progress, None).await?;
-            Ok(!matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing))
-        }
-        Err(error) if is_transient(&error) => Ok(false),
-        Err(error) => {
-            payments.fail_attempt(id, super::call_failure(&error), None).await?;
-            Ok(true)
-        }
+/// Starts the card job of a just-created payment and answers its first progress (or
+/// the stored payment when the POS stops waiting first).
+pub(super) async fn begin(payments: &Payments, method: Method, payment: Payment, asked: Asked) -> Result<Payment, PaymentError> {
+    let (reply, answer) = oneshot::channel();
+    let _ = start(payments, method, payment.id.clone(), asked.ticket.clone(), Some(reply));
+    match await_answer(answer, asked.patience).await {
+        Some(result) => result,
+        None => payments.load(&payment.id),
     }
 }
 
-fn is_transient(error: &CallError) -> bool {
-    match error {
-        CallError::Failed(failure) => failure.retryable,
-        CallError::TimedOut { .. } | CallError::Aborted { .. } => true,
-    }
+/// Starts the job of a card payment still waiting after a restart.
+pub(super) fn resume(payments: &Payments, method: Method, id: PaymentId) {
+    let _ = start(payments, method, id, None, None);
 }
 
-/// Records what the provider said; `failure_override` replaces a failure's reason (a
-/// timeout we caused is a timeout, not the provider's "canceled").
-async fn apply(
-    payments: &Payments,
-    id: &PaymentId,
-    progress: CardProgress,
-    failure_override: Option<Failure>,
-) -> Result<Payment, PaymentError> {
-    match progress.state {
-        CardState::Succeeded => match progress.settlement.into_option() {
-            Some(settlement) => payments.succeed(id, settlement).await,
-            None => payments.get(id.as_str()),
-        },
-        CardState::Failed => {
-            let failure = failure_override.or_else(|| progress.failure.as_ref().into_option().map(failure_of)).unwrap_or(Failure {
-                code: "card_declined".into(),
-                message: "the card payment failed".into(),
-                retryable: false,
-            });
-            payments.fail_card(id, failure, progress.plugin_data).await
-        }
-        CardState::AwaitingCard | CardState::Processing => {
-            let status = if progress.state == CardState::Processing { PaymentStatus::Processing } else { PaymentStatus::AwaitingCard };
-            let next_action =
-                progress.next_action.into_option().map(|action| NextAction { kind: action.kind.to_string(), url: action.url.to_string() });
-            payments.update_card(id, status, progress.plugin_data, next_action).await
-        }
-    }
+/// The payment's card job: the live one, or a new one.
+fn start(payments: &Payments, method: Method, id: PaymentId, ticket: Option<Ticket>, reply: Option<Reply>) -> JobHandle {
+    let me = payments.owned();
+    let job_id = id.clone();
+    payments
+        .jobs
+        .start(JobKey::Payment(id), move |control| async move { me.card_job(method, job_id, ticket, reply, control).await })
+        .unwrap_or_else(|live| live)
 }
 
 impl Payments {
-    /// Stores a waiting card payment's state; a change bumps the version.
-    async fn update_card(
+    async fn card_job(
+        self: Arc<Self>,
+        method: Method,
+        id: PaymentId,
+        mut ticket: Option<Ticket>,
+        mut reply: Option<Reply>,
+        control: JobControl,
+    ) {
+        loop {
+            let result = self.card_step(&method, &id, ticket.take().as_ref(), &control).await;
+            let settled = matches!(&result, Ok(payment) if !waiting(payment));
+            match reply.take() {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => {
+                    if let Err(error) = result {
+                        tracing::warn!(payment = %id, %error, "card payment check failed; trying again");
+                    }
+                }
+            }
+            if settled || !control.pause(POLL_EVERY).await {
+                return;
+            }
+        }
+    }
+
+    /// One look at the provider: start, poll, or cancel (time is up, or the POS asked).
+    async fn card_step(
+        &self,
+        method: &Method,
+        id: &PaymentId,
+        ticket: Option<&Ticket>,
+        control: &JobControl,
+    ) -> Result<Payment, PaymentError> {
+        let payment = self.load(id)?;
+        if !waiting(&payment) {
+            return Ok(payment);
+        }
+        let context = Self::context(&payment, method);
+        let stop = if control.cancel_requested() {
+            Some(Failure { code: "canceled".into(), message: "the POS canceled the card payment".into(), retryable: false })
+        } else if now_ms() >= payment.expires_at {
+            Some(Failure {
+                code: "reader_timeout".into(),
+                message: "the customer did not pay in time; the card payment was canceled".into(),
+                retryable: true,
+            })
+        } else {
+            None
+        };
+        let answer = Record::answer(ticket, 201);
+        let progress = match (payment.plugin_data.clone(), stop) {
+            // The start's answer was lost: repeat it (same idempotency keys, same objects).
+            (None, None) => method.start_card(context).await,
+            (None, Some(failure)) => return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await,
+            (Some(data), None) => method.poll_card(context, data).await,
+            (Some(data), Some(failure)) => {
+                tracing::info!(payment = %id, reason = %failure.code, "canceling the card payment at the provider");
+                let progress = method.cancel_card(context, data).await;
+                return match progress {
+                    Ok(progress) => self.apply_card(id, progress, Some(failure), answer).await,
+                    Err(error) => Err(error.into()),
+                };
+            }
+        };
+        match progress {
+            Ok(progress) => self.apply_card(id, progress, None, answer).await,
+            Err(error) if is_transient(&error) => self.load(id),
+            Err(error) => self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+        }
+    }
+
+    /// Records what the provider said; `failure_override` replaces a failure's reason (a
+    /// timeout we caused is a timeout, not the provider's "canceled").
+    async fn apply_card(
         &self,
         id: &PaymentId,
-        status: PaymentStatus,
-        plugin_data: RString,
-        next_action: Option<NextAction>,
+        progress: CardProgress,
+        failure_override: Option<Failure>,
+        record: Record<'_>,
     ) -> Result<Payment, PaymentError> {
-        let _guard = self.write_lock.lock().await;
-        let mut payment = self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        let plugin_data = Some(plugin_data.to_string());
-        if payment.status == status && payment.plugin_data == plugin_data && payment.next_action == next_action {
-            return Ok(payment);
-        }
-        if !matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
-            return Ok(payment); // settled meanwhile (cancel, or a concurrent poll)
-        }
-        Self::advance(&mut payment, status, "updated")?;
-        payment.plugin_data = plugin_data;
-        payment.next_action = next_action;
-        self.save(Self::commit_of(&payment)).await?;
-        Ok(payment)
+        let event = match progress.state {
+            CardState::Succeeded => match progress.settlement {
+                Some(settlement) => PaymentEvent::Settled(settlement),
+                None => return self.load(id),
+            },
+            CardState::Failed => {
+                let failure = failure_override
+                    .or_else(|| progress.failure.map(|refusal| failure_of(&ProviderError::Failed(refusal))))
+                    .unwrap_or(Failure { code: "card_declined".into(), message: "the card payment failed".into(), retryable: false });
+                PaymentEvent::CardFailed { failure, plugin_data: progress.plugin_data }
+            }
+            CardState::AwaitingCard | CardState::Processing => PaymentEvent::CardWaiting {
+                processing: progress.state == CardState::Processing,
+                plugin_data: progress.plugin_data,
+                next_action: progress.next_action,
+            },
+        };
+        self.transition(id, event, record).await
     }
 
-    /// Marks a card payment failed, keeping the provider's data for the record.
-    async fn fail_card(&self, id: &PaymentId, failure: Failure, plugin_data: RString) -> Result<Payment, PaymentError> {
-        let _guard = self.write_lock.lock().await;
-        let mut payment = self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        if !matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
-            return Ok(payment);
-        }
-        Self::advance(&mut payment, PaymentStatus::Failed, "failed")?;
-        payment.failure = Some(failure);
-        payment.plugin_data = Some(plugin_data.to_string());
-        payment.next_action = None;
-        self.save(Self::commit_of(&payment)).await?;
-        Ok(payment)
-    }
-
-    /// Cancels a card payment at the provider first; answers the provider's last word
-    /// (a card that succeeded meanwhile stays succeeded).
+    /// Hands a POS cancel to the payment's card job and waits until the provider has
+    /// settled it (canceled, or paid meanwhile). Refused while the provider cannot be
+    /// reached: the job keeps trying.
     pub(super) async fn cancel_card_at_provider(&self, payment: &Payment) -> Result<Payment, PaymentError> {
         let method = self.method(&payment.method)?;
-        let Some(data) = payment.plugin_data.clone() else { return Ok(payment.clone()) };
-        let context = Self::context(payment, &method);
-        let progress = method.call("cancel_card", move |plugin| plugin.cancel_card(&context, data.as_str().into())).await?;
-        apply(self, &payment.id, progress, None).await
+        let job = start(self, method.clone(), payment.id.clone(), None, None);
+        job.request_cancel();
+        let bound = method.timeout * 2 + POLL_EVERY * 4;
+        let _ = tokio::time::timeout(bound, job.finished()).await;
+        let current = self.load(&payment.id)?;
+        if waiting(&current) {
+            return Err(PaymentError::Provider {
+                code: "provider_unavailable".into(),
+                message: "the card payment could not be canceled at the provider yet; posbridge keeps trying".into(),
+                field: None,
+            });
+        }
+        Ok(current)
     }
+}
+
+/// A failure worth polling again for.
+fn is_transient(error: &ProviderError) -> bool {
+    error.retryable() || outcome_unknown(error)
 }

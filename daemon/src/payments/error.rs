@@ -2,7 +2,7 @@
 //! answers in one place (`api/error.rs`).
 
 use super::model::{Amount, PaymentId, PaymentStatus};
-use crate::plugins::CallError;
+use super::provider::ProviderError;
 use crate::store::StoreError;
 
 /// A payment or refund request that could not be carried out.
@@ -10,6 +10,10 @@ use crate::store::StoreError;
 pub enum PaymentError {
     #[error("no payment method {0:?} is configured")]
     UnknownMethod(String),
+    /// Work of a payment whose method is no longer configured (after a restart
+    /// without it); it waits until the method is configured again.
+    #[error("method {0:?} is not configured; configure it again to go on with this payment's work")]
+    MethodNotConfigured(String),
     #[error("no register {0:?} is configured")]
     UnknownRegister(String),
     #[error("no line of the cart may be paid with {0:?}")]
@@ -37,7 +41,7 @@ pub enum PaymentError {
     #[error("{message}")]
     Provider { code: String, message: String, field: Option<String> },
     #[error("{0}")]
-    Plugin(#[from] CallError),
+    Plugin(#[from] ProviderError),
     #[error("{0}")]
     Store(#[from] StoreError),
 }

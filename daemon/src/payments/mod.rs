@@ -1,31 +1,42 @@
-//! Payments: the session state machine, the write-ahead protocol around provider calls,
-//! refunds, expiry and crash recovery.
+//! Payments: the engine. It owns every payment's lifecycle: the state machine
+//! (`machine.rs`, pure), the write-ahead protocol around provider calls, and the jobs
+//! (`supervisor.rs`) that carry each provider interaction to its end whatever happens
+//! to the request that asked for it.
 //!
 //! Every change is one [`Commit`](crate::store::Commit) (payment + journal event +
-//! receipt reservation), applied under `write_lock` after re-reading the payment, and
-//! flushed before the caller answers. Plugin calls happen outside the lock, while the
-//! payment is `processing`, which keeps a second attempt out.
+//! receipt reservation + leg reservation on the parent + the idempotency record that
+//! answers it), applied under `write_lock` after re-reading the payment, and flushed
+//! before anyone is answered. Provider calls happen outside the lock, inside jobs.
 
 mod card;
 pub mod error;
+pub mod failure;
+pub mod machine;
 pub mod model;
+pub mod provider;
+mod purchase;
 mod recovery;
 mod refunds;
-
-pub use refunds::NewRefund;
+mod scan;
+pub mod supervisor;
 pub mod view;
+
+pub use purchase::canceled_body;
+pub use refunds::NewRefund;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use posbridge_plugin_api::{Capabilities, CartLine, InspectedCode, ManualEntry, MethodError, PaymentContext, RString, RVec, Settlement};
-
 pub use error::PaymentError;
-use model::{now_ms, Amount, Attempt, Currency, Failure, Line, Millis, Payment, PaymentId, PaymentStatus, Refund};
+use machine::{Next, PaymentEvent};
+use model::{now_ms, Amount, Currency, Failure, Line, Millis, Payment, PaymentId, PaymentStatus, Refund};
+use provider::{Abilities, CallContext, CartItem, Provider, ProviderError};
+use supervisor::{JobKey, Supervisor};
 
-use crate::plugins::{CallError, Method, Methods};
-use crate::store::{Commit, Event, Store};
+use crate::plugins::Method;
+use crate::snapshot::Live;
+use crate::store::{Commit, Event, IdempotencyRecord, Store, StoreError};
 
 /// Settings of the payment sessions.
 #[derive(Debug, Clone)]
@@ -72,27 +83,92 @@ pub struct ListQuery {
     pub starting_after: Option<PaymentId>,
 }
 
-/// The payment service: owns the payment lifecycle.
-pub struct Payments {
-    store: Store,
-    methods: std::sync::RwLock<Arc<Methods>>,
-    settings: PaymentSettings,
-    write_lock: tokio::sync::Mutex<()>,
-    /// Payments that can still expire: id → expires_at.
-    expiring: Mutex<BTreeMap<PaymentId, Millis>>,
-    /// This service, for the background tasks it starts (recovery, refund resends).
-    me: Weak<Payments>,
+/// A request's `Idempotency-Key`, scoped to its client, with the request's fingerprint:
+/// the engine writes the answer in the commit that makes it true.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub key: String,
+    pub fingerprint: String,
 }
 
-fn failure_of(error: &MethodError) -> Failure {
-    Failure { code: error.code.to_string(), message: error.message.to_string(), retryable: error.retryable }
+/// How a request asks the engine: its idempotency ticket, and how long the POS waits
+/// for the job's answer before it takes the current state instead.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    pub ticket: Option<Ticket>,
+    pub patience: Option<Duration>,
 }
 
-fn call_failure(error: &CallError) -> Failure {
+/// What a commit does with a request's idempotency record.
+#[derive(Clone, Copy)]
+enum Record<'a> {
+    /// Not asked with a key (or not the commit that answers).
+    Nothing,
+    /// The work started: a retry joins it instead of starting it again.
+    Open { ticket: &'a Ticket, status: u16, target: &'a str },
+    /// The commit answers the request with the payment it stores (HTTP `status`).
+    Answer { ticket: &'a Ticket, status: u16 },
+}
+
+impl<'a> Record<'a> {
+    fn open(ticket: Option<&'a Ticket>, status: u16, target: &'a str) -> Record<'a> {
+        ticket.map_or(Record::Nothing, |ticket| Record::Open { ticket, status, target })
+    }
+
+    fn answer(ticket: Option<&'a Ticket>, status: u16) -> Record<'a> {
+        ticket.map_or(Record::Nothing, |ticket| Record::Answer { ticket, status })
+    }
+}
+
+fn stored_record(ticket: &Ticket, status: u16, body: Option<String>, target: &str) -> (String, Option<IdempotencyRecord>) {
+    let record =
+        IdempotencyRecord { fingerprint: ticket.fingerprint.clone(), status, body, target: Some(target.to_string()), created_at: now_ms() };
+    (ticket.key.clone(), Some(record))
+}
+
+/// The idempotency entry for an answer `body` about `target`: stored when the failure
+/// table says it may be replayed, still open while the work goes on, else forgotten.
+fn answering(
+    ticket: &Ticket,
+    status: u16,
+    target: &str,
+    body: serde_json::Value,
+    failure: Option<&Failure>,
+    open: bool,
+) -> (String, Option<IdempotencyRecord>) {
+    if open {
+        return stored_record(ticket, status, None, target);
+    }
+    match failure {
+        Some(failure) if !failure::class_of(&failure.code).replayable => (ticket.key.clone(), None),
+        _ => stored_record(ticket, status, Some(body.to_string()), target),
+    }
+}
+
+/// Work the engine could not resume because its method is not configured (after a
+/// restart without it): shown on `/readyz` and the status page until it comes back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct Orphan {
+    /// `card_payment`, `lookup`, `refund` or `compensation`.
+    pub work: String,
+    /// The payment or refund.
+    pub id: String,
+    /// The method it needs.
+    pub method: String,
+}
+
+pub(crate) fn failure_of(error: &ProviderError) -> Failure {
     match error {
-        CallError::Failed(error) => failure_of(error),
+        ProviderError::Failed(refusal) => {
+            Failure { code: refusal.code.clone(), message: refusal.message.clone(), retryable: error.retryable() }
+        }
         other => Failure { code: "provider_error".into(), message: other.to_string(), retryable: true },
     }
+}
+
+/// The provider may have acted: the attempt stays open and is looked up.
+pub(crate) fn outcome_unknown(error: &ProviderError) -> bool {
+    failure::class_of(error.code()).outcome_unknown
 }
 
 /// Logs every stored change with the ids a technician searches by (posbridge's, the
@@ -123,25 +199,30 @@ fn observe(commit: &Commit) {
     }
 }
 
-/// The code a plugin uses when a provider may or may not have acted.
-const OUTCOME_UNKNOWN: &str = "outcome_unknown";
-
-fn outcome_unknown(error: &CallError) -> bool {
-    match error {
-        CallError::Failed(error) => error.code.as_str() == OUTCOME_UNKNOWN,
-        CallError::TimedOut { .. } | CallError::Aborted { .. } => true,
-    }
+/// The payment service: owns the payment lifecycle.
+pub struct Payments {
+    store: Store,
+    live: Live,
+    write_lock: tokio::sync::Mutex<()>,
+    /// Payments that can still expire: id → expires_at.
+    expiring: Mutex<BTreeMap<PaymentId, Millis>>,
+    jobs: Arc<Supervisor>,
+    /// Work waiting for its method to be configured again, by payment or refund id.
+    orphans: Mutex<BTreeMap<String, Orphan>>,
+    /// This service, for the jobs it starts.
+    me: Weak<Payments>,
 }
 
 impl Payments {
-    /// The service over an open store and the configured methods.
-    pub fn new(store: Store, methods: Methods, settings: PaymentSettings) -> Arc<Payments> {
+    /// The service over an open store and the live config snapshot.
+    pub fn new(store: Store, live: Live) -> Arc<Payments> {
         Arc::new_cyclic(|me| Payments {
             store,
-            methods: std::sync::RwLock::new(Arc::new(methods)),
-            settings,
+            live,
             write_lock: tokio::sync::Mutex::new(()),
             expiring: Mutex::new(BTreeMap::new()),
+            jobs: Arc::new(Supervisor::default()),
+            orphans: Mutex::new(BTreeMap::new()),
             me: me.clone(),
         })
     }
@@ -151,43 +232,37 @@ impl Payments {
         &self.store
     }
 
-    /// The current methods. A request keeps the snapshot it started with, so a reload
-    /// never changes a method under a call in flight.
-    pub fn methods(&self) -> Arc<Methods> {
-        self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    /// Swaps in the methods of a reloaded config (those it drops stay, retired).
-    pub fn replace_methods(&self, methods: Methods) {
-        let mut current = self.methods.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = Arc::new(methods.succeeding(&current));
+    /// This service as an owned handle, for a job.
+    fn owned(&self) -> Arc<Payments> {
+        self.me.upgrade().expect("the service outlives its requests")
     }
 
     /// A method of the current config, for new payments.
     fn current_method(&self, id: &str) -> Result<Method, PaymentError> {
-        self.methods().get(id).cloned().ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
+        self.live.load().methods.get(id).cloned().ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
     }
 
-    /// The method of an existing payment: current, or retired by a reload.
+    /// The method of existing work: current, or retired by a reload. After a restart
+    /// without it, the work waits: `method_not_configured`.
     fn method(&self, id: &str) -> Result<Method, PaymentError> {
-        self.methods().get_any(id).cloned().ok_or_else(|| PaymentError::UnknownMethod(id.to_string()))
+        self.live.load().methods.get_any(id).cloned().ok_or_else(|| PaymentError::MethodNotConfigured(id.to_string()))
     }
 
-    fn require(method: &Method, capability: Capabilities, operation: &'static str) -> Result<(), PaymentError> {
-        if method.capabilities.contains(capability) {
+    fn require(method: &Method, able: impl Fn(&Abilities) -> bool, operation: &'static str) -> Result<(), PaymentError> {
+        if able(&method.abilities) {
             Ok(())
         } else {
             Err(PaymentError::Unsupported { method: method.id.clone(), operation })
         }
     }
 
-    /// What a plugin call about `payment` needs to know.
-    fn context(payment: &Payment, method: &Method) -> PaymentContext {
-        PaymentContext {
-            payment_id: RString::from(payment.id.as_str()),
-            register: RString::from(payment.register.as_str()),
-            reference: payment.reference.clone().map(RString::from).into(),
-            currency: RString::from(payment.currency.as_str()),
+    /// What a provider call about `payment` needs to know.
+    fn context(payment: &Payment, method: &Method) -> CallContext {
+        CallContext {
+            payment_id: payment.id.to_string(),
+            register: payment.register.clone(),
+            reference: payment.reference.clone(),
+            currency: payment.currency.as_str().to_string(),
             amount_due: payment.remaining_amount().0,
             eligible_amount: payment.eligible_due().0,
             deadline_unix_ms: now_ms() + Self::plugin_budget(method),
@@ -204,17 +279,26 @@ impl Payments {
     /// Reads a payment.
     pub fn get(&self, id: &str) -> Result<Payment, PaymentError> {
         let parsed = PaymentId::parse(id).ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        self.store.payment(&parsed)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
+        self.load(&parsed)
+    }
+
+    fn load(&self, id: &PaymentId) -> Result<Payment, PaymentError> {
+        self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
     }
 
     /// Applies and flushes a commit, keeping the expiry index in step.
     async fn save(&self, commit: Commit) -> Result<Vec<Event>, PaymentError> {
         let events = self.store.apply(&commit)?;
         self.store.flush().await?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("engine-after-commit", |_| Err(PaymentError::Store(StoreError::Corrupt {
+            key: "failpoint".into(),
+            reason: "injected after the commit".into()
+        })));
         observe(&commit);
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &commit.payments {
-            // Card payments time out through their watcher, which cancels at the provider.
+            // Card payments time out through their job, which cancels at the provider.
             if payment.status.accepts_scan() {
                 expiring.insert(payment.id.clone(), payment.expires_at);
             } else {
@@ -224,26 +308,78 @@ impl Payments {
         Ok(events)
     }
 
-    /// A commit of `payment`'s new state with its `payment.updated` event.
-    fn commit_of(payment: &Payment) -> Commit {
-        Commit { payments: vec![payment.clone()], events: vec![("payment.updated".into(), view::payment(payment))], ..Commit::default() }
-    }
-
-    /// Moves `payment` to `next` (checked against the state machine), bumping version.
-    fn advance(payment: &mut Payment, next: PaymentStatus, action: &'static str) -> Result<(), PaymentError> {
-        if payment.status != next && !payment.status.can_become(next) {
-            return Err(PaymentError::InvalidState { status: payment.status, action });
+    /// Adds `after` (the next state of `before`) to `commit` with its event, its receipt
+    /// reservations and what it does to its parent's leg reservations.
+    fn stage(&self, commit: &mut Commit, before: Option<&Payment>, after: Payment) -> Result<(), PaymentError> {
+        if let Some(effect) = machine::leg_effect(before, &after) {
+            let parent_id = after.split_of.clone().expect("a leg has a parent");
+            let parent = match commit.payments.iter().find(|staged| staged.id == parent_id) {
+                Some(staged) => staged.clone(),
+                None => self.load(&parent_id)?,
+            };
+            if let Next::Changed(parent) = machine::next(&parent, PaymentEvent::Leg(effect), now_ms())? {
+                commit.payments.retain(|staged| staged.id != parent_id);
+                commit.events.push(("payment.updated".into(), view::payment(&parent)));
+                commit.payments.push(*parent);
+            }
         }
-        payment.status = next;
-        payment.version += 1;
-        payment.updated_at = now_ms().max(payment.updated_at);
+        let attempt_before = before.and_then(|before| before.attempt.as_ref());
+        if let Some(attempt) = after.attempt.as_ref().filter(|attempt| attempt_before != Some(*attempt)) {
+            commit.reserve.push((attempt.transaction_id.clone(), after.id.clone()));
+        }
+        if let Some(attempt) = attempt_before.filter(|_| after.attempt.is_none() && after.status != PaymentStatus::Succeeded) {
+            commit.release.push(attempt.transaction_id.clone());
+        }
+        if let Some(transaction_id) =
+            after.transaction_id.as_ref().filter(|_| before.is_none_or(|before| before.transaction_id != after.transaction_id))
+        {
+            commit.reserve.push((transaction_id.clone(), after.id.clone()));
+        }
+        commit.events.push(("payment.updated".into(), view::payment(&after)));
+        commit.payments.push(after);
         Ok(())
     }
 
-    /// Creates a payment awaiting a scan.
-    pub async fn create(&self, request: NewPayment) -> Result<Payment, PaymentError> {
+    /// Applies `event` to payment `id` under the write lock and commits it with the
+    /// request's idempotency `record`. Answers the payment as stored.
+    async fn transition(&self, id: &PaymentId, event: PaymentEvent, record: Record<'_>) -> Result<Payment, PaymentError> {
+        let _guard = self.write_lock.lock().await;
+        let before = self.load(id)?;
+        let mut commit = Commit::default();
+        let after = match machine::next(&before, event, now_ms())? {
+            Next::Unchanged => before.clone(),
+            Next::Changed(after) => {
+                let after = *after;
+                self.stage(&mut commit, Some(&before), after.clone())?;
+                after
+            }
+        };
+        Self::record(&mut commit, record, &after, None);
+        if !commit.is_empty() {
+            self.save(commit).await.map_err(receipt_taken)?;
+        }
+        Ok(after)
+    }
+
+    /// Adds the request's idempotency entry for `payment` to `commit`.
+    fn record(commit: &mut Commit, record: Record<'_>, payment: &Payment, body: Option<serde_json::Value>) {
+        match record {
+            Record::Nothing => {}
+            Record::Open { ticket, status, target } => commit.idempotency.push(stored_record(ticket, status, None, target)),
+            Record::Answer { ticket, status } => {
+                let open = payment.status == PaymentStatus::Processing;
+                let body = body.unwrap_or_else(|| view::payment(payment));
+                commit.idempotency.push(answering(ticket, status, payment.id.as_str(), body, payment.failure.as_ref(), open));
+            }
+        }
+    }
+
+    /// Creates a payment: awaiting a scan, or (a card method) handed to its card job.
+    pub async fn create(&self, request: NewPayment, asked: Asked) -> Result<Payment, PaymentError> {
+        let snapshot = self.live.load_full();
         let method = self.current_method(&request.method)?;
-        if !self.settings.registers.is_empty() && !self.settings.registers.contains(&request.register) {
+        let settings = &snapshot.payments;
+        if !settings.registers.is_empty() && !settings.registers.contains(&request.register) {
             return Err(PaymentError::UnknownRegister(request.register));
         }
         if request.amount.0 == 0 {
@@ -253,12 +389,9 @@ impl Payments {
         if eligible.0 == 0 {
             return Err(PaymentError::NothingEligible(method.id.clone()));
         }
-        let is_card = method.capabilities.contains(Capabilities::CARD) && !method.capabilities.contains(Capabilities::SCAN);
-        let guard = self.write_lock.lock().await;
-        if let Some(parent_id) = &request.split_of {
-            self.split_parent(parent_id, &request)?;
-        }
+        let is_card = method.abilities.is_card_only();
         let now = now_ms();
+        let timeout = if is_card { settings.card_timeout } else { settings.scan_timeout };
         let payment = Payment {
             id: PaymentId::new(now, self.store.unique()?),
             status: if is_card { PaymentStatus::AwaitingCard } else { PaymentStatus::AwaitingScan },
@@ -271,6 +404,7 @@ impl Payments {
             eligible_amount: eligible.min(request.amount),
             captured_amount: Amount(0),
             split_captured_amount: Amount(0),
+            split_reserved_amount: Amount(0),
             refunded_amount: Amount(0),
             transaction_id: None,
             verified: None,
@@ -280,18 +414,30 @@ impl Payments {
             lines: request.lines.unwrap_or_default(),
             created_at: now,
             updated_at: now,
-            expires_at: now + if is_card { self.settings.card_timeout } else { self.settings.scan_timeout }.as_millis() as i64,
+            expires_at: now + timeout.as_millis() as i64,
             captured_at: None,
             version: 1,
             attempt: None,
             plugin_data: None,
             next_action: None,
+            compensation: None,
         };
-        // Write-ahead: the payment exists before any provider hears of it.
-        self.save(Self::commit_of(&payment)).await?;
-        drop(guard);
+        {
+            let _guard = self.write_lock.lock().await;
+            if let Some(parent_id) = &payment.split_of {
+                self.split_parent(parent_id, &payment)?;
+            }
+            let mut commit = Commit::default();
+            self.stage(&mut commit, None, payment.clone())?;
+            let ticket = asked.ticket.as_ref();
+            let record = if is_card { Record::open(ticket, 201, payment.id.as_str()) } else { Record::answer(ticket, 201) };
+            Self::record(&mut commit, record, &payment, None);
+            // Write-ahead: the payment (and its leg's reservation) exists before any
+            // provider hears of it.
+            self.save(commit).await?;
+        }
         if is_card {
-            return card::start(self, &method, payment).await;
+            return card::begin(self, method, payment, asked).await;
         }
         Ok(payment)
     }
@@ -302,34 +448,29 @@ impl Payments {
         if sum != Some(request.amount) {
             return Err(PaymentError::LinesDoNotSum { lines: sum.unwrap_or(Amount(u64::MAX)), amount: request.amount });
         }
-        let cart: RVec<CartLine> = lines
+        let cart = lines
             .iter()
-            .map(|line| CartLine {
-                sku: RString::from(line.sku.as_str()),
-                name: RString::from(line.name.as_str()),
-                amount: line.amount.0,
-                labels: line.labels.iter().map(|label| RString::from(label.as_str())).collect(),
-            })
+            .map(|line| CartItem { sku: line.sku.clone(), name: line.name.clone(), amount: line.amount.0, labels: line.labels.clone() })
             .collect();
-        let eligible = method.call("eligible_amount", move |plugin| plugin.eligible_amount(cart.as_rslice())).await?;
-        Ok(Amount(eligible))
+        Ok(Amount(method.eligible_amount(cart).await?))
     }
 
-    /// Checks a `split_of` parent: it exists, took part of the purchase, and has enough
-    /// left for the new payment.
-    fn split_parent(&self, parent_id: &PaymentId, request: &NewPayment) -> Result<Payment, PaymentError> {
+    /// Checks a `split_of` parent: it exists, took part of the purchase, is in the same
+    /// currency. (Whether the amount is still open is checked by the leg reservation in
+    /// the same commit.)
+    fn split_parent(&self, parent_id: &PaymentId, leg: &Payment) -> Result<(), PaymentError> {
         let parent = self.store.payment(parent_id)?.ok_or_else(|| PaymentError::SplitParentNotFound(parent_id.to_string()))?;
         let refuse = |reason: String| PaymentError::SplitNotPossible { parent: parent_id.clone(), reason };
         if parent.status != PaymentStatus::Succeeded {
             return Err(refuse(format!("it is {}, not succeeded", parent.status.as_str())));
         }
-        if parent.currency != request.currency {
+        if parent.currency != leg.currency {
             return Err(refuse("it is in another currency".into()));
         }
-        if request.amount > parent.remaining_amount() {
+        if leg.amount > parent.remaining_amount() {
             return Err(refuse(format!("only {} of the purchase remains", parent.remaining_amount())));
         }
-        Ok(parent)
+        Ok(())
     }
 
     /// Waits until the payment's version exceeds `version` or `wait` passes.
@@ -373,270 +514,6 @@ impl Payments {
         Ok((found, has_more))
     }
 
-    /// Re-reads a payment under the write lock and checks it may take a scan or entry.
-    fn scannable(&self, id: &PaymentId, action: &'static str) -> Result<Payment, PaymentError> {
-        let payment = self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        if !payment.status.accepts_scan() {
-            return Err(PaymentError::InvalidState { status: payment.status, action });
-        }
-        if payment.expires_at <= now_ms() {
-            return Err(PaymentError::InvalidState { status: PaymentStatus::Expired, action });
-        }
-        Ok(payment)
-    }
-
-    /// Applies a scanned code: offline inspection, write-ahead, redemption at the
-    /// provider. A refused code leaves the payment `failed` (answered, not an error);
-    /// an outcome the provider could not confirm leaves it `processing` until recovery
-    /// resolves it.
-    pub async fn scan(&self, id: &str, code: &str) -> Result<Payment, PaymentError> {
-        let current = self.get(id)?;
-        let method = self.method(&current.method)?;
-        Self::require(&method, Capabilities::SCAN, "scanned codes")?;
-        let payment = {
-            let _guard = self.write_lock.lock().await;
-            self.scannable(&current.id, "scanned")?
-        };
-        let context = Self::context(&payment, &method);
-        let owned_code = code.to_string();
-        let inspected = method.call("inspect_code", move |plugin| plugin.inspect_code(&context, owned_code.as_str().into())).await;
-        let inspected = match inspected {
-            Ok(inspected) => inspected,
-            Err(error) => return self.fail_attempt(&payment.id, call_failure(&error), None).await,
-        };
-        let payment = match self.begin_attempt(&payment.id, code, &inspected).await? {
-            Ok(payment) => payment,
-            Err(refused) => return Ok(refused),
-        };
-        let context = Self::context(&payment, &method);
-        let owned_code = code.to_string();
-        let redeemed = method.call("redeem", move |plugin| plugin.redeem(&context, owned_code.as_str().into(), &inspected)).await;
-        self.finish_attempt(&payment.id, redeemed).await
-    }
-
-    /// Write-ahead: records the attempt and reserves the receipt, or fails the payment
-    /// when another payment holds the receipt.
-    async fn begin_attempt(&self, id: &PaymentId, code: &str, inspected: &InspectedCode) -> Result<Result<Payment, Payment>, PaymentError> {
-        let transaction_id = inspected.transaction_id.to_string();
-        let guard = self.write_lock.lock().await;
-        let mut payment = self.scannable(id, "scanned")?;
-        if let Some(holder) = self.store.redeemed_by(&transaction_id)?.filter(|holder| holder != id) {
-            drop(guard);
-            let failure =
-                Failure { code: "receipt_already_used".into(), message: format!("this receipt already paid {holder}"), retryable: false };
-            return self.fail_attempt(id, failure, None).await.map(Err);
-        }
-        Self::advance(&mut payment, PaymentStatus::Processing, "scanned")?;
-        payment.failure = None;
-        payment.attempt = Some(Attempt {
-            code: code.to_string(),
-            transaction_id: transaction_id.clone(),
-            amount: inspected.amount.into_option().map(Amount),
-            started_at: now_ms(),
-        });
-        let mut commit = Self::commit_of(&payment);
-        commit.reserve.push((transaction_id, payment.id.clone()));
-        self.save(commit).await?;
-        Ok(Ok(payment))
-    }
-
-    /// Records the end of an attempt: success, failure, or (unknown outcome) nothing.
-    async fn finish_attempt(&self, id: &PaymentId, outcome: Result<Settlement, CallError>) -> Result<Payment, PaymentError> {
-        match outcome {
-            Ok(settlement) => self.succeed(id, settlement).await,
-            Err(error) if outcome_unknown(&error) => {
-                tracing::warn!(payment = %id, error = %error, "provider outcome unknown; recovery will look it up");
-                recovery::schedule_lookup(self, id.clone());
-                self.get(id.as_str())
-            }
-            Err(error) => {
-                let release = self.get(id.as_str())?.attempt.map(|attempt| attempt.transaction_id);
-                self.fail_attempt(id, call_failure(&error), release).await
-            }
-        }
-    }
-
-    /// Marks the payment failed with `failure`, releasing a receipt reservation.
-    async fn fail_attempt(&self, id: &PaymentId, failure: Failure, release: Option<String>) -> Result<Payment, PaymentError> {
-        let _guard = self.write_lock.lock().await;
-        let mut payment = self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        Self::advance(&mut payment, PaymentStatus::Failed, "failed")?;
-        payment.failure = Some(failure);
-        payment.attempt = None;
-        let mut commit = Self::commit_of(&payment);
-        commit.release.extend(release);
-        self.save(commit).await?;
-        Ok(payment)
-    }
-
-    /// Marks the payment succeeded with what the provider took; a split child adds its
-    /// capture to its parent's.
-    async fn succeed(&self, id: &PaymentId, settlement: Settlement) -> Result<Payment, PaymentError> {
-        let _guard = self.write_lock.lock().await;
-        let mut payment = self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        if payment.status == PaymentStatus::Succeeded {
-            return Ok(payment); // recovery and the original call raced: the first one won
-        }
-        Self::advance(&mut payment, PaymentStatus::Succeeded, "completed")?;
-        let transaction_id = settlement.transaction_id.into_option().map(|id| id.to_string());
-        payment.captured_amount = Amount(settlement.captured_amount);
-        payment.transaction_id = transaction_id.clone();
-        payment.verified = Some(settlement.verified);
-        payment.benefit = settlement.benefit.into_option().map(|benefit| benefit.to_string());
-        payment.plugin_data = Some(settlement.plugin_data.to_string());
-        payment.captured_at = Some(now_ms());
-        payment.failure = None;
-        payment.attempt = None;
-        payment.next_action = None;
-        let mut commit = Self::commit_of(&payment);
-        if let Some(transaction_id) = transaction_id {
-            commit.reserve.push((transaction_id, payment.id.clone()));
-        }
-        if let Some(parent_id) = &payment.split_of {
-            if let Some(mut parent) = self.store.payment(parent_id)? {
-                parent.split_captured_amount = parent.split_captured_amount.checked_add(payment.captured_amount).unwrap_or(parent.amount);
-                parent.version += 1;
-                parent.updated_at = now_ms();
-                commit.events.push(("payment.updated".into(), view::payment(&parent)));
-                commit.payments.push(parent);
-            }
-        }
-        self.save(commit).await.map_err(|error| match error {
-            PaymentError::Store(crate::store::StoreError::ReceiptTaken { .. }) => PaymentError::Provider {
-                code: "receipt_already_used".into(),
-                message: "this receipt already paid another payment".into(),
-                field: None,
-            },
-            other => other,
-        })?;
-        Ok(payment)
-    }
-
-    /// A payment the cashier entered by hand (unverified). A refused entry leaves the
-    /// payment as it was and answers the reason (a typo is not a failed payment).
-    pub async fn manual(&self, id: &str, amount: Amount, transaction_id: Option<String>) -> Result<Payment, PaymentError> {
-        let current = self.get(id)?;
-        let method = self.method(&current.method)?;
-        Self::require(&method, Capabilities::MANUAL_ENTRY, "manual entry")?;
-        if let Some(holder) = transaction_id.as_deref().map(|tx| self.store.redeemed_by(tx)).transpose()?.flatten() {
-            return Err(PaymentError::Provider {
-                code: "receipt_already_used".into(),
-                message: format!("this transaction already paid {holder}"),
-                field: Some("transaction_id".into()),
-            });
-        }
-        let payment = {
-            let _guard = self.write_lock.lock().await;
-            self.scannable(&current.id, "entered by hand")?
-        };
-        let context = Self::context(&payment, &method);
-        let entry = ManualEntry { amount: amount.0, transaction_id: transaction_id.map(RString::from).into() };
-        match method.call("accept_manual", move |plugin| plugin.accept_manual(&context, &entry)).await {
-            Ok(settlement) => self.succeed(&payment.id, settlement).await,
-            Err(CallError::Failed(error)) => Err(PaymentError::Provider {
-                code: error.code.to_string(),
-                message: error.message.to_string(),
-                field: error.field.into_option().map(|field| field.to_string()),
-            }),
-            Err(other) => Err(other.into()),
-        }
-    }
-
-    /// Cancels a payment that has taken nothing (a card payment is canceled at the
-    /// provider first). When it belongs to a split purchase, the purchase is abandoned:
-    /// the legs that succeeded are refunded (compensation) and returned with it.
-    pub async fn cancel(&self, id: &str) -> Result<Canceled, PaymentError> {
-        let mut current = self.get(id)?;
-        let is_card = self.method(&current.method)?.capabilities.contains(Capabilities::CARD);
-        if is_card && matches!(current.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) {
-            current = self.cancel_card_at_provider(&current).await?;
-        }
-        let payment = {
-            let _guard = self.write_lock.lock().await;
-            let mut payment = self.store.payment(&current.id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-            if payment.status != PaymentStatus::Canceled {
-                Self::advance(&mut payment, PaymentStatus::Canceled, "canceled")?;
-                payment.next_action = None;
-                self.save(Self::commit_of(&payment)).await?;
-            }
-            payment
-        };
-        let compensation = match &payment.split_of {
-            Some(_) => self.refund_purchase(&payment, Some("purchase_canceled".into()), &payment.client).await?,
-            None => Vec::new(),
-        };
-        Ok(Canceled { payment, compensation })
-    }
-
-    /// The first payment of the purchase `payment` belongs to.
-    fn purchase_root(&self, payment: &Payment) -> Result<Payment, PaymentError> {
-        let mut root = payment.clone();
-        while let Some(parent) = root.split_of.clone() {
-            root = self.store.payment(&parent)?.ok_or_else(|| PaymentError::NotFound(parent.to_string()))?;
-        }
-        Ok(root)
-    }
-
-    /// Every payment of the purchase `payment` belongs to, first one first.
-    fn purchase_legs(&self, payment: &Payment) -> Result<Vec<Payment>, PaymentError> {
-        let root = self.purchase_root(payment)?;
-        let mut ids = vec![root.id.clone()];
-        let mut legs = vec![root.clone()];
-        let mut newer: Vec<Payment> = Vec::new();
-        for candidate in self.store.payments_newest_first(None) {
-            let candidate = candidate?;
-            if candidate.created_at < root.created_at {
-                break; // later legs are newer than the first
-            }
-            newer.push(candidate);
-        }
-        // Oldest first, so a leg's parent is seen before the leg.
-        for candidate in newer.into_iter().rev() {
-            if candidate.split_of.as_ref().is_some_and(|parent| ids.contains(parent)) {
-                ids.push(candidate.id.clone());
-                legs.push(candidate);
-            }
-        }
-        Ok(legs)
-    }
-
-    /// Refunds what is refundable of every succeeded leg of a purchase.
-    pub async fn refund_purchase(&self, payment: &Payment, reason: Option<String>, client: &str) -> Result<Vec<Refund>, PaymentError> {
-        let mut refunds = Vec::new();
-        for leg in self.purchase_legs(payment)? {
-            if leg.status == PaymentStatus::Succeeded && leg.refundable_amount().0 > 0 {
-                let request = NewRefund {
-                    payment: Some(leg.id.to_string()),
-                    method: None,
-                    transaction_id: None,
-                    amount: None,
-                    currency: None,
-                    reason: reason.clone(),
-                    client: client.to_string(),
-                };
-                refunds.push(self.refund(request).await?);
-            }
-        }
-        Ok(refunds)
-    }
-
-    /// Applies a scan from a register's scanner to that register's newest payment
-    /// awaiting a scan; `None` when no payment awaits one.
-    pub async fn scan_waiting(&self, register: &str, code: &str) -> Result<Option<Payment>, PaymentError> {
-        let now = now_ms();
-        let candidates: Vec<PaymentId> = {
-            let expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            expiring.iter().rev().filter(|(_, expires_at)| **expires_at > now).map(|(id, _)| id.clone()).collect()
-        };
-        for id in candidates {
-            let Some(payment) = self.store.payment(&id)? else { continue };
-            if payment.register == register && payment.status.accepts_scan() {
-                return self.scan(id.as_str(), code).await.map(Some);
-            }
-        }
-        Ok(None)
-    }
-
     /// Records an event that is not a payment change (scanner connected, unclaimed scan).
     pub async fn announce(&self, kind: &str, data: serde_json::Value) -> Result<(), PaymentError> {
         self.save(Commit { events: vec![(kind.to_string(), data)], ..Commit::default() }).await?;
@@ -652,38 +529,157 @@ impl Payments {
         };
         let mut expired = 0;
         for id in due {
-            let _guard = self.write_lock.lock().await;
-            let Some(mut payment) = self.store.payment(&id)? else { continue };
-            if payment.expires_at > now || !payment.status.accepts_scan() {
-                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
-                continue;
+            if self.jobs.live(&JobKey::Payment(id.clone())).is_some() {
+                continue; // an attempt that started in time finishes first
             }
-            Self::advance(&mut payment, PaymentStatus::Expired, "expired")?;
-            self.save(Self::commit_of(&payment)).await?;
-            expired += 1;
+            let payment = self.transition(&id, PaymentEvent::Expired, Record::Nothing).await?;
+            if payment.status == PaymentStatus::Expired {
+                expired += 1;
+            } else if !payment.status.accepts_scan() {
+                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+            }
         }
         Ok(expired)
     }
 
-    /// Loads unfinished payments after a start: expiry index, and recovery of attempts
-    /// left `processing` and refunds left `pending`.
+    /// Loads unfinished work after a start: the expiry index, and a job for every
+    /// attempt left `processing`, card payment still waiting, compensation under way
+    /// and refund left `pending`. Work whose method is not configured waits as an orphan.
     pub fn resume(&self) -> Result<(), PaymentError> {
-        let unfinished = self.store.unfinished_payments()?;
-        let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for payment in &unfinished {
-            let is_card = self.methods().get_any(&payment.method).is_some_and(|method| method.capabilities.contains(Capabilities::CARD));
-            match payment.status {
-                PaymentStatus::Processing | PaymentStatus::AwaitingCard if is_card => card::watch(self, payment.id.clone()),
-                PaymentStatus::Processing => recovery::schedule_lookup(self, payment.id.clone()),
-                _ => {
-                    expiring.insert(payment.id.clone(), payment.expires_at);
-                }
+        for payment in self.store.unfinished_payments()? {
+            if payment.status.accepts_scan() {
+                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(payment.id.clone(), payment.expires_at);
+            } else {
+                self.resume_payment(&payment);
             }
         }
-        drop(expiring);
         for refund in self.store.pending_refunds()? {
-            refunds::schedule_resend(self, refund.id);
+            self.resume_refund(&refund);
         }
         Ok(())
+    }
+
+    /// Starts the job that finishes `payment`'s open work, or files it as an orphan.
+    fn resume_payment(&self, payment: &Payment) {
+        let work = match (payment.status, payment.compensation) {
+            (_, Some(model::Compensation::Pending)) => "compensation",
+            (PaymentStatus::AwaitingCard | PaymentStatus::Processing, _) if self.is_card_payment(payment) => "card_payment",
+            (PaymentStatus::Processing, _) => "lookup",
+            _ => return,
+        };
+        let Ok(method) = self.method(&payment.method) else {
+            return self.orphan(work, payment.id.as_str(), &payment.method);
+        };
+        match work {
+            "compensation" => purchase::resume_compensation(self, payment.clone()),
+            "card_payment" => card::resume(self, method, payment.id.clone()),
+            _ => recovery::resume(self, method, payment.id.clone()),
+        }
+    }
+
+    fn resume_refund(&self, refund: &Refund) {
+        match self.method(&refund.method) {
+            Ok(method) => refunds::resume(self, method, refund.id.clone()),
+            Err(_) => self.orphan("refund", refund.id.as_str(), &refund.method),
+        }
+    }
+
+    /// A card payment: its method is a card method (or, with the method gone, it holds
+    /// a card's provider data while waiting).
+    fn is_card_payment(&self, payment: &Payment) -> bool {
+        match self.method(&payment.method) {
+            Ok(method) => method.abilities.is_card_only(),
+            Err(_) => payment.status == PaymentStatus::AwaitingCard || payment.attempt.is_none(),
+        }
+    }
+
+    fn orphan(&self, work: &str, id: &str, method: &str) {
+        tracing::warn!(work, id, method, "work waits for its method: it is not configured");
+        let orphan = Orphan { work: work.to_string(), id: id.to_string(), method: method.to_string() };
+        self.orphans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_string(), orphan);
+    }
+
+    /// Work waiting for a method that is not configured.
+    pub fn orphans(&self) -> Vec<Orphan> {
+        self.orphans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    /// After a reload: resumes the orphans whose method is configured again.
+    pub fn resume_orphans(&self) {
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        for (id, orphan) in orphans {
+            let resumed = match orphan.work.as_str() {
+                "refund" => model::RefundId::parse(&id)
+                    .and_then(|id| self.store.refund(&id).ok().flatten())
+                    .map(|refund| self.resume_refund(&refund)),
+                _ => {
+                    PaymentId::parse(&id).and_then(|id| self.store.payment(&id).ok().flatten()).map(|payment| self.resume_payment(&payment))
+                }
+            };
+            if resumed.is_none() {
+                tracing::warn!(%id, "orphaned work vanished from the store");
+            }
+        }
+    }
+
+    /// Stops every job at its next wait; calls in flight get `grace` to finish. What
+    /// is left is in the store and resumes at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        if !self.jobs.shutdown(grace).await {
+            tracing::warn!("provider calls still in flight at shutdown; they resume from the store at the next start");
+        }
+    }
+
+    /// Waits (up to `patience`, if set) for the job of `target` to end; answers the
+    /// record as it then stands. For a retry that found an open idempotency record.
+    pub async fn settle_open_record(
+        &self,
+        key: &str,
+        target: &str,
+        patience: Option<Duration>,
+    ) -> Result<Option<IdempotencyRecord>, PaymentError> {
+        let job = match (PaymentId::parse(target), model::RefundId::parse(target)) {
+            (Some(id), _) => self.jobs.live(&JobKey::Payment(id)),
+            (_, Some(id)) => self.jobs.live(&JobKey::Refund(id)),
+            _ => None,
+        };
+        if let Some(job) = job {
+            match patience {
+                Some(patience) => {
+                    let _ = tokio::time::timeout(patience, job.finished()).await;
+                }
+                None => job.finished().await,
+            }
+        }
+        Ok(self.store.idempotency(key)?)
+    }
+
+    /// The current API view of a payment or refund, by id.
+    pub fn view_of(&self, target: &str) -> Result<serde_json::Value, PaymentError> {
+        match model::RefundId::parse(target) {
+            Some(_) => self.get_refund(target).map(|refund| view::refund(&refund)),
+            None => self.get(target).map(|payment| view::payment(&payment)),
+        }
+    }
+}
+
+/// A receipt another payment took in the meantime.
+fn receipt_taken(error: PaymentError) -> PaymentError {
+    match error {
+        PaymentError::Store(StoreError::ReceiptTaken { payment, .. }) => PaymentError::Provider {
+            code: "receipt_already_used".into(),
+            message: format!("this receipt already paid {payment}"),
+            field: None,
+        },
+        other => other,
+    }
+}
+
+/// Awaits a job's answer for a request, up to the POS's patience; `None` when the POS
+/// stops waiting first (or the job ended without answering, at shutdown).
+async fn await_answer<T>(answer: tokio::sync::oneshot::Receiver<T>, patience: Option<Duration>) -> Option<T> {
+    match patience {
+        Some(patience) => tokio::time::timeout(patience, answer).await.ok()?.ok(),
+        None => answer.await.ok(),
     }
 }

@@ -241,6 +241,10 @@ pub struct Payment {
     /// Captured by later payments of the same purchase (`split_of` this one).
     #[serde(default)]
     pub split_captured_amount: Amount,
+    /// Held by later payments of the same purchase that are still under way, so legs
+    /// never sum above the purchase.
+    #[serde(default)]
+    pub split_reserved_amount: Amount,
     pub refunded_amount: Amount,
     pub transaction_id: Option<String>,
     pub verified: Option<bool>,
@@ -261,6 +265,20 @@ pub struct Payment {
     /// What the POS should show the customer (a payment page as a QR code).
     #[serde(default)]
     pub next_action: Option<NextAction>,
+    /// Set when canceling this leg abandoned its purchase: the saga that refunds the
+    /// purchase's other legs, persisted so it finishes after a crash.
+    #[serde(default)]
+    pub compensation: Option<Compensation>,
+}
+
+/// Where the compensation of a canceled purchase stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compensation {
+    /// The purchase's succeeded legs are being refunded.
+    Pending,
+    /// Every succeeded leg was refunded (or its refund is pending at the provider).
+    Done,
 }
 
 /// Something for the POS to show the customer while a card payment waits.
@@ -276,6 +294,18 @@ impl Payment {
     /// payments took.
     pub fn remaining_amount(&self) -> Amount {
         self.amount.saturating_sub(self.captured_amount).saturating_sub(self.split_captured_amount)
+    }
+
+    /// What a new leg of the purchase may still take: the remainder less what legs
+    /// under way hold.
+    pub fn open_for_split(&self) -> Amount {
+        self.remaining_amount().saturating_sub(self.split_reserved_amount)
+    }
+
+    /// A leg holds its amount on the parent while it may still take money.
+    pub fn holds_split_reservation(&self) -> bool {
+        self.split_of.is_some()
+            && matches!(self.status, PaymentStatus::AwaitingScan | PaymentStatus::AwaitingCard | PaymentStatus::Processing)
     }
 
     /// What may still be refunded.

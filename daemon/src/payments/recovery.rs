@@ -1,72 +1,83 @@
-//! Resolving attempts whose outcome is unknown (a crash while `processing`, a lost
-//! answer, a timeout) by asking the provider, never by guessing or charging again.
+//! Resolving attempts whose outcome is unknown (a lost answer, a timeout, a crash while
+//! `processing`) by asking the provider, never by guessing or charging again.
+//!
+//! Lookup fencing: a "nothing was taken" answer is final only once the attempt's
+//! deadline (start + the method's timeout + a margin) has passed; before that, the
+//! request we sent may still be committed by the provider, so the job looks again.
 
 use std::time::Duration;
 
-use posbridge_plugin_api::{LookupRequest, ProviderStatus, RString};
+use super::machine::PaymentEvent;
+use super::model::{now_ms, Failure, Millis, Payment, PaymentId, PaymentStatus};
+use super::provider::{Found, LookupOrder, Provider};
+use super::supervisor::{backoff, JobControl, JobKey};
+use super::{failure_of, PaymentError, Payments, Record, Ticket};
+use crate::plugins::Method;
 
-use super::model::{Failure, PaymentId, PaymentStatus};
-use super::{PaymentError, Payments};
+/// Added to the method's timeout before "not taken" is believed.
+const FENCE_MARGIN: Duration = Duration::from_secs(2);
+/// Lookups start quickly and settle at one a second, so a payment resolves within
+/// about a second of the provider's return.
+const FIRST_DELAY: Duration = Duration::from_millis(200);
+const MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// The first retry delay after an unanswered lookup; doubled up to `MAX_DELAY`.
-const FIRST_DELAY: Duration = Duration::from_millis(500);
-const MAX_DELAY: Duration = Duration::from_secs(30);
-
-/// Starts a background task that looks the payment up until the provider answers.
-pub(super) fn schedule_lookup(payments: &Payments, id: PaymentId) {
-    let me = payments.me.clone();
-    tokio::spawn(async move {
-        let mut delay = FIRST_DELAY;
-        loop {
-            let Some(payments) = me.upgrade() else { return };
-            match resolve(&payments, &id).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(payment = %id, %error, "recovery lookup failed; will retry"),
-            }
-            drop(payments);
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_DELAY);
-        }
-    });
+/// Starts the lookup job of a payment left `processing` (after a restart).
+pub(super) fn resume(payments: &Payments, method: Method, id: PaymentId) {
+    let me = payments.owned();
+    let job_id = id.clone();
+    let _ = payments.jobs.start(JobKey::Payment(id), move |control| async move { follow(&me, &method, &job_id, None, &control).await });
 }
 
-/// One lookup. `Ok(true)` when the payment is no longer `processing`.
-async fn resolve(payments: &Payments, id: &PaymentId) -> Result<bool, PaymentError> {
-    let payment = payments.get(id.as_str())?;
+/// Looks the payment up until the provider gives a final answer (or shutdown).
+pub(super) async fn follow(payments: &Payments, method: &Method, id: &PaymentId, ticket: Option<&Ticket>, control: &JobControl) {
+    for delay in backoff(FIRST_DELAY, MAX_DELAY) {
+        if !control.pause(delay).await {
+            return;
+        }
+        match look_up(payments, method, id, ticket).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(payment = %id, %error, "recovery lookup failed; looking again"),
+        }
+    }
+}
+
+/// When a "not taken" answer about `payment`'s attempt may be believed.
+fn fence(payment: &Payment, method: &Method) -> Millis {
+    let started = payment.attempt.as_ref().map(|attempt| attempt.started_at).unwrap_or(payment.updated_at);
+    started + (method.timeout + FENCE_MARGIN).as_millis() as i64
+}
+
+/// One lookup. `Ok(true)` once the payment is no longer `processing`.
+async fn look_up(payments: &Payments, method: &Method, id: &PaymentId, ticket: Option<&Ticket>) -> Result<bool, PaymentError> {
+    let payment = payments.load(id)?;
     if payment.status != PaymentStatus::Processing {
         return Ok(true);
     }
-    let method = payments.method(&payment.method)?;
-    let request = LookupRequest {
-        payment: Payments::context(&payment, &method),
-        transaction_id: payment.attempt.as_ref().map(|attempt| RString::from(attempt.transaction_id.as_str())).into(),
-        plugin_data: payment.plugin_data.clone().map(RString::from).into(),
+    let order = LookupOrder {
+        payment: Payments::context(&payment, method),
+        transaction_id: payment.attempt.as_ref().map(|attempt| attempt.transaction_id.clone()),
+        plugin_data: payment.plugin_data.clone(),
     };
-    let release = payment.attempt.as_ref().map(|attempt| attempt.transaction_id.clone());
-    match method.call("lookup", move |plugin| plugin.lookup(&request)).await {
-        Ok(ProviderStatus::Taken(settlement)) => {
+    let answer = Record::answer(ticket, 200);
+    let event = match method.lookup(order).await {
+        Ok(Found::Taken(settlement)) => {
             tracing::info!(payment = %id, "recovered: the provider took the payment");
-            payments.succeed(id, settlement).await?;
-            Ok(true)
+            PaymentEvent::Settled(settlement)
         }
-        Ok(ProviderStatus::NotTaken) => {
-            let failure = Failure {
-                code: "attempt_interrupted".into(),
-                message: "the attempt was interrupted and nothing was taken; scan the receipt again".into(),
-                retryable: true,
-            };
-            payments.fail_attempt(id, failure, release).await?;
-            Ok(true)
-        }
-        Ok(ProviderStatus::Refused(error)) => {
-            payments.fail_attempt(id, super::failure_of(&error), release).await?;
-            Ok(true)
-        }
-        Ok(ProviderStatus::InProgress(_)) => Ok(false),
+        Ok(Found::NotTaken) if now_ms() < fence(&payment, method) => return Ok(false),
+        Ok(Found::NotTaken) => PaymentEvent::AttemptFailed(Failure {
+            code: "attempt_interrupted".into(),
+            message: "the attempt was interrupted and nothing was taken; scan the receipt again".into(),
+            retryable: true,
+        }),
+        Ok(Found::Refused(refusal)) => PaymentEvent::AttemptFailed(failure_of(&super::provider::ProviderError::Failed(refusal))),
+        Ok(Found::InProgress(_)) => return Ok(false),
         Err(error) => {
             tracing::info!(payment = %id, %error, "the provider could not answer the lookup yet");
-            Ok(false)
+            return Ok(false);
         }
-    }
+    };
+    payments.transition(id, event, answer).await?;
+    Ok(true)
 }

@@ -1,13 +1,18 @@
-//! Refunds: refundable amounts reserved before the provider is asked (write-ahead), sent
-//! again after a crash or an outage with the same id, so money goes back exactly once.
+//! Refunds: the refundable amount is reserved before the provider is asked
+//! (write-ahead), then one job per refund sends it, and sends it again with the same id
+//! while the provider cannot confirm it, so money goes back exactly once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use posbridge_plugin_api::{Capabilities, MethodError, RString, RefundRequest, RefundState};
+use tokio::sync::oneshot;
 
-use super::model::{now_ms, Amount, Currency, Failure, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
-use super::{view, PaymentError, Payments};
-use crate::plugins::CallError;
+use super::machine::{Next, PaymentEvent};
+use super::model::{now_ms, Amount, Currency, Failure, Payment, Refund, RefundId, RefundStatus};
+use super::provider::{Provider, ProviderError, RefundOrder};
+use super::supervisor::{backoff, JobControl, JobKey};
+use super::{await_answer, failure_of, view, Asked, PaymentError, Payments, Ticket};
+use crate::plugins::Method;
 use crate::store::Commit;
 
 /// A request to give money back.
@@ -25,17 +30,21 @@ pub struct NewRefund {
 const FIRST_DELAY: Duration = Duration::from_secs(1);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 
+type Reply = oneshot::Sender<Result<Refund, PaymentError>>;
+
 impl Payments {
-    /// Creates and sends a refund. Answers the refund (`succeeded`, or `pending` when
-    /// the provider is unreachable and it will be sent again), or the provider's reason
-    /// for refusing it.
-    pub async fn refund(&self, request: NewRefund) -> Result<Refund, PaymentError> {
-        let (refund, payment) = self.reserve_refund(&request).await?;
-        let (refund, send_again) = self.send_refund(refund, payment.as_ref()).await?;
-        if send_again {
-            schedule_resend(self, refund.id.clone());
+    /// Creates and sends a refund. Answers the refund (`succeeded`, or `pending` while
+    /// the provider cannot confirm it and its job sends it again), or the provider's
+    /// reason for refusing it.
+    pub async fn refund(&self, request: NewRefund, asked: Asked) -> Result<Refund, PaymentError> {
+        let refund = self.reserve_refund(&request, asked.ticket.as_ref()).await?;
+        let method = self.method(&refund.method)?;
+        let (reply, answer) = oneshot::channel();
+        start(self, method, refund.id.clone(), asked.ticket.clone(), Some(reply));
+        match await_answer(answer, asked.patience).await {
+            Some(result) => result,
+            None => self.get_refund(refund.id.as_str()),
         }
-        Ok(refund)
     }
 
     /// Refunds newest first, optionally of one payment; `true` when more exist.
@@ -73,19 +82,24 @@ impl Payments {
     }
 
     /// Validates the request and records the refund as `pending` with its amount
-    /// reserved on the payment, durably, before anything is sent.
-    async fn reserve_refund(&self, request: &NewRefund) -> Result<(Refund, Option<Payment>), PaymentError> {
+    /// reserved on the payment, durably, before anything is sent; the request's
+    /// idempotency record is opened in the same commit.
+    async fn reserve_refund(&self, request: &NewRefund, ticket: Option<&Ticket>) -> Result<Refund, PaymentError> {
         let found = self.refunded_payment(request)?;
-        let method_id = match (&found, &request.method) {
-            (Some(payment), _) => payment.method.clone(),
-            (None, Some(method)) => method.clone(),
+        let method = match (&found, &request.method) {
+            (Some(payment), _) => self.method(&payment.method)?,
+            (None, Some(method)) => {
+                self.live.load().methods.get_any(method).cloned().ok_or_else(|| PaymentError::UnknownMethod(method.clone()))?
+            }
             (None, None) => {
                 return Err(PaymentError::Invalid { field: "payment", message: "give `payment`, or `method` and `transaction_id`".into() })
             }
         };
-        let method = self.method(&method_id)?;
-        let needed = if found.is_some() { Capabilities::REFUND } else { Capabilities::REFUND_WITHOUT_CACHE };
-        Self::require(&method, needed, "refunds")?;
+        if found.is_some() {
+            Self::require(&method, |able| able.refund, "refunds")?;
+        } else {
+            Self::require(&method, |able| able.refund_without_cache, "refunds")?;
+        }
         if found.is_none() && request.transaction_id.is_none() {
             return Err(PaymentError::Provider {
                 code: "transaction_id_required".into(),
@@ -101,21 +115,14 @@ impl Payments {
         let mut commit = Commit::default();
         let (amount, currency, payment) = match found {
             Some(payment) => {
-                let mut payment = self.store.payment(&payment.id)?.ok_or_else(|| PaymentError::NotFound(payment.id.to_string()))?;
-                if payment.status != PaymentStatus::Succeeded {
-                    return Err(PaymentError::InvalidState { status: payment.status, action: "refunded" });
-                }
-                let refundable = payment.refundable_amount();
-                let amount = request.amount.unwrap_or(refundable);
-                if amount > refundable || amount.0 == 0 {
-                    return Err(PaymentError::RefundExceedsPayment { refundable });
-                }
-                payment.refunded_amount = payment.refunded_amount.checked_add(amount).unwrap_or(payment.captured_amount);
-                payment.version += 1;
-                payment.updated_at = now;
-                commit.events.push(("payment.updated".into(), view::payment(&payment)));
-                commit.payments.push(payment.clone());
-                (amount, payment.currency.clone(), Some(payment))
+                let payment = self.load(&payment.id)?;
+                let amount = request.amount.unwrap_or(payment.refundable_amount());
+                let Next::Changed(reserved) = super::machine::next(&payment, PaymentEvent::RefundReserved(amount), now)? else {
+                    unreachable!("a reservation always changes the payment")
+                };
+                commit.events.push(("payment.updated".into(), view::payment(&reserved)));
+                commit.payments.push((*reserved).clone());
+                (amount, payment.currency.clone(), Some(*reserved))
             }
             None => {
                 let amount = request
@@ -141,41 +148,73 @@ impl Payments {
             updated_at: now,
         };
         commit.events.push(("refund.updated".into(), view::refund(&refund)));
+        if let Some(ticket) = ticket {
+            commit.idempotency.push(super::stored_record(ticket, 201, None, refund.id.as_str()));
+        }
         commit.refunds.push(refund.clone());
         self.save(commit).await?;
-        Ok((refund, payment))
+        Ok(refund)
     }
 
-    /// Asks the provider and records the outcome; `true` when the provider could not be
-    /// reached and the refund (still `pending`) must be sent again.
-    async fn send_refund(&self, refund: Refund, payment: Option<&Payment>) -> Result<(Refund, bool), PaymentError> {
-        let method = self.method(&refund.method)?;
-        let request = RefundRequest {
-            refund_id: RString::from(refund.id.as_str()),
-            payment_id: refund.payment.as_ref().map(|id| RString::from(id.as_str())).into(),
-            transaction_id: refund.transaction_id.clone().map(RString::from).into(),
+    async fn refund_job(
+        self: Arc<Self>,
+        method: Method,
+        id: RefundId,
+        mut ticket: Option<Ticket>,
+        mut reply: Option<Reply>,
+        control: JobControl,
+    ) {
+        let mut delays = backoff(FIRST_DELAY, MAX_DELAY);
+        loop {
+            let result = self.send_refund(&method, &id, ticket.take().as_ref()).await;
+            let pending = matches!(&result, Ok(refund) if refund.status == RefundStatus::Pending);
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(result);
+            } else if let Err(error) = result {
+                tracing::warn!(refund = %id, %error, "refund could not be sent; trying again");
+            }
+            if !pending {
+                return;
+            }
+            if !control.pause(delays.next().unwrap_or(MAX_DELAY)).await {
+                return;
+            }
+        }
+    }
+
+    /// Asks the provider once and records the outcome; a refund the provider could not
+    /// confirm stays `pending`.
+    async fn send_refund(&self, method: &Method, id: &RefundId, ticket: Option<&Ticket>) -> Result<Refund, PaymentError> {
+        let refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
+        if refund.status != RefundStatus::Pending {
+            return Ok(refund);
+        }
+        let payment = refund.payment.as_ref().map(|payment_id| self.load(payment_id)).transpose()?;
+        let order = RefundOrder {
+            refund_id: refund.id.to_string(),
+            payment_id: refund.payment.as_ref().map(|id| id.to_string()),
+            transaction_id: refund.transaction_id.clone(),
             amount: refund.amount.0,
-            currency: RString::from(refund.currency.as_str()),
-            captured_at_unix_ms: payment.and_then(|payment| payment.captured_at).into(),
-            plugin_data: payment.and_then(|payment| payment.plugin_data.clone()).map(RString::from).into(),
-            deadline_unix_ms: now_ms() + Payments::plugin_budget(&method),
+            currency: refund.currency.as_str().to_string(),
+            captured_at_unix_ms: payment.as_ref().and_then(|payment| payment.captured_at),
+            plugin_data: payment.as_ref().and_then(|payment| payment.plugin_data.clone()),
+            deadline_unix_ms: now_ms() + Payments::plugin_budget(method),
         };
-        match method.call("refund", move |plugin| plugin.refund(&request)).await {
+        match method.refund(order).await {
             Ok(outcome) => {
-                let status = if outcome.state == RefundState::Succeeded { RefundStatus::Succeeded } else { RefundStatus::Pending };
-                let provider_id = outcome.provider_refund_id.into_option().map(|id| id.to_string());
-                Ok((self.settle_refund(&refund.id, status, None, provider_id).await?, false))
+                let status = if outcome.completed { RefundStatus::Succeeded } else { RefundStatus::Pending };
+                self.settle_refund(id, status, None, outcome.provider_refund_id, ticket).await
             }
-            Err(error) if is_retryable(&error) => {
-                tracing::warn!(refund = %refund.id, %error, "refund not confirmed; it will be sent again");
-                Ok((refund, true))
+            Err(error) if error.retryable() || super::outcome_unknown(&error) => {
+                tracing::warn!(refund = %id, %error, "refund not confirmed; it will be sent again");
+                Ok(refund)
             }
-            Err(CallError::Failed(error)) => {
-                let failure = Failure { code: error.code.to_string(), message: error.message.to_string(), retryable: false };
-                self.settle_refund(&refund.id, RefundStatus::Failed, Some(failure), None).await?;
-                Err(provider_refusal(error))
+            Err(ProviderError::Failed(refusal)) => {
+                let failure = Failure { code: refusal.code.clone(), message: refusal.message.clone(), retryable: false };
+                self.settle_refund(id, RefundStatus::Failed, Some(failure), None, ticket).await?;
+                Err(PaymentError::Provider { code: refusal.code, message: refusal.message, field: refusal.field })
             }
-            Err(other) => Err(other.into()),
+            Err(other) => Err(failure_error(&other)),
         }
     }
 
@@ -186,67 +225,62 @@ impl Payments {
         status: RefundStatus,
         failure: Option<Failure>,
         provider_id: Option<String>,
+        ticket: Option<&Ticket>,
     ) -> Result<Refund, PaymentError> {
         let _guard = self.write_lock.lock().await;
         let mut refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
         if refund.status != RefundStatus::Pending {
             return Ok(refund);
         }
+        let changed = refund.status != status || provider_id.is_some();
         refund.status = status;
         refund.failure = failure;
         refund.provider_refund_id = provider_id.or(refund.provider_refund_id);
         refund.updated_at = now_ms();
         let mut commit = Commit::default();
         if status == RefundStatus::Failed {
-            if let Some(mut payment) = refund.payment.as_ref().map(|id| self.store.payment(id)).transpose()?.flatten() {
-                payment.refunded_amount = payment.refunded_amount.saturating_sub(refund.amount);
-                payment.version += 1;
-                payment.updated_at = refund.updated_at;
-                commit.events.push(("payment.updated".into(), view::payment(&payment)));
-                commit.payments.push(payment);
+            if let Some(payment) = refund.payment.as_ref().map(|id| self.load(id)).transpose()? {
+                if let Next::Changed(payment) =
+                    super::machine::next(&payment, PaymentEvent::RefundReleased(refund.amount), refund.updated_at)?
+                {
+                    commit.events.push(("payment.updated".into(), view::payment(&payment)));
+                    commit.payments.push(*payment);
+                }
             }
         }
-        commit.events.push(("refund.updated".into(), view::refund(&refund)));
-        commit.refunds.push(refund.clone());
-        self.save(commit).await?;
+        if let Some(ticket) = ticket {
+            // A refused refund's error answer is stored by the API after the fact: no
+            // effect of it can be repeated (the amount is given back, nothing was sent).
+            commit.idempotency.push(match status {
+                RefundStatus::Failed => (ticket.key.clone(), None),
+                _ => super::stored_record(ticket, 201, Some(view::refund(&refund).to_string()), refund.id.as_str()),
+            });
+        }
+        if changed {
+            commit.events.push(("refund.updated".into(), view::refund(&refund)));
+            commit.refunds.push(refund.clone());
+        }
+        if !commit.is_empty() {
+            self.save(commit).await?;
+        }
         Ok(refund)
     }
 }
 
-fn is_retryable(error: &CallError) -> bool {
-    match error {
-        CallError::Failed(error) => error.retryable,
-        CallError::TimedOut { .. } | CallError::Aborted { .. } => true,
-    }
+fn failure_error(error: &ProviderError) -> PaymentError {
+    let failure = failure_of(error);
+    PaymentError::Provider { code: failure.code, message: failure.message, field: None }
 }
 
-fn provider_refusal(error: MethodError) -> PaymentError {
-    PaymentError::Provider {
-        code: error.code.to_string(),
-        message: error.message.to_string(),
-        field: error.field.into_option().map(|field| field.to_string()),
-    }
+/// Starts the job of a refund (or joins the live one).
+fn start(payments: &Payments, method: Method, id: RefundId, ticket: Option<Ticket>, reply: Option<Reply>) {
+    let me = payments.owned();
+    let job_id = id.clone();
+    let _ =
+        payments.jobs.start(JobKey::Refund(id), move |control| async move { me.refund_job(method, job_id, ticket, reply, control).await });
 }
 
-/// Sends a pending refund again (same id, so the provider does it once) until the
-/// provider gives a final answer.
-pub(super) fn schedule_resend(payments: &Payments, id: RefundId) {
-    let me = payments.me.clone();
-    tokio::spawn(async move {
-        let mut delay = FIRST_DELAY;
-        loop {
-            tokio::time::sleep(delay).await;
-            let Some(payments) = me.upgrade() else { return };
-            let Ok(refund) = payments.get_refund(id.as_str()) else { return };
-            if refund.status != RefundStatus::Pending {
-                return;
-            }
-            let payment = refund.payment.as_ref().and_then(|payment_id: &PaymentId| payments.store.payment(payment_id).ok().flatten());
-            match payments.send_refund(refund, payment.as_ref()).await {
-                Ok((_, true)) => {}
-                Ok((_, false)) | Err(_) => return,
-            }
-            delay = (delay * 2).min(MAX_DELAY);
-        }
-    });
+/// Starts the job of a refund left `pending` (after a restart).
+pub(super) fn resume(payments: &Payments, method: Method, id: RefundId) {
+    start(payments, method, id, None, None);
 }

@@ -2,6 +2,7 @@
 //! them safely (on the blocking pool, with a deadline, panics already turned into
 //! errors by the plugin side of the ABI).
 
+mod adapter;
 mod host;
 mod loader;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use posbridge_plugin_api::{Capabilities, HostBox, Host_TO, MethodError, MethodSetup, PaymentMethodBox, RResult, RString};
 
 use crate::config::{Config, Problem};
+use crate::payments::provider::{self, Abilities, ProviderError};
 pub use host::{redact, HostServices};
 pub use loader::{load_directory, load_directory_after, Catalog, DirectoryError, LoadedPlugin, MethodKind, Refusal};
 
@@ -23,28 +25,25 @@ pub struct Method {
     pub plugin_version: String,
     pub kind: String,
     pub capabilities: Capabilities,
+    /// The capabilities as the payment engine reads them (no ABI types).
+    pub abilities: Abilities,
     pub timeout: Duration,
     inner: Arc<PaymentMethodBox>,
 }
 
-/// Why a call into a plugin produced no answer from the plugin's logic.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The plugin answered with a failure (a panic inside it arrives here too, as
-    /// code `plugin_panicked`).
-    #[error("{0}")]
-    Failed(MethodError),
-    /// The plugin did not answer within the method's timeout.
-    #[error("method {method:?}: {operation} took longer than {after:?}")]
-    TimedOut { method: String, operation: &'static str, after: Duration },
-    /// The blocking task died without an answer.
-    #[error("method {method:?}: {operation} did not complete: {reason}")]
-    Aborted { method: String, operation: &'static str, reason: String },
+/// A plugin's failure, as the engine's plain [`provider::Refusal`].
+pub(crate) fn refusal(error: MethodError) -> provider::Refusal {
+    provider::Refusal {
+        code: error.code.into_string(),
+        message: error.message.into_string(),
+        field: error.field.into_option().map(RString::into_string),
+        retryable: error.retryable,
+    }
 }
 
 impl Method {
     /// Calls the plugin on the blocking pool, bounded by the method's timeout.
-    pub async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
+    pub async fn call<T, F>(&self, operation: &'static str, call: F) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&PaymentMethodBox) -> RResult<T, MethodError> + Send + 'static,
@@ -54,15 +53,15 @@ impl Method {
         let task = tokio::task::spawn_blocking(move || call(&inner).into_result());
         let result = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(failure))) => Err(CallError::Failed(failure)),
-            Ok(Err(join)) => Err(CallError::Aborted { method: self.id.clone(), operation, reason: join.to_string() }),
-            Err(_) => Err(CallError::TimedOut { method: self.id.clone(), operation, after: self.timeout }),
+            Ok(Ok(Err(failure))) => Err(ProviderError::Failed(refusal(failure))),
+            Ok(Err(join)) => Err(ProviderError::Aborted { method: self.id.clone(), operation, reason: join.to_string() }),
+            Err(_) => Err(ProviderError::TimedOut { method: self.id.clone(), operation, after: self.timeout }),
         };
         let outcome = match &result {
             Ok(_) => "ok".to_string(),
-            Err(CallError::Failed(failure)) => failure.code.to_string(),
-            Err(CallError::TimedOut { .. }) => "timeout".to_string(),
-            Err(CallError::Aborted { .. }) => "aborted".to_string(),
+            Err(ProviderError::Failed(failure)) => failure.code.clone(),
+            Err(ProviderError::TimedOut { .. }) => "timeout".to_string(),
+            Err(ProviderError::Aborted { .. }) => "aborted".to_string(),
         };
         crate::metrics::record_plugin_call(&self.id, operation, &outcome, started.elapsed().as_secs_f64());
         result
@@ -175,6 +174,7 @@ fn create_method(
             plugin_version: plugin.version.clone(),
             kind: kind.kind.clone(),
             capabilities: kind.capabilities,
+            abilities: adapter::abilities(kind.capabilities),
             timeout: config.timeout,
             inner: Arc::new(inner),
         }),

@@ -96,6 +96,11 @@ pub struct Faults {
     pub unavailable: bool,
     /// A check is recorded, then its answer never comes (a lost answer).
     pub stall_after_check: bool,
+    /// Checks and refunds take this long before they take effect and are answered.
+    pub slow: Option<Duration>,
+    /// Every API request goes unanswered and takes no effect (a dead network path);
+    /// the caller's own timeout ends it.
+    pub black_hole: bool,
 }
 
 #[derive(Default)]
@@ -106,6 +111,8 @@ struct Ledger {
     faults: Faults,
     checks: u64,
     token_requests: u64,
+    /// When the last check or refund answer was sent.
+    last_answer_at: Option<std::time::Instant>,
 }
 
 struct Shared {
@@ -209,6 +216,17 @@ impl SmartumSandbox {
         self.shared.ledger().transactions.get(id).cloned()
     }
 
+    /// When the last check or refund was answered (for "settled within a second of
+    /// the provider's answer").
+    pub fn last_answer_at(&self) -> Option<std::time::Instant> {
+        self.shared.ledger().last_answer_at
+    }
+
+    /// How many refunds the sandbox has taken.
+    pub fn refund_count(&self) -> usize {
+        self.shared.ledger().refunds.len()
+    }
+
     /// Switches faults on or off.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.ledger().faults = faults;
@@ -305,6 +323,9 @@ fn router(shared: Arc<Shared>) -> Router {
 
 /// `POST /oauth/token`: client credentials, form-encoded only.
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if shared.ledger().faults.black_hole {
+        std::future::pending::<()>().await;
+    }
     if shared.ledger().faults.unavailable {
         return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the sandbox is switched to unavailable");
     }
@@ -336,6 +357,20 @@ fn form_pairs(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// Waits out the `slow` fault, and forever in the `black_hole` one.
+async fn obey_delays(shared: &Shared) {
+    let (slow, black_hole) = {
+        let ledger = shared.ledger();
+        (ledger.faults.slow, ledger.faults.black_hole)
+    };
+    if black_hole {
+        std::future::pending::<()>().await;
+    }
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// Checks the Bearer token and the unavailable fault: `Some` is the refusal to answer.
 fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let ledger = shared.ledger();
@@ -350,6 +385,9 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
 }
 
 async fn transaction(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if shared.ledger().faults.black_hole {
+        std::future::pending::<()>().await;
+    }
     if let Some(answer) = refusal(&shared, &headers) {
         return answer;
     }
@@ -367,6 +405,7 @@ struct CheckBody {
 }
 
 async fn check(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    obey_delays(&shared).await;
     if let Some(answer) = refusal(&shared, &headers) {
         return answer;
     }
@@ -389,6 +428,9 @@ async fn check(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): 
         transaction.check_reference = Some(request.reference);
         let answer = Json(json!({"data": transaction.json()})).into_response();
         ledger.checks += 1;
+        if !stall {
+            ledger.last_answer_at = Some(std::time::Instant::now());
+        }
         (answer, stall)
     };
     shared.checked.notify_all();
@@ -405,6 +447,7 @@ struct RefundBody {
 }
 
 async fn refund(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    obey_delays(&shared).await;
     if let Some(answer) = refusal(&shared, &headers) {
         return answer;
     }
@@ -435,6 +478,7 @@ async fn refund(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id):
     transaction.status = if transaction.refunded_amount == transaction.amount { "refunded" } else { "partially_refunded" };
     let answer = json!({"data": {"id": random_id("rf_"), "transaction": id, "amount": request.amount, "status": "succeeded"}});
     ledger.refunds.insert(key, (fingerprint, 201, answer.clone()));
+    ledger.last_answer_at = Some(std::time::Instant::now());
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 

@@ -43,14 +43,20 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
-/// A stored response to a POST with an `Idempotency-Key`.
+/// A stored response to a POST with an `Idempotency-Key`, written in the same
+/// transaction as the change it answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// Hash of the request (method, path, body): a different request with the same key
     /// is a conflict.
     pub fingerprint: String,
     pub status: u16,
-    pub body: String,
+    /// The answer; `None` while the work it started is still under way (`target`).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The payment or refund the request's work is about (`pay_…`, `re_…`).
+    #[serde(default)]
+    pub target: Option<String>,
     pub created_at: Millis,
 }
 
@@ -66,7 +72,21 @@ pub struct Commit {
     pub reserve: Vec<(String, PaymentId)>,
     /// Receipt reservations to drop (the attempt took nothing).
     pub release: Vec<String>,
-    pub idempotency: Vec<(String, IdempotencyRecord)>,
+    /// Idempotency records to store (`Some`) or forget (`None`: a transient answer whose
+    /// retry must run again).
+    pub idempotency: Vec<(String, Option<IdempotencyRecord>)>,
+}
+
+impl Commit {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.payments.is_empty()
+            && self.refunds.is_empty()
+            && self.events.is_empty()
+            && self.reserve.is_empty()
+            && self.release.is_empty()
+            && self.idempotency.is_empty()
+    }
 }
 
 const NEXT_EVENT: &[u8] = b"next_event";
@@ -138,7 +158,10 @@ impl Store {
                 refunds.insert(refund.id.as_str().as_bytes(), encode(refund))?;
             }
             for (key, record) in &commit.idempotency {
-                idempotency.insert(key.as_bytes(), encode(record))?;
+                match record {
+                    Some(record) => idempotency.insert(key.as_bytes(), encode(record))?,
+                    None => idempotency.remove(key.as_bytes())?,
+                };
             }
             append_events(journal, meta, &commit.events)
         });
@@ -190,13 +213,15 @@ impl Store {
         })
     }
 
-    /// Every payment not yet final, for recovery and expiry after a start.
+    /// Every payment with work left (not final, or a compensation under way), for
+    /// recovery and expiry after a start.
     pub fn unfinished_payments(&self) -> Result<Vec<Payment>, StoreError> {
         let mut open = Vec::new();
         for entry in self.payments.iter() {
             let (key, value) = entry?;
             let payment: Payment = decode(&key, &value)?;
-            if !payment.status.is_final() {
+            let compensating = payment.compensation == Some(crate::payments::model::Compensation::Pending);
+            if !payment.status.is_final() || compensating {
                 open.push(payment);
             }
         }

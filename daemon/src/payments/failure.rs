@@ -1,0 +1,80 @@
+//! The one failure table: what each failure code means to the engine, the API and
+//! idempotency. Plugins answer codes; everything else asks this table instead of
+//! re-deriving meaning from strings (docs/api.md prints the same table).
+
+/// How the engine and the API treat a failure code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureClass {
+    /// The HTTP status when the failure is the answer to a request.
+    pub http_status: u16,
+    /// The same request may succeed later (provider down, timeout).
+    pub retryable: bool,
+    /// The provider may have acted: the payment stays `processing` and the engine looks
+    /// it up (a refund stays `pending` and is sent again).
+    pub outcome_unknown: bool,
+    /// An answer carrying this failure is stored for its `Idempotency-Key`. Transient
+    /// failures are not: the retry must run again.
+    pub replayable: bool,
+}
+
+const fn class(http_status: u16, retryable: bool, outcome_unknown: bool, replayable: bool) -> FailureClass {
+    FailureClass { http_status, retryable, outcome_unknown, replayable }
+}
+
+/// Every code with a meaning of its own; any other plugin code is the provider's
+/// refusal of this request (`422`, final, replayable).
+pub const TABLE: &[(&str, FailureClass)] = &[
+    ("outcome_unknown", class(503, true, true, false)),
+    ("plugin_timeout", class(504, true, true, false)),
+    ("plugin_error", class(502, true, true, false)),
+    ("provider_unavailable", class(503, true, false, false)),
+    ("provider_error", class(502, true, false, true)),
+    ("plugin_panicked", class(502, false, false, true)),
+    ("unsupported", class(502, false, false, true)),
+    ("receipt_already_used", class(409, false, false, true)),
+    ("method_not_configured", class(409, true, false, false)),
+    ("store_error", class(500, true, false, false)),
+    ("rate_limited", class(429, true, false, false)),
+];
+
+/// A provider's refusal of this particular request.
+const REFUSAL: FailureClass = class(422, false, false, true);
+
+/// The class of `code`.
+pub fn class_of(code: &str) -> FailureClass {
+    TABLE.iter().find(|(known, _)| *known == code).map(|(_, class)| *class).unwrap_or(REFUSAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_outcomes_keep_the_attempt_open_and_are_never_replayed() {
+        for code in ["outcome_unknown", "plugin_timeout", "plugin_error"] {
+            let class = class_of(code);
+            assert!(class.outcome_unknown && class.retryable && !class.replayable, "{code}");
+        }
+    }
+
+    #[test]
+    fn provider_unavailable_is_retryable_but_took_nothing() {
+        let class = class_of("provider_unavailable");
+        assert!(class.retryable && !class.outcome_unknown && !class.replayable);
+        assert_eq!(class.http_status, 503);
+    }
+
+    #[test]
+    fn any_other_code_is_a_final_refusal() {
+        assert_eq!(class_of("card_declined"), REFUSAL);
+        assert_eq!(class_of("refund_window_closed").http_status, 422);
+        assert_eq!(class_of("receipt_already_used").http_status, 409);
+    }
+
+    #[test]
+    fn codes_are_listed_once() {
+        for (index, (code, _)) in TABLE.iter().enumerate() {
+            assert!(TABLE[index + 1..].iter().all(|(other, _)| other != code), "{code} twice");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The payment state machine as pure functions: (payment, event, now) → the payment's
+//! next state, or why the event is refused. No I/O, no clock of its own: the engine
+//! reads, calls [`next`], and commits what it answers.
+
+use super::model::{Amount, Attempt, Compensation, Failure, Millis, NextAction, Payment, PaymentStatus};
+use super::provider::Settlement;
+use super::PaymentError;
+
+/// Something that happens to a payment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentEvent {
+    /// A scanned code's attempt begins (write-ahead, before the provider hears of it).
+    AttemptStarted(Attempt),
+    /// The provider took the payment (scan, manual entry, card, or found by lookup).
+    Settled(Settlement),
+    /// The attempt failed and took nothing.
+    AttemptFailed(Failure),
+    /// A waiting card payment's progress.
+    CardWaiting { processing: bool, plugin_data: String, next_action: Option<NextAction> },
+    /// The card payment failed at the provider.
+    CardFailed { failure: Failure, plugin_data: String },
+    /// The POS canceled it.
+    Canceled,
+    /// Its time to be scanned ran out.
+    Expired,
+    /// A refund reserved part of what it took.
+    RefundReserved(Amount),
+    /// A refund the provider refused gives its amount back.
+    RefundReleased(Amount),
+    /// A later leg of this purchase started, finished or gave up (see [`leg_effect`]).
+    Leg(LegEffect),
+    /// Canceling this leg abandoned the purchase: its other legs are to be refunded.
+    CompensationStarted,
+    /// Every leg that took money was refunded.
+    CompensationDone,
+}
+
+/// What a leg's change does to its parent payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegEffect {
+    /// Amount newly held by the leg.
+    pub reserve: Amount,
+    /// Amount the leg no longer holds.
+    pub release: Amount,
+    /// Amount the leg took.
+    pub capture: Amount,
+}
+
+/// The outcome of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Nothing to store (already so, or a late event for a settled payment).
+    Unchanged,
+    /// The payment's next state, version bumped.
+    Changed(Box<Payment>),
+}
+
+fn refuse(payment: &Payment, action: &'static str) -> PaymentError {
+    PaymentError::InvalidState { status: payment.status, action }
+}
+
+/// Checks that a scan or manual entry may pay `payment` at `now`.
+pub fn check_scannable(payment: &Payment, now: Millis, action: &'static str) -> Result<(), PaymentError> {
+    if !payment.status.accepts_scan() {
+        return Err(refuse(payment, action));
+    }
+    if payment.expires_at <= now {
+        return Err(PaymentError::InvalidState { status: PaymentStatus::Expired, action });
+    }
+    Ok(())
+}
+
+fn waiting_for_card(payment: &Payment) -> bool {
+    matches!(payment.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing)
+}
+
+/// The payment after `event` at `now`.
+pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next, PaymentError> {
+    let mut after = payment.clone();
+    match event {
+        PaymentEvent::AttemptStarted(attempt) => {
+            check_scannable(payment, now, "scanned")?;
+            after.status = PaymentStatus::Processing;
+            after.failure = None;
+            after.attempt = Some(attempt);
+        }
+        PaymentEvent::Settled(settlement) => {
+            if payment.status == PaymentStatus::Succeeded {
+                return Ok(Next::Unchanged); // a lookup and the original call raced: the first won
+            }
+            if !payment.status.can_become(PaymentStatus::Succeeded) {
+                return Err(refuse(payment, "completed"));
+            }
+            after.status = PaymentStatus::Succeeded;
+            after.captured_amount = Amount(settlement.captured_amount);
+            after.transaction_id = settlement.transaction_id;
+            after.verified = Some(settlement.verified);
+            after.benefit = settlement.benefit;
+            after.plugin_data = Some(settlement.plugin_data);
+            after.captured_at = Some(now);
+            after.failure = None;
+            after.attempt = None;
+            after.next_action = None;
+        }
+        PaymentEvent::AttemptFailed(failure) => {
+            if payment.status.is_final() {
+                return Ok(Next::Unchanged);
+            }
+            after.status = PaymentStatus::Failed;
+            after.failure = Some(failure);
+            after.attempt = None;
+            after.next_action = None;
+        }
+        PaymentEvent::CardWaiting { processing, plugin_data, next_action } => {
+            let status = if processing { PaymentStatus::Processing } else { PaymentStatus::AwaitingCard };
+            let plugin_data = Some(plugin_data);
+            let same = payment.status == status && payment.plugin_data == plugin_data && payment.next_action == next_action;
+            if same || !waiting_for_card(payment) {
+                return Ok(Next::Unchanged);
+            }
+            after.status = status;
+            after.plugin_data = plugin_data;
+            after.next_action = next_action;
+        }
+        PaymentEvent::CardFailed { failure, plugin_data } => {
+            if !waiting_for_card(payment) {
+                return Ok(Next::Unchanged);
+            }
+            after.status = PaymentStatus::Failed;
+            after.failure = Some(failure);
+            after.plugin_data = Some(plugin_data);
+            after.next_action = None;
+        }
+        PaymentEvent::Canceled => {
+            if payment.status == PaymentStatus::Canceled {
+                return Ok(Next::Unchanged);
+            }
+            if !payment.status.can_become(PaymentStatus::Canceled) {
+                return Err(refuse(payment, "canceled"));
+            }
+            after.status = PaymentStatus::Canceled;
+            after.next_action = None;
+        }
+        PaymentEvent::Expired => {
+            if !payment.status.accepts_scan() || payment.expires_at > now {
+                return Ok(Next::Unchanged);
+            }
+            after.status = PaymentStatus::Expired;
+        }
+        PaymentEvent::RefundReserved(amount) => {
+            if payment.status != PaymentStatus::Succeeded {
+                return Err(refuse(payment, "refunded"));
+            }
+            let refundable = payment.refundable_amount();
+            if amount > refundable || amount.0 == 0 {
+                return Err(PaymentError::RefundExceedsPayment { refundable });
+            }
+            after.refunded_amount = Amount(payment.refunded_amount.0 + amount.0);
+        }
+        PaymentEvent::RefundReleased(amount) => {
+            after.refunded_amount = payment.refunded_amount.saturating_sub(amount);
+        }
+        PaymentEvent::Leg(effect) => {
+            let open = payment.open_for_split().0 + effect.release.0;
+            if effect.reserve.0 > open {
+                return Err(PaymentError::SplitNotPossible {
+                    parent: payment.id.clone(),
+                    reason: format!("only {open} of the purchase is open (other payments of it are under way)"),
+                });
+            }
+            after.split_reserved_amount = Amount(payment.split_reserved_amount.0 + effect.reserve.0).saturating_sub(effect.release);
+            after.split_captured_amount = Amount(payment.split_captured_amount.0.saturating_add(effect.capture.0));
+        }
+        PaymentEvent::CompensationStarted => after.compensation = Some(Compensation::Pending),
+        PaymentEvent::CompensationDone => after.compensation = Some(Compensation::Done),
+    }
+    after.version += 1;
+    after.updated_at = now.max(payment.updated_at);
+    Ok(Next::Changed(Box::new(after)))
+}
+
+/// What a leg's change from `before` (`None`: just created) to `after` does to its
+/// parent: a leg holds its amount while it may still take money, and adds what it took.
+pub fn leg_effect(before: Option<&Payment>, after: &Payment) -> Option<LegEffect> {
+    after.split_of.as_ref()?;
+    let held_before = before.is_some_and(Payment::holds_split_reservation);
+    let held_after = after.holds_split_reservation();
+    let newly_succeeded = after.status == PaymentStatus::Succeeded && before.is_none_or(|before| before.status != PaymentStatus::Succeeded);
+    let effect = LegEffect {
+        reserve: if held_after && !held_before { after.amount } else { Amount(0) },
+        release: if held_before && !held_after { before.map(|before| before.amount).unwrap_or_default() } else { Amount(0) },
+        capture: if newly_succeeded { after.captured_amount } else { Amount(0) },
+    };
+    (effect != LegEffect::default()).then_some(effect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::model::{Currency, PaymentId};
+    use PaymentStatus::*;
+
+    const NOW: Millis = 1_795_000_000_000;
+
+    fn payment(status: PaymentStatus) -> Payment {
+        Payment {
+            id: PaymentId::new(NOW - 1000, 1),
+            status,
+            method: "smartum".into(),
+            register: "till-1".into(),
+            client: "till-1".into(),
+            reference: None,
+            amount: Amount(4500),
+            currency: Currency::parse("EUR").unwrap(),
+            eligible_amount: Amount(3000),
+            captured_amount: Amount(0),
+            split_captured_amount: Amount(0),
+            split_reserved_amount: Amount(0),
+            refunded_amount: Amount(0),
+            transaction_id: None,
+            verified: None,
+            benefit: None,
+            failure: None,
+            split_of: None,
+            lines: Vec::new(),
+            created_at: NOW - 1000,
+            updated_at: NOW - 1000,
+            expires_at: NOW + 60_000,
+            captured_at: None,
+            version: 1,
+            attempt: None,
+            plugin_data: None,
+            next_action: None,
+            compensation: None,
+        }
+    }
+
+    fn attempt() -> Attempt {
+        Attempt { code: "code".into(), transaction_id: "tx_1".into(), amount: Some(Amount(3000)), started_at: NOW }
+    }
+
+    fn settlement(captured: u64) -> Settlement {
+        Settlement {
+            transaction_id: Some("tx_1".into()),
+            captured_amount: captured,
+            verified: true,
+            benefit: None,
+            plugin_data: "{}".into(),
+        }
+    }
+
+    fn failure(code: &str) -> Failure {
+        Failure { code: code.into(), message: "m".into(), retryable: false }
+    }
+
+    fn changed(result: Result<Next, PaymentError>) -> Payment {
+        match result {
+            Ok(Next::Changed(payment)) => *payment,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    fn all() -> [PaymentStatus; 7] {
+        [AwaitingScan, AwaitingCard, Processing, Succeeded, Failed, Canceled, Expired]
+    }
+
+    #[test]
+    fn an_attempt_starts_only_on_a_payment_awaiting_a_scan_and_in_time() {
+        for status in all() {
+            let result = next(&payment(status), PaymentEvent::AttemptStarted(attempt()), NOW);
+            if status.accepts_scan() {
+                let after = changed(result);
+                assert_eq!((after.status, after.version, after.attempt.is_some()), (Processing, 2, true));
+            } else {
+                assert!(matches!(result, Err(PaymentError::InvalidState { .. })), "{status}");
+            }
+        }
+        let late = next(&payment(AwaitingScan), PaymentEvent::AttemptStarted(attempt()), NOW + 60_000);
+        assert!(matches!(late, Err(PaymentError::InvalidState { status: Expired, .. })));
+    }
+
+    #[test]
+    fn settling_records_the_capture_once() {
+        let mut processing = payment(Processing);
+        processing.attempt = Some(attempt());
+        let after = changed(next(&processing, PaymentEvent::Settled(settlement(3000)), NOW));
+        assert_eq!((after.status, after.captured_amount, after.attempt.clone()), (Succeeded, Amount(3000), None));
+        assert_eq!(after.captured_at, Some(NOW));
+        assert_eq!(next(&after, PaymentEvent::Settled(settlement(3000)), NOW).unwrap(), Next::Unchanged);
+        for status in [Canceled, Expired] {
+            assert!(next(&payment(status), PaymentEvent::Settled(settlement(1)), NOW).is_err(), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_clears_it_but_never_undoes_a_final_state() {
+        let mut processing = payment(Processing);
+        processing.attempt = Some(attempt());
+        let after = changed(next(&processing, PaymentEvent::AttemptFailed(failure("bad_signature")), NOW));
+        assert_eq!((after.status, after.attempt.clone()), (Failed, None));
+        for status in [Succeeded, Canceled, Expired] {
+            assert_eq!(next(&payment(status), PaymentEvent::AttemptFailed(failure("x")), NOW).unwrap(), Next::Unchanged);
+        }
+    }
+
+    #[test]
+    fn card_progress_applies_only_while_waiting_and_only_when_it_changes() {
+        let waiting = payment(AwaitingCard);
+        let event = || PaymentEvent::CardWaiting { processing: true, plugin_data: "pi_1".into(), next_action: None };
+        let after = changed(next(&waiting, event(), NOW));
+        assert_eq!(after.status, Processing);
+        assert_eq!(next(&after, event(), NOW).unwrap(), Next::Unchanged);
+        assert_eq!(next(&payment(Canceled), event(), NOW).unwrap(), Next::Unchanged);
+        let failed = changed(next(&after, PaymentEvent::CardFailed { failure: failure("card_declined"), plugin_data: "pi_1".into() }, NOW));
+        assert_eq!(failed.status, Failed);
+        let late = PaymentEvent::CardFailed { failure: failure("card_declined"), plugin_data: "pi_1".into() };
+        assert_eq!(next(&payment(Succeeded), late, NOW).unwrap(), Next::Unchanged);
+    }
+
+    #[test]
+    fn cancel_is_refused_once_money_may_have_moved() {
+        for status in [AwaitingScan, AwaitingCard, Failed] {
+            assert_eq!(changed(next(&payment(status), PaymentEvent::Canceled, NOW)).status, Canceled);
+        }
+        for status in [Processing, Succeeded, Expired] {
+            assert!(matches!(next(&payment(status), PaymentEvent::Canceled, NOW), Err(PaymentError::InvalidState { .. })), "{status}");
+        }
+        assert_eq!(next(&payment(Canceled), PaymentEvent::Canceled, NOW).unwrap(), Next::Unchanged);
+    }
+
+    #[test]
+    fn expiry_takes_only_unpaid_payments_whose_time_is_up() {
+        assert_eq!(next(&payment(AwaitingScan), PaymentEvent::Expired, NOW).unwrap(), Next::Unchanged, "not yet");
+        assert_eq!(changed(next(&payment(Failed), PaymentEvent::Expired, NOW + 60_000)).status, Expired);
+        for status in [AwaitingCard, Processing, Succeeded, Canceled] {
+            assert_eq!(next(&payment(status), PaymentEvent::Expired, NOW + 60_000).unwrap(), Next::Unchanged, "{status}");
+        }
+    }
+
+    #[test]
+    fn refunds_reserve_at_most_what_was_taken_and_a_refusal_gives_it_back() {
+        let mut paid = payment(Succeeded);
+        paid.captured_amount = Amount(3000);
+        let reserved = changed(next(&paid, PaymentEvent::RefundReserved(Amount(1000)), NOW));
+        assert_eq!(reserved.refundable_amount(), Amount(2000));
+        assert!(matches!(
+            next(&reserved, PaymentEvent::RefundReserved(Amount(2001)), NOW),
+            Err(PaymentError::RefundExceedsPayment { refundable: Amount(2000) })
+        ));
+        assert!(next(&payment(Processing), PaymentEvent::RefundReserved(Amount(1)), NOW).is_err());
+        let released = changed(next(&reserved, PaymentEvent::RefundReleased(Amount(1000)), NOW));
+        assert_eq!(released.refundable_amount(), Amount(3000));
+    }
+
+    #[test]
+    fn legs_reserve_their_amount_and_never_sum_above_the_purchase() {
+        let mut parent = payment(Succeeded);
+        parent.captured_amount = Amount(3000); // 1500 remains
+        let mut leg = payment(AwaitingCard);
+        leg.split_of = Some(parent.id.clone());
+        leg.amount = Amount(1500);
+        let effect = leg_effect(None, &leg).expect("a new leg reserves");
+        assert_eq!(effect, LegEffect { reserve: Amount(1500), ..LegEffect::default() });
+        let held = changed(next(&parent, PaymentEvent::Leg(effect), NOW));
+        assert_eq!(held.open_for_split(), Amount(0));
+        assert!(matches!(next(&held, PaymentEvent::Leg(effect), NOW), Err(PaymentError::SplitNotPossible { .. })), "a second leg");
+
+        let mut paid = leg.clone();
+        paid.status = Succeeded;
+        paid.captured_amount = Amount(1500);
+        let captured = leg_effect(Some(&leg), &paid).unwrap();
+        assert_eq!(captured, LegEffect { reserve: Amount(0), release: Amount(1500), capture: Amount(1500) });
+        let done = changed(next(&held, PaymentEvent::Leg(captured), NOW));
+        assert_eq!((done.split_reserved_amount, done.remaining_amount()), (Amount(0), Amount(0)));
+
+        let mut declined = leg.clone();
+        declined.status = Failed;
+        let released = changed(next(&held, PaymentEvent::Leg(leg_effect(Some(&leg), &declined).unwrap()), NOW));
+        assert_eq!(released.open_for_split(), Amount(1500), "a failed leg gives its amount back");
+        assert_eq!(leg_effect(Some(&declined), &declined), None);
+        assert_eq!(leg_effect(None, &payment(AwaitingScan)), None, "not a leg");
+    }
+
+    #[test]
+    fn every_change_bumps_the_version_and_never_moves_time_back() {
+        let mut earlier = payment(AwaitingScan);
+        earlier.updated_at = NOW + 5;
+        let after = changed(next(&earlier, PaymentEvent::Canceled, NOW));
+        assert_eq!((after.version, after.updated_at), (2, NOW + 5));
+        let compensating = changed(next(&after, PaymentEvent::CompensationStarted, NOW));
+        assert_eq!((compensating.compensation, compensating.version), (Some(Compensation::Pending), 3));
+    }
+}

@@ -1,0 +1,196 @@
+//! Scanned codes and manual entries: offline inspection, write-ahead, redemption at
+//! the provider, all inside the payment's job, so a POS that hangs up mid-scan never
+//! strands the payment. An outcome the provider could not confirm keeps the payment
+//! `processing` and the same job looks it up (`recovery.rs`).
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::machine::{self, PaymentEvent};
+use super::model::{now_ms, Amount, Attempt, Failure, Payment, PaymentId, PaymentStatus};
+use super::provider::{ManualEntry, Provider, ProviderError, Settlement};
+use super::supervisor::{JobControl, JobKey};
+use super::{await_answer, failure_of, outcome_unknown, recovery, Asked, PaymentError, Payments, Record, Ticket};
+use crate::plugins::Method;
+
+type Reply = oneshot::Sender<Result<Payment, PaymentError>>;
+
+impl Payments {
+    /// Applies a scanned code. A refused code leaves the payment `failed` (answered, not
+    /// an error); an outcome the provider could not confirm leaves it `processing` while
+    /// its job looks it up.
+    pub async fn scan(&self, id: &str, code: &str, asked: Asked) -> Result<Payment, PaymentError> {
+        let current = self.get(id)?;
+        let method = self.method(&current.method)?;
+        Self::require(&method, |able| able.scan, "scanned codes")?;
+        let (reply, answer) = oneshot::channel();
+        self.start_scan(current.id.clone(), method, code.to_string(), asked.ticket.clone(), reply).await?;
+        match await_answer(answer, asked.patience).await {
+            Some(result) => result,
+            None => self.get(id),
+        }
+    }
+
+    /// Hands a code from a register's scanner to that register's newest payment awaiting
+    /// a scan, without waiting for the provider (one slow provider must not hold other
+    /// registers' scans). `None` when no payment awaits one.
+    pub async fn scan_waiting(&self, register: &str, code: &str) -> Result<Option<Payment>, PaymentError> {
+        let now = now_ms();
+        let candidates: Vec<PaymentId> = {
+            let expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            expiring.iter().rev().filter(|(_, expires_at)| **expires_at > now).map(|(id, _)| id.clone()).collect()
+        };
+        for id in candidates {
+            let Some(payment) = self.store.payment(&id)? else { continue };
+            if payment.register == register && payment.status.accepts_scan() {
+                let method = self.method(&payment.method)?;
+                Self::require(&method, |able| able.scan, "scanned codes")?;
+                let (reply, _answer) = oneshot::channel();
+                self.start_scan(id, method, code.to_string(), None, reply).await?;
+                return Ok(Some(payment));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts the payment's scan job. A job still live for it (a concurrent scan, or
+    /// one just ending) is waited for when the payment still takes scans.
+    async fn start_scan(
+        &self,
+        id: PaymentId,
+        method: Method,
+        code: String,
+        ticket: Option<Ticket>,
+        reply: Reply,
+    ) -> Result<(), PaymentError> {
+        let mut job = Some((method, code, ticket, reply));
+        loop {
+            machine::check_scannable(&self.load(&id)?, now_ms(), "scanned")?;
+            let me = self.owned();
+            let key = JobKey::Payment(id.clone());
+            let job_id = id.clone();
+            let mut parts = job.take();
+            let started = self.jobs.start(key, |control| {
+                let (method, code, ticket, reply) = parts.take().expect("started once");
+                async move { me.scan_job(method, job_id, code, ticket, reply, control).await }
+            });
+            match started {
+                Ok(_) => return Ok(()),
+                Err(busy) => {
+                    job = parts.take();
+                    busy.finished().await;
+                }
+            }
+        }
+    }
+
+    async fn scan_job(
+        self: Arc<Self>,
+        method: Method,
+        id: PaymentId,
+        code: String,
+        ticket: Option<Ticket>,
+        reply: Reply,
+        control: JobControl,
+    ) {
+        let outcome = self.attempt(&method, &id, code, ticket.as_ref()).await;
+        let unresolved = matches!(&outcome, Ok(payment) if payment.status == PaymentStatus::Processing);
+        let _ = reply.send(outcome);
+        if unresolved {
+            recovery::follow(&self, &method, &id, ticket.as_ref(), &control).await;
+        }
+    }
+
+    /// Inspect offline → write-ahead → redeem → settle.
+    async fn attempt(&self, method: &Method, id: &PaymentId, code: String, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
+        let payment = self.load(id)?;
+        machine::check_scannable(&payment, now_ms(), "scanned")?;
+        let answer = Record::answer(ticket, 200);
+        let inspected = match method.inspect_code(Self::context(&payment, method), code.clone()).await {
+            Ok(inspected) => inspected,
+            Err(error) => return self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+        };
+        if let Some(holder) = self.store.redeemed_by(&inspected.transaction_id)?.filter(|holder| holder != id) {
+            let failure =
+                Failure { code: "receipt_already_used".into(), message: format!("this receipt already paid {holder}"), retryable: false };
+            return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
+        }
+        let attempt = Attempt {
+            code: code.clone(),
+            transaction_id: inspected.transaction_id.clone(),
+            amount: inspected.amount.map(Amount),
+            started_at: now_ms(),
+        };
+        let payment = match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
+            Ok(payment) => payment,
+            Err(PaymentError::Provider { code, message, .. }) if code == "receipt_already_used" => {
+                let failure = Failure { code, message, retryable: false };
+                return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
+            }
+            Err(error) => return Err(error),
+        };
+        let redeemed = method.redeem(Self::context(&payment, method), code, inspected).await;
+        self.finish_attempt(id, redeemed, ticket).await
+    }
+
+    /// Records the end of an attempt: success, failure, or (unknown outcome) nothing yet.
+    async fn finish_attempt(
+        &self,
+        id: &PaymentId,
+        outcome: Result<Settlement, ProviderError>,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
+        let answer = Record::answer(ticket, 200);
+        match outcome {
+            Ok(settlement) => self.transition(id, PaymentEvent::Settled(settlement), answer).await,
+            Err(error) if outcome_unknown(&error) => {
+                tracing::warn!(payment = %id, %error, "provider outcome unknown; the payment's job looks it up");
+                self.load(id)
+            }
+            Err(error) => self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+        }
+    }
+
+    /// A payment the cashier entered by hand (unverified). A refused entry leaves the
+    /// payment as it was and answers the reason (a typo is not a failed payment).
+    pub async fn manual(&self, id: &str, amount: Amount, transaction_id: Option<String>, asked: Asked) -> Result<Payment, PaymentError> {
+        let current = self.get(id)?;
+        let method = self.method(&current.method)?;
+        Self::require(&method, |able| able.manual_entry, "manual entry")?;
+        if let Some(holder) = transaction_id.as_deref().map(|tx| self.store.redeemed_by(tx)).transpose()?.flatten() {
+            return Err(PaymentError::Provider {
+                code: "receipt_already_used".into(),
+                message: format!("this transaction already paid {holder}"),
+                field: Some("transaction_id".into()),
+            });
+        }
+        machine::check_scannable(&current, now_ms(), "entered by hand")?;
+        let (reply, answer) = oneshot::channel();
+        let me = self.owned();
+        let entry = ManualEntry { amount: amount.0, transaction_id };
+        let ticket = asked.ticket.clone();
+        let payment_id = current.id.clone();
+        self.jobs
+            .start(JobKey::Payment(current.id.clone()), move |_| async move {
+                let _ = reply.send(me.enter(&method, &payment_id, entry, ticket.as_ref()).await);
+            })
+            .map_err(|_| PaymentError::InvalidState { status: PaymentStatus::Processing, action: "entered by hand" })?;
+        match await_answer(answer, asked.patience).await {
+            Some(result) => result,
+            None => self.get(id),
+        }
+    }
+
+    async fn enter(&self, method: &Method, id: &PaymentId, entry: ManualEntry, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
+        let payment = self.load(id)?;
+        machine::check_scannable(&payment, now_ms(), "entered by hand")?;
+        match method.accept_manual(Self::context(&payment, method), entry).await {
+            Ok(settlement) => self.transition(id, PaymentEvent::Settled(settlement), Record::answer(ticket, 200)).await,
+            Err(ProviderError::Failed(refusal)) => {
+                Err(PaymentError::Provider { code: refusal.code, message: refusal.message, field: refusal.field })
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
