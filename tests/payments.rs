@@ -820,14 +820,17 @@ fn not_taken_is_believed_only_after_the_attempt_could_have_landed() {
     );
     let processing = shop.daemon().follow(id(&payment), 1, &["awaiting_scan"]);
     assert_eq!(processing["status"], "processing", "{processing}");
-    // Back at once: the lookup hears "not checked" while the lost request could still land.
-    shop.smartum.set_faults(Faults::default());
+    // The check is lost on the way; Smartum answers reads: "not checked", while the lost
+    // request could still land.
+    let unknown = shop.daemon().wait_for_log(&["provider outcome unknown", id(&payment)], Duration::from_secs(30));
+    assert!(unknown.is_some(), "the redeem gave up without an answer:\n{}", shop.daemon().log().join("\n"));
     let failed = shop.daemon().follow(id(&payment), processing["version"].as_u64().unwrap(), &["processing"]);
     assert_eq!(failure_code(&failed), "attempt_interrupted", "{failed}");
     let started = posbridge::payments::model::parse_rfc3339(processing["updated_at"].as_str().unwrap()).unwrap();
     let decided = posbridge::payments::model::parse_rfc3339(failed["updated_at"].as_str().unwrap()).unwrap();
     assert!(decided - started >= 3000, "decided {} ms after the attempt, before the method's timeout", decided - started);
     assert_eq!(shop.smartum.transaction(&receipt.transaction_id).unwrap().status, "paid", "nothing was taken");
+    shop.smartum.set_faults(Faults::default());
     let (_, paid) = shop.scan(&payment, &receipt.jws);
     assert_eq!(paid["status"], "succeeded", "the receipt pays on a new scan: {paid}");
 }

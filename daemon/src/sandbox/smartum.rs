@@ -98,8 +98,8 @@ pub struct Faults {
     pub stall_after_check: bool,
     /// Checks and refunds take this long before they take effect and are answered.
     pub slow: Option<Duration>,
-    /// Every API request goes unanswered and takes no effect (a dead network path);
-    /// the caller's own timeout ends it.
+    /// Checks and refunds go unanswered and take no effect (requests lost on the way);
+    /// the caller's own timeout ends them. Reads are answered.
     pub black_hole: bool,
 }
 
@@ -323,9 +323,6 @@ fn router(shared: Arc<Shared>) -> Router {
 
 /// `POST /oauth/token`: client credentials, form-encoded only.
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if shared.ledger().faults.black_hole {
-        std::future::pending::<()>().await;
-    }
     if shared.ledger().faults.unavailable {
         return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the sandbox is switched to unavailable");
     }
@@ -385,9 +382,6 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
 }
 
 async fn transaction(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if shared.ledger().faults.black_hole {
-        std::future::pending::<()>().await;
-    }
     if let Some(answer) = refusal(&shared, &headers) {
         return answer;
     }

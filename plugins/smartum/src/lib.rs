@@ -160,13 +160,21 @@ impl SmartumMethod {
                 // The check may have happened with the answer lost: ask before failing,
                 // and if Smartum cannot tell, say the outcome is unknown (the host then
                 // keeps the payment `processing` and resolves it by lookup).
-                match self.checked_by_us(id, payment) {
-                    Err(lookup_failed) if lookup_failed.retryable => Err(MethodError::new(
+                let unknown = || {
+                    MethodError::new(
                         "outcome_unknown",
                         format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message),
                     )
-                    .retryable()),
-                    other => other,
+                    .retryable()
+                };
+                match self.api.transaction(id, payment.deadline_unix_ms) {
+                    // Not checked yet: the lost request may still land, so this is not
+                    // "nothing was taken" either; the host looks again after the deadline.
+                    Ok(Some(transaction)) if transaction.status == TransactionStatus::Paid => Err(unknown()),
+                    Ok(Some(_)) => self.checked_by_us(id, payment),
+                    Ok(None) => Err(failure("invalid_code", "Smartum does not know this receipt's transaction")),
+                    Err(lookup_failed) if lookup_failed.retryable => Err(unknown()),
+                    Err(other) => Err(other),
                 }
             }
             Err(error) => Err(error),
