@@ -144,3 +144,18 @@ fn plugin_panicking_while_creating_a_method_is_an_error_not_a_crash() {
     assert!(text.contains("plugin_panicked"), "{text}");
     assert!(text.contains("panicky plugin refuses to be created"), "{text}");
 }
+
+#[test]
+fn a_plugin_may_use_the_host_http_while_its_method_is_created() {
+    let target = posbridge::sandbox::SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let install = Install::new(BIN);
+    install.add_plugin("posbridge-test-plugin-panicky");
+    install.configure(&format!("[methods.boom]\nplugin = \"panicky\"\nhttp_on_create = \"{}/v1/transactions/tx_0\"\n", target.url()));
+    let daemon = install.start();
+    let reached = daemon.wait_for_log(&["create reached", "HTTP 401"], std::time::Duration::from_secs(30));
+    assert!(reached.is_some(), "{}", daemon.log().join("\n"));
+    // And again at a reload, which creates the methods anew.
+    install.write("conf.d/touch.toml", "# touched\n");
+    assert!(daemon.wait_for_log(&["config reloaded"], std::time::Duration::from_secs(30)).is_some(), "{}", daemon.log().join("\n"));
+    assert_eq!(daemon.get("/healthz").status(), 200, "the daemon is alive");
+}

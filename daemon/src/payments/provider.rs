@@ -195,3 +195,59 @@ pub trait Provider: Send + Sync {
     fn refund(&self, order: RefundOrder) -> impl Future<Output = Answer<RefundOutcome>> + Send;
     fn lookup(&self, order: LookupOrder) -> impl Future<Output = Answer<Found>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// Every Rust file under `dir`.
+    fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("source dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// The ABI stays at the edge: outside `daemon/src/plugins/` nothing names
+    /// abi_stable or the plugin API's FFI types (its plain `time` helpers are fine).
+    #[test]
+    fn abi_types_are_named_only_in_the_plugin_adapter() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        // Spelled in pieces so this test does not find itself.
+        let forbidden: Vec<String> = [
+            ("abi", "_stable"),
+            ("RStr", "ing"),
+            ("RStr", "<"),
+            ("RV", "ec"),
+            ("ROp", "tion"),
+            ("RRe", "sult"),
+            ("RSl", "ice"),
+            ("Stable", "Abi"),
+            ("sabi", "_trait"),
+        ]
+        .iter()
+        .map(|(head, tail)| format!("{head}{tail}"))
+        .collect();
+        let api_path = format!("posbridge_plugin{}", "_api::");
+        let time_path = format!("{api_path}time::");
+        let mut offenders = Vec::new();
+        for file in files.iter().filter(|file| !file.starts_with(root.join("plugins"))) {
+            let text = std::fs::read_to_string(file).expect("readable source");
+            for (number, line) in text.lines().enumerate() {
+                let line = line.split("//").next().unwrap_or_default();
+                let ffi_path = line.match_indices(api_path.as_str()).any(|(at, _)| !line[at..].starts_with(time_path.as_str()));
+                if ffi_path || forbidden.iter().any(|name| line.contains(name)) {
+                    offenders.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+                }
+            }
+        }
+        assert!(files.len() > 20, "the walk found the sources");
+        assert!(offenders.is_empty(), "ABI types outside daemon/src/plugins/:\n{}", offenders.join("\n"));
+    }
+}

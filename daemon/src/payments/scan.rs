@@ -25,7 +25,7 @@ impl Payments {
         let method = self.method(&current.method)?;
         Self::require(&method, |able| able.scan, "scanned codes")?;
         let (reply, answer) = oneshot::channel();
-        self.start_scan(current.id.clone(), method, code.to_string(), asked.ticket.clone(), reply).await?;
+        self.start_scan(current.id.clone(), method, code.to_string(), asked.ticket.clone(), reply, true).await?;
         match await_answer(answer, asked.patience).await {
             Some(result) => result,
             None => self.get(id),
@@ -47,7 +47,7 @@ impl Payments {
                 let method = self.method(&payment.method)?;
                 Self::require(&method, |able| able.scan, "scanned codes")?;
                 let (reply, _answer) = oneshot::channel();
-                self.start_scan(id, method, code.to_string(), None, reply).await?;
+                self.start_scan(id, method, code.to_string(), None, reply, false).await?;
                 return Ok(Some(payment));
             }
         }
@@ -55,7 +55,8 @@ impl Payments {
     }
 
     /// Starts the payment's scan job. A job still live for it (a concurrent scan, or
-    /// one just ending) is waited for when the payment still takes scans.
+    /// one just ending) is waited for when the payment still takes scans and the caller
+    /// may wait (`wait_if_busy`; the scanner hub may not: it is refused instead).
     async fn start_scan(
         &self,
         id: PaymentId,
@@ -63,6 +64,7 @@ impl Payments {
         code: String,
         ticket: Option<Ticket>,
         reply: Reply,
+        wait_if_busy: bool,
     ) -> Result<(), PaymentError> {
         let mut job = Some((method, code, ticket, reply));
         loop {
@@ -77,6 +79,7 @@ impl Payments {
             });
             match started {
                 Ok(_) => return Ok(()),
+                Err(_) if !wait_if_busy => return Err(PaymentError::InvalidState { status: PaymentStatus::Processing, action: "scanned" }),
                 Err(busy) => {
                     job = parts.take();
                     busy.finished().await;
