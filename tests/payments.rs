@@ -906,6 +906,8 @@ fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
     let (_, ready) = shop.daemon().get_json("/readyz");
     assert_eq!(ready["waiting_for_method"][0]["id"], id(&pending), "{ready}");
     assert_eq!(ready["waiting_for_method"][0]["work"], "refund");
+    let (_, status) = shop.daemon().get_json("/v1/status");
+    assert_eq!(status["waiting_for_method"], ready["waiting_for_method"], "the status page shows it too");
     let (status, refused) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&second), "amount": 700}));
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("method_not_configured")), "{refused}");
 
