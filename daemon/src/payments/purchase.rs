@@ -49,7 +49,10 @@ impl Payments {
             } else {
                 Record::answer(ticket, 200)
             };
-            Self::record(&mut commit, record, &after, None);
+            // A cancel repeated after its compensation finished answers that compensation.
+            let done = after.compensation == Some(Compensation::Done);
+            let body = if done { Some(canceled_body(&after, &self.compensation_refunds(&after)?)) } else { None };
+            Self::record(&mut commit, record, &after, body);
             if !commit.is_empty() {
                 self.save(commit).await?;
             }
