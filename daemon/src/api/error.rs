@@ -107,6 +107,9 @@ impl From<PaymentError> for ApiError {
                     None => error,
                 }
             }
+            PaymentError::ReceiptAlreadyUsed { .. } => {
+                ApiError::new(provider_status("receipt_already_used"), "receipt_already_used", message)
+            }
             PaymentError::Plugin(call) => call.into(),
             PaymentError::Store(store) => store.into(),
         }

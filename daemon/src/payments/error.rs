@@ -40,6 +40,9 @@ pub enum PaymentError {
     /// `amount_exceeds_due`, `refund_window_closed`, `transaction_id_required`).
     #[error("{message}")]
     Provider { code: String, message: String, field: Option<String> },
+    /// The receipt (provider transaction) already paid another payment.
+    #[error("this receipt already paid {holder}")]
+    ReceiptAlreadyUsed { holder: PaymentId },
     #[error("{0}")]
     Plugin(#[from] ProviderError),
     #[error("{0}")]

@@ -666,13 +666,14 @@ impl Payments {
 /// A receipt another payment took in the meantime.
 fn receipt_taken(error: PaymentError) -> PaymentError {
     match error {
-        PaymentError::Store(StoreError::ReceiptTaken { payment, .. }) => PaymentError::Provider {
-            code: "receipt_already_used".into(),
-            message: format!("this receipt already paid {payment}"),
-            field: None,
-        },
+        PaymentError::Store(StoreError::ReceiptTaken { payment, .. }) => PaymentError::ReceiptAlreadyUsed { holder: payment },
         other => other,
     }
+}
+
+/// The failure a payment records when its receipt paid `holder`.
+fn receipt_used_by(holder: &PaymentId) -> Failure {
+    Failure { code: "receipt_already_used".into(), message: format!("this receipt already paid {holder}"), retryable: false }
 }
 
 /// Awaits a job's answer for a request, up to the POS's patience; `None` when the POS

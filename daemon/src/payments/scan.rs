@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::machine::{self, PaymentEvent};
-use super::model::{now_ms, Amount, Attempt, Failure, Payment, PaymentId, PaymentStatus};
+use super::model::{now_ms, Amount, Attempt, Payment, PaymentId, PaymentStatus};
 use super::provider::{ManualEntry, Provider, ProviderError, Settlement};
 use super::supervisor::{JobControl, JobKey};
-use super::{await_answer, failure_of, outcome_unknown, recovery, Asked, PaymentError, Payments, Record, Ticket};
+use super::{await_answer, failure_of, outcome_unknown, receipt_used_by, recovery, Asked, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
 
 type Reply = oneshot::Sender<Result<Payment, PaymentError>>;
@@ -115,9 +115,7 @@ impl Payments {
             Err(error) => return self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
         };
         if let Some(holder) = self.store.redeemed_by(&inspected.transaction_id)?.filter(|holder| holder != id) {
-            let failure =
-                Failure { code: "receipt_already_used".into(), message: format!("this receipt already paid {holder}"), retryable: false };
-            return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
+            return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
         }
         let attempt = Attempt {
             code: code.clone(),
@@ -127,9 +125,8 @@ impl Payments {
         };
         let payment = match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
             Ok(payment) => payment,
-            Err(PaymentError::Provider { code, message, .. }) if code == "receipt_already_used" => {
-                let failure = Failure { code, message, retryable: false };
-                return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
+            Err(PaymentError::ReceiptAlreadyUsed { holder }) => {
+                return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
             }
             Err(error) => return Err(error),
         };
