@@ -903,7 +903,7 @@ fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
     shop.install.configure("[methods.boom]\nplugin = \"panicky\"\n");
     shop.daemon = Some(shop.install.start());
 
-    let (_, ready) = shop.daemon().get_json("/readyz");
+    let (_, ready) = shop.daemon().get_json_as(posbridge_testkit::TECHNICIAN_TOKEN, "/readyz");
     assert_eq!(ready["waiting_for_method"][0]["id"], id(&pending), "{ready}");
     assert_eq!(ready["waiting_for_method"][0]["work"], "refund");
     let (_, status) = shop.daemon().get_json("/v1/status");
@@ -920,5 +920,5 @@ fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
         shop.daemon().wait_for_log(&["refund updated", id(&pending), "\"status\":\"succeeded\""], Duration::from_secs(30)).is_some(),
         "the pending refund went on once its method was back"
     );
-    assert!(shop.daemon().get_json("/readyz").1.get("waiting_for_method").is_none());
+    assert!(shop.daemon().get_json_as(posbridge_testkit::TECHNICIAN_TOKEN, "/readyz").1.get("waiting_for_method").is_none());
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{library_file_name, Daemon, Install, TILL_TOKEN};
+use posbridge_testkit::{library_file_name, Daemon, Install, TECHNICIAN_TOKEN, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -86,14 +86,14 @@ fn an_invalid_change_is_logged_with_its_line_and_the_running_config_stays() {
     assert_eq!(status_with(&shop.daemon, TILL_TOKEN, "/v1/methods"), 200);
     let (status, payment) = shop.daemon.post("/v1/payments", &json!({"method": "smartum", "amount": 1000, "currency": "EUR"}));
     assert_eq!(status, 201, "{payment}");
-    let ready: Value = shop.daemon.get("/readyz").json().unwrap();
+    let ready: Value = shop.daemon.get_json_as(TECHNICIAN_TOKEN, "/readyz").1;
     assert_eq!(ready["status"], "ready");
     assert!(ready["last_reload_error"].as_str().unwrap().contains(&expected), "{ready}");
 
     // Fixed again: applied, and the error is gone.
     shop.install.configure(&shop.smartum_method);
     next_reload(&shop.daemon, 0);
-    let ready: Value = shop.daemon.get("/readyz").json().unwrap();
+    let ready: Value = shop.daemon.get_json_as(TECHNICIAN_TOKEN, "/readyz").1;
     assert!(ready.get("last_reload_error").is_none(), "{ready}");
 }
 

@@ -20,8 +20,11 @@ fn serves_health_and_readiness_and_stops_on_sigterm() {
     let ready = daemon.get("/readyz");
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().unwrap();
-    assert_eq!(body["status"], "ready");
+    assert_eq!(body, serde_json::json!({"status": "ready"}), "without a token: ready or not, nothing more");
+    let (status, body) = daemon.get_json_as(posbridge_testkit::TECHNICIAN_TOKEN, "/readyz");
+    assert_eq!(status, 200);
     assert_eq!(body["checks"], serde_json::json!({"store": true, "plugins": true, "config": true}));
+    assert_eq!(daemon.get_json("/readyz").1, serde_json::json!({"status": "ready"}), "a till gets no details either");
 
     assert!(install.path().join("data").is_dir(), "the store directory is created");
     let status = daemon.terminate();

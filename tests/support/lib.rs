@@ -16,6 +16,10 @@ use std::time::Duration;
 
 /// The client token every test installation has, for register `till-1`.
 pub const TILL_TOKEN: &str = "test-till-1-token-0123456789abcdef";
+/// The manager's token every test installation has (acts on every register).
+pub const MANAGER_TOKEN: &str = "test-manager-token-0123456789abcdef";
+/// The technician's token every test installation has (reads, moves no money).
+pub const TECHNICIAN_TOKEN: &str = "test-technician-token-0123456789ab";
 
 /// Longest wait for the daemon to come up: generous, since CI machines are shared.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,8 +41,9 @@ impl Install {
         let dir = tempfile::Builder::new().prefix("posbridge-test-").tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugins dir");
         let install = Install { dir, bin: PathBuf::from(bin) };
-        let token = install.write("till-1.token", &format!("{TILL_TOKEN}\n"));
-        private(&token);
+        for (file, token) in [("till-1.token", TILL_TOKEN), ("office.token", MANAGER_TOKEN), ("tech.token", TECHNICIAN_TOKEN)] {
+            private(&install.write(file, &format!("{token}\n")));
+        }
         install
     }
 
@@ -158,6 +163,16 @@ dir = "plugins"
 name = "till-1"
 token_file = "till-1.token"
 
+[[clients]]
+name = "office"
+role = "manager"
+token_file = "office.token"
+
+[[clients]]
+name = "tech"
+role = "technician"
+token_file = "tech.token"
+
 [[registers]]
 id = "till-1"
 "#
@@ -254,7 +269,19 @@ impl Daemon {
 
     /// `GET path` with the till's token: status and JSON answer.
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self.request(reqwest::Method::GET, path).send().expect("GET");
+        self.get_json_as(TILL_TOKEN, path)
+    }
+
+    /// `GET path` with `token`: status and JSON answer.
+    pub fn get_json_as(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(token).send().expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().expect("JSON answer"))
+    }
+
+    /// `POST path` with a JSON body and `token`: status and JSON answer.
+    pub fn post_as(&self, token: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.http.post(format!("{}{path}", self.base_url)).bearer_auth(token).json(body).send().expect("POST");
         let status = response.status().as_u16();
         (status, response.json().expect("JSON answer"))
     }

@@ -51,12 +51,16 @@ impl From<ImageError> for ApiError {
 /// Finds the codes (on the blocking pool: decoding is CPU work), and scans the first.
 pub async fn decode(
     State(state): State<Arc<AppState>>,
-    _client: Client,
+    client: Client,
     query: Result<Query<DecodeQuery>, axum::extract::rejection::QueryRejection>,
     RawBody(body): RawBody,
 ) -> Response {
     let result = async {
         let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        if let Some(id) = &query.payment {
+            client.may_move_money()?;
+            super::payments::visible_payment(&state, &client, id)?;
+        }
         let started = std::time::Instant::now();
         let found = tokio::task::spawn_blocking(move || qr_images::decode(&body))
             .await

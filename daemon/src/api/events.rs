@@ -16,7 +16,10 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::extract::Client;
 use super::AppState;
+use crate::payments::Payments;
 use crate::store::{Event, Store};
+use serde_json::Value;
+use std::collections::HashMap;
 
 /// Events read from the journal per step.
 const BATCH: usize = 256;
@@ -32,7 +35,7 @@ pub struct EventsQuery {
 /// Streams events after the requested id, then new ones as they are committed.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
-    _client: Client,
+    client: Client,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -47,9 +50,44 @@ pub async fn stream(
         None => None,
     };
     let after = last_event_id.or(after_query).unwrap_or(0);
-    Sse::new(events_after(state.payments.store().clone(), after))
+    let audience = Audience { client, scanner_registers: state.scanner_registers(), payments: state.payments.clone() };
+    Sse::new(events_after(state.payments.store().clone(), after, audience))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// Who reads a stream: a till gets its registers' events only (and the code of an
+/// unclaimed scan at its register); managers and technicians get every event.
+struct Audience {
+    client: Client,
+    scanner_registers: HashMap<String, String>,
+    payments: Arc<Payments>,
+}
+
+impl Audience {
+    /// The event as this reader may see it, or `None`.
+    fn shown(&self, mut event: Event) -> Option<Event> {
+        let Some(registers) = self.client.visible_registers() else { return Some(event) };
+        let register = match event.kind.as_str() {
+            "payment.updated" | "scan.unclaimed" => event.data.get("register").and_then(Value::as_str).map(str::to_string),
+            "refund.updated" => {
+                let payment = event.data.get("payment").and_then(Value::as_str)?;
+                self.payments.get(payment).ok().map(|payment| payment.register)
+            }
+            kind if kind.starts_with("scanner.") => {
+                event.data.get("scanner").and_then(Value::as_str).and_then(|scanner| self.scanner_registers.get(scanner).cloned())
+            }
+            _ => None,
+        }?;
+        if !registers.contains(&register) {
+            return None;
+        }
+        if event.kind == "scan.unclaimed" {
+            let code = event.data.get("code_sha256").and_then(Value::as_str).and_then(|digest| self.payments.unclaimed_code(digest));
+            event.data["code"] = code.map_or(Value::Null, Value::String);
+        }
+        Some(event)
+    }
 }
 
 struct Cursor {
@@ -57,15 +95,17 @@ struct Cursor {
     after: u64,
     pending: std::vec::IntoIter<Event>,
     changes: tokio::sync::watch::Receiver<u64>,
+    audience: Audience,
 }
 
-fn events_after(store: Store, after: u64) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn events_after(store: Store, after: u64, audience: Audience) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let changes = store.subscribe();
-    let cursor = Cursor { store, after, pending: Vec::new().into_iter(), changes };
+    let cursor = Cursor { store, after, pending: Vec::new().into_iter(), changes, audience };
     stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some(event) = cursor.pending.next() {
                 cursor.after = event.id;
+                let Some(event) = cursor.audience.shown(event) else { continue };
                 let sse = SseEvent::default().id(event.id.to_string()).event(event.kind).data(event.data.to_string());
                 return Some((Ok(sse), cursor));
             }

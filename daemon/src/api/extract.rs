@@ -9,10 +9,59 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::config::Role;
 
-/// The API client (register) the bearer token named.
+/// The API client the bearer token named, with what it may do.
 #[derive(Debug, Clone)]
-pub struct Client(pub String);
+pub struct Client {
+    pub name: String,
+    pub role: Role,
+    /// The registers a till acts for (ignored for other roles).
+    pub registers: Vec<String>,
+}
+
+impl Client {
+    /// The client may see and act on `register`'s payments. Others' answer `404`, so
+    /// their ids do not leak.
+    pub fn sees(&self, register: &str) -> bool {
+        self.role != Role::Till || self.registers.iter().any(|own| own == register)
+    }
+
+    /// The registers whose payments this client may list (`None`: all).
+    pub fn visible_registers(&self) -> Option<&[String]> {
+        (self.role == Role::Till).then_some(self.registers.as_slice())
+    }
+
+    /// Technicians read but move no money: `403 forbidden_role`.
+    pub fn may_move_money(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Technician => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_role",
+                "a technician's token reads status and history but moves no money",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Only managers refund by transaction id without a posbridge payment.
+    pub fn may_refund_by_transaction(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Manager => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_role",
+                "only a manager's token refunds by transaction id without a posbridge payment",
+            )
+            .field("transaction_id")),
+        }
+    }
+
+    /// The register a payment is for when the request names none: the till's first.
+    pub fn default_register(&self) -> String {
+        self.registers.first().cloned().unwrap_or_else(|| self.name.clone())
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = ApiError;

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::extract::Client;
 use super::AppState;
 
 /// `true` for `127.0.0.1`, `localhost` and `[::1]`, with any port.
@@ -69,21 +68,26 @@ pub async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Ne
     response
 }
 
-/// Names the client from its bearer token, or answers `401`.
-pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+/// The client a request's bearer token names, if any.
+pub fn client_of(state: &AppState, headers: &axum::http::HeaderMap) -> Option<super::extract::Client> {
+    let presented = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(|token| Sha256::digest(token.trim().as_bytes()));
+        .map(|token| Sha256::digest(token.trim().as_bytes()))?;
     let snapshot = state.snapshot();
-    let access = &snapshot.access;
-    let client = presented
-        .and_then(|digest| access.clients.iter().find(|(_, known)| constant_time_eq(known, &digest)).map(|(name, _)| name.clone()));
+    let found = snapshot.access.clients.iter().find(|(_, known)| constant_time_eq(known, &presented));
+    found.map(|(client, _)| client.clone())
+}
+
+/// Names the client from its bearer token, or answers `401`.
+pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let client = client_of(&state, request.headers());
+    let rate = state.snapshot().access.rate;
     match client {
-        Some(name) => {
-            if let Err(wait) = state.buckets.take(&name, access.rate) {
+        Some(client) => {
+            let name = client.name.clone();
+            if let Err(wait) = state.buckets.take(&name, rate) {
                 let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                 let mut response = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -94,7 +98,7 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Reque
                 response.headers_mut().insert("Retry-After", HeaderValue::from(seconds));
                 return response;
             }
-            request.extensions_mut().insert(Client(name));
+            request.extensions_mut().insert(client);
             next.run(request).await
         }
         None => {

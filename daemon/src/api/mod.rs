@@ -51,8 +51,8 @@ pub struct AppState {
 
 /// Who may call, from where: part of the config snapshot.
 pub struct Access {
-    /// Client name → SHA-256 of its token (tokens themselves are not kept here).
-    clients: Vec<(String, Vec<u8>)>,
+    /// Each client with the SHA-256 of its token (tokens themselves are not kept here).
+    clients: Vec<(extract::Client, Vec<u8>)>,
     allowed_origins: Vec<String>,
     allowed_hosts: Vec<String>,
     rate: guard::RateLimit,
@@ -64,7 +64,14 @@ impl Access {
     /// The access rules of a config.
     pub fn of(config: &Config) -> Access {
         Access {
-            clients: config.clients.iter().map(|client| (client.name.clone(), client.token_digest().to_vec())).collect(),
+            clients: config
+                .clients
+                .iter()
+                .map(|client| {
+                    let caller = extract::Client { name: client.name.clone(), role: client.role, registers: client.registers.clone() };
+                    (caller, client.token_digest().to_vec())
+                })
+                .collect(),
             allowed_origins: config.server.allowed_origins.clone(),
             allowed_hosts: config.server.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             rate: guard::RateLimit { per_second: config.server.rate_limit, burst: config.server.rate_burst },
@@ -93,6 +100,13 @@ impl AppState {
     /// The running config snapshot.
     fn snapshot(&self) -> Arc<Snapshot> {
         self.live.load_full()
+    }
+
+    /// Scanner id → the register it serves (for filtering scanner events).
+    fn scanner_registers(&self) -> std::collections::HashMap<String, String> {
+        let snapshot = self.snapshot();
+        let registers = &snapshot.config.registers;
+        registers.iter().flat_map(|register| register.scanners.iter().map(|scanner| (scanner.clone(), register.id.clone()))).collect()
     }
 
     /// The running scanners.
@@ -254,14 +268,19 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
     let store = state.payments.store().is_healthy();
     let snapshot = state.snapshot();
     let plugins = snapshot.methods.iter().count() == snapshot.access.configured_methods;
     let ready = store && plugins;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let mut body =
-        json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "plugins": plugins, "config": true}});
+    let status_name = if ready { "ready" } else { "not_ready" };
+    // Without a manager's or technician's token: ready or not, nothing about the shop.
+    let detailed = guard::client_of(&state, &headers).is_some_and(|client| client.role != crate::config::Role::Till);
+    if !detailed {
+        return (status, Json(json!({"status": status_name}))).into_response();
+    }
+    let mut body = json!({"status": status_name, "checks": {"store": store, "plugins": plugins, "config": true}});
     // A refused reload leaves the running config in force: still ready, and said so.
     if let Some(error) = state.config_error() {
         body["last_reload_error"] = json!(error);

@@ -17,7 +17,7 @@ use super::idempotency::{self, Answer};
 use super::AppState;
 use crate::payments::model::{parse_rfc3339, Amount, Currency, Line, PaymentId, PaymentStatus};
 use crate::payments::view::{payment_view, refund_view};
-use crate::payments::{canceled_body, Asked, ListQuery, NewPayment, NewRefund};
+use crate::payments::{canceled_body, Asked, ListQuery, NewPayment, NewRefund, PaymentError};
 
 /// The longest `?wait=` a POS may ask for.
 const MAX_WAIT_SECONDS: u64 = 60;
@@ -185,15 +185,37 @@ where
     idempotent(state, client, headers, &route, raw, |asked| async { Ok((StatusCode::OK, payment_json(&action(asked).await?))) }).await
 }
 
+/// The payment `id` if `client` may see it; another register's is `404`, as if it did
+/// not exist.
+pub(super) fn visible_payment(state: &AppState, client: &Client, id: &str) -> Result<crate::payments::model::Payment, ApiError> {
+    let payment = state.payments.get(id)?;
+    if client.sees(&payment.register) {
+        Ok(payment)
+    } else {
+        Err(PaymentError::NotFound(id.to_string()).into())
+    }
+}
+
+/// A payment `client` acts on: its own register's, and a role that moves money.
+fn acting_on(state: &AppState, client: &Client, id: &str) -> Result<(), ApiError> {
+    client.may_move_money()?;
+    visible_payment(state, client, id).map(|_| ())
+}
+
 /// Creates a payment.
-pub async fn create(
-    State(state): State<Arc<AppState>>,
-    Client(client): Client,
-    headers: HeaderMap,
-    body: StrictJson<CreatePayment>,
-) -> Response {
+pub async fn create(State(state): State<Arc<AppState>>, client: Client, headers: HeaderMap, body: StrictJson<CreatePayment>) -> Response {
     let StrictJson { value, raw } = body;
-    idempotent(&state, &client, &headers, "POST /v1/payments", &raw, |asked| async {
+    idempotent(&state, &client.name, &headers, "POST /v1/payments", &raw, |asked| async {
+        client.may_move_money()?;
+        let register = value.register.unwrap_or_else(|| client.default_register());
+        if !client.sees(&register) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "register_not_allowed",
+                format!("this token does not act for register {register:?}"),
+            )
+            .field("register"));
+        }
         let lines = value
             .lines
             .map(|lines| {
@@ -212,15 +234,21 @@ pub async fn create(
             .split_of
             .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("split_of must be a payment id (pay_…)").field("split_of")))
             .transpose()?;
+        if let Some(parent) = &split_of {
+            // Another register's purchase is not this till's to continue.
+            if state.payments.get(parent.as_str()).is_ok_and(|parent| !client.sees(&parent.register)) {
+                return Err(PaymentError::SplitParentNotFound(parent.to_string()).into());
+            }
+        }
         let request = NewPayment {
             method: value.method,
             amount: positive(value.amount, "amount")?,
             currency: currency(&value.currency, "currency")?,
             reference: value.reference,
-            register: value.register.unwrap_or_else(|| client.clone()),
+            register,
             lines,
             split_of,
-            client: client.clone(),
+            client: client.name.clone(),
         };
         let payment = state.payments.create(request, asked).await?;
         Ok((StatusCode::CREATED, payment_json(&payment)))
@@ -231,7 +259,7 @@ pub async fn create(
 /// Reads a payment, optionally waiting for a change.
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    _client: Client,
+    client: Client,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -239,6 +267,9 @@ pub async fn get(
         Ok(query) => query,
         Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
     };
+    if let Err(error) = visible_payment(&state, &client, &id) {
+        return error.into_response();
+    }
     let result = match (query.wait, query.version) {
         (Some(wait), version) => {
             if wait > MAX_WAIT_SECONDS {
@@ -254,12 +285,13 @@ pub async fn get(
 /// Applies a code the POS read.
 pub async fn scan(
     State(state): State<Arc<AppState>>,
-    Client(client): Client,
+    client: Client,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: StrictJson<ScanBody>,
 ) -> Response {
-    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, |asked| async {
+    payment_action(&state, &client.name, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, |asked| async {
+        acting_on(&state, &client, &id)?;
         if body.value.code.trim().is_empty() {
             return Err(ApiError::invalid("code must not be empty").field("code"));
         }
@@ -271,12 +303,13 @@ pub async fn scan(
 /// Records a manual entry.
 pub async fn manual(
     State(state): State<Arc<AppState>>,
-    Client(client): Client,
+    client: Client,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: StrictJson<ManualBody>,
 ) -> Response {
-    payment_action(&state, &client, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, |asked| async {
+    payment_action(&state, &client.name, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, |asked| async {
+        acting_on(&state, &client, &id)?;
         let amount = positive(body.value.amount, "amount")?;
         Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone(), asked).await?)
     })
@@ -286,12 +319,13 @@ pub async fn manual(
 /// Cancels a payment that has taken nothing.
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    Client(client): Client,
+    client: Client,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: StrictJson<CancelBody>,
 ) -> Response {
-    idempotent(&state, &client, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, |asked| async {
+    idempotent(&state, &client.name, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, |asked| async {
+        acting_on(&state, &client, &id)?;
         let canceled = state.payments.cancel(&id, asked).await?;
         Ok((StatusCode::OK, canceled_body(&canceled.payment, &canceled.compensation)))
     })
@@ -301,7 +335,7 @@ pub async fn cancel(
 /// Lists payments, newest first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    _client: Client,
+    client: Client,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = (|| {
@@ -316,6 +350,7 @@ pub async fn list(
             return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
         }
         let query = ListQuery {
+            registers: client.visible_registers().map(<[String]>::to_vec),
             register: params.register,
             reference: params.reference,
             status: params
@@ -354,7 +389,7 @@ pub struct RefundListParams {
 /// Lists refunds, newest first.
 pub async fn list_refunds(
     State(state): State<Arc<AppState>>,
-    _client: Client,
+    client: Client,
     query: Result<Query<RefundListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = query.map_err(|rejection| ApiError::invalid(rejection.body_text())).and_then(|Query(params)| {
@@ -362,7 +397,7 @@ pub async fn list_refunds(
         if !(1..=100).contains(&limit) {
             return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
         }
-        let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref())?;
+        let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref(), client.visible_registers())?;
         let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
         Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
     });
@@ -370,20 +405,19 @@ pub async fn list_refunds(
 }
 
 /// Creates and sends a refund.
-pub async fn refund(
-    State(state): State<Arc<AppState>>,
-    Client(client): Client,
-    headers: HeaderMap,
-    body: StrictJson<CreateRefund>,
-) -> Response {
+pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers: HeaderMap, body: StrictJson<CreateRefund>) -> Response {
     let StrictJson { value, raw } = body;
-    idempotent(&state, &client, &headers, "POST /v1/refunds", &raw, |asked| async {
+    idempotent(&state, &client.name, &headers, "POST /v1/refunds", &raw, |asked| async {
+        client.may_move_money()?;
+        if let Some(payment) = &value.payment {
+            visible_payment(&state, &client, payment)?;
+        }
         if value.include_splits {
             let Some(payment_id) = &value.payment else {
                 return Err(ApiError::invalid("include_splits needs `payment`").field("include_splits"));
             };
             let payment = state.payments.get(payment_id)?;
-            let refunds = state.payments.refund_purchase(&payment, value.reason.clone(), &client).await?;
+            let refunds = state.payments.refund_purchase(&payment, value.reason.clone(), &client.name).await?;
             let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
             return Ok((StatusCode::CREATED, json!({"data": data})));
         }
@@ -394,8 +428,13 @@ pub async fn refund(
             amount: value.amount.map(|amount| positive(amount, "amount")).transpose()?,
             currency: value.currency.map(|text| currency(&text, "currency")).transpose()?,
             reason: value.reason,
-            client: client.clone(),
+            client: client.name.clone(),
         };
+        match state.payments.refunded_payment(&request)? {
+            Some(payment) if !client.sees(&payment.register) => return Err(PaymentError::NotFound(payment.id.to_string()).into()),
+            Some(_) => {}
+            None => client.may_refund_by_transaction()?,
+        }
         let refund = state.payments.refund(request, asked).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
     })
@@ -403,11 +442,15 @@ pub async fn refund(
 }
 
 /// Reads a refund.
-pub async fn get_refund(State(state): State<Arc<AppState>>, _client: Client, Path(id): Path<String>) -> Response {
+pub async fn get_refund(State(state): State<Arc<AppState>>, client: Client, Path(id): Path<String>) -> Response {
     answer(
         state
             .payments
             .get_refund(&id)
+            .and_then(|refund| match state.payments.refund_visible(&refund, client.visible_registers())? {
+                true => Ok(refund),
+                false => Err(PaymentError::RefundNotFound(id.clone())),
+            })
             .map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
             .map_err(ApiError::from),
     )

@@ -238,6 +238,20 @@ fn clients(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ClientConfig> {
             check_unique(&mut seen, name, &s, "name", p);
         }
         let token = client_token(&mut s, p);
+        let role = match s.string(p, "role").as_deref() {
+            None | Some("till") => Role::Till,
+            Some("manager") => Role::Manager,
+            Some("technician") => Role::Technician,
+            Some(other) => {
+                p.add(
+                    &s.value_at("role"),
+                    &s.key_path("role"),
+                    format!("unknown role {other:?}; expected \"till\", \"manager\" or \"technician\""),
+                );
+                Role::Till
+            }
+        };
+        let registers = s.string_list(p, "registers");
         if let Some(ClientToken::Secret(secret)) = &token {
             if secret.expose().len() < 16 {
                 p.add(&s.location().clone(), &s.key_path("token"), "too short: a client token needs at least 16 characters");
@@ -246,7 +260,8 @@ fn clients(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ClientConfig> {
         let (at, key) = (s.location().clone(), s.key_path("token"));
         s.finish(p);
         if let (Some(name), Some(token)) = (name, token) {
-            let client = ClientConfig { name, token };
+            let registers = registers.unwrap_or_else(|| vec![name.clone()]);
+            let client = ClientConfig { name, token, role, registers };
             if let Some(other) = clients.iter().find(|known| known.token_digest() == client.token_digest()) {
                 p.add(&at, &key, format!("the same token as client {:?}; each register needs its own", other.name));
             }

@@ -70,11 +70,27 @@ pub struct PaymentsConfig {
     pub card_timeout: Duration,
 }
 
-/// `[[clients]]`: who may call the API.
+/// `[[clients]]`: who may call the API, and what it may do.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub name: String,
     pub token: ClientToken,
+    pub role: Role,
+    /// The registers a till acts for (`registers`, default: the register of its name).
+    /// Managers and technicians see every register.
+    pub registers: Vec<String>,
+}
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A cash register: creates, reads and refunds the payments of its own registers.
+    Till,
+    /// Acts on every register; the only role that refunds by transaction id alone.
+    Manager,
+    /// Reads status, scanners, methods, plugins and history; moves no money.
+    Technician,
 }
 
 /// A client's token: the secret itself, or only its SHA-256 (so the config file holds

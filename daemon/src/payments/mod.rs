@@ -73,6 +73,8 @@ pub struct Canceled {
 /// Filters of the payment history.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
+    /// Only these registers' payments (a till's view); `None`: every register.
+    pub registers: Option<Vec<String>>,
     pub register: Option<String>,
     /// The POS's reference (receipt number).
     pub reference: Option<String>,
@@ -209,6 +211,8 @@ pub struct Payments {
     jobs: Arc<Supervisor>,
     /// Work waiting for its method to be configured again, by payment or refund id.
     orphans: Mutex<BTreeMap<String, Orphan>>,
+    /// Recent unclaimed scan codes by their SHA-256 (never stored).
+    unclaimed: Mutex<std::collections::VecDeque<(String, String)>>,
     /// This service, for the jobs it starts.
     me: Weak<Payments>,
 }
@@ -223,6 +227,7 @@ impl Payments {
             expiring: Mutex::new(BTreeMap::new()),
             jobs: Arc::new(Supervisor::default()),
             orphans: Mutex::new(BTreeMap::new()),
+            unclaimed: Mutex::default(),
             me: me.clone(),
         })
     }
@@ -498,7 +503,8 @@ impl Payments {
             if query.from.is_some_and(|from| payment.created_at < from) {
                 break; // newest first: everything after is older still
             }
-            let matches = query.register.as_ref().is_none_or(|register| &payment.register == register)
+            let matches = query.registers.as_ref().is_none_or(|registers| registers.contains(&payment.register))
+                && query.register.as_ref().is_none_or(|register| &payment.register == register)
                 && query.reference.as_ref().is_none_or(|reference| payment.reference.as_ref() == Some(reference))
                 && query.status.is_none_or(|status| payment.status == status)
                 && query.to.is_none_or(|to| payment.created_at <= to);
@@ -512,6 +518,25 @@ impl Payments {
             found.push(payment);
         }
         Ok((found, has_more))
+    }
+
+    /// Keeps an unclaimed scan's code in memory (the last few) and answers its SHA-256,
+    /// which is all the journal keeps.
+    pub fn remember_unclaimed(&self, code: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(code.as_bytes()));
+        let mut recent = self.unclaimed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() == UNCLAIMED_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((digest.clone(), code.to_string()));
+        digest
+    }
+
+    /// The code of a recent unclaimed scan, by its SHA-256.
+    pub fn unclaimed_code(&self, digest: &str) -> Option<String> {
+        let recent = self.unclaimed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        recent.iter().rev().find(|(known, _)| known == digest).map(|(_, code)| code.clone())
     }
 
     /// Records an event that is not a payment change (scanner connected, unclaimed scan).
@@ -662,6 +687,9 @@ impl Payments {
         }
     }
 }
+
+/// How many unclaimed scan codes are kept in memory for their register's tills.
+const UNCLAIMED_KEPT: usize = 64;
 
 /// A receipt another payment took in the meantime.
 fn receipt_taken(error: PaymentError) -> PaymentError {

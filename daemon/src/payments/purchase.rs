@@ -111,7 +111,7 @@ impl Payments {
     fn compensation_refunds(&self, leg: &Payment) -> Result<Vec<Refund>, PaymentError> {
         let mut refunds = Vec::new();
         for other in self.purchase_legs(leg)? {
-            let (found, _) = self.list_refunds(usize::MAX, Some(other.id.as_str()))?;
+            let (found, _) = self.list_refunds(usize::MAX, Some(other.id.as_str()), None)?;
             refunds.extend(found.into_iter().filter(|refund| refund.reason.as_deref() == Some(REASON)));
         }
         refunds.sort_by(|a, b| a.id.cmp(&b.id));

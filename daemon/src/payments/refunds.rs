@@ -47,12 +47,21 @@ impl Payments {
         }
     }
 
-    /// Refunds newest first, optionally of one payment; `true` when more exist.
-    pub fn list_refunds(&self, limit: usize, payment: Option<&str>) -> Result<(Vec<Refund>, bool), PaymentError> {
+    /// Refunds newest first, optionally of one payment, only of `registers` when given;
+    /// `true` when more exist.
+    pub fn list_refunds(
+        &self,
+        limit: usize,
+        payment: Option<&str>,
+        registers: Option<&[String]>,
+    ) -> Result<(Vec<Refund>, bool), PaymentError> {
         let mut found = Vec::new();
         for refund in self.store.refunds_newest_first() {
             let refund = refund?;
             if payment.is_some_and(|payment| refund.payment.as_ref().map(|id| id.as_str()) != Some(payment)) {
+                continue;
+            }
+            if !self.refund_visible(&refund, registers)? {
                 continue;
             }
             if found.len() == limit {
@@ -69,8 +78,16 @@ impl Payments {
         self.store.refund(&parsed)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))
     }
 
+    /// A refund belongs to its payment's register; one without a payment to no till
+    /// (`registers` given: only those registers are visible).
+    pub fn refund_visible(&self, refund: &Refund, registers: Option<&[String]>) -> Result<bool, PaymentError> {
+        let Some(registers) = registers else { return Ok(true) };
+        let Some(payment) = refund.payment.as_ref().map(|id| self.store.payment(id)).transpose()?.flatten() else { return Ok(false) };
+        Ok(registers.contains(&payment.register))
+    }
+
     /// The payment a refund request is about: named, or found by its transaction id.
-    fn refunded_payment(&self, request: &NewRefund) -> Result<Option<Payment>, PaymentError> {
+    pub fn refunded_payment(&self, request: &NewRefund) -> Result<Option<Payment>, PaymentError> {
         if let Some(id) = &request.payment {
             return self.get(id).map(Some);
         }
@@ -115,7 +132,8 @@ impl Payments {
         let mut commit = Commit::default();
         let (amount, currency, payment) = match found {
             Some(payment) => {
-                let payment = self.load(&payment.id)?;
+                let mut payment = self.load(&payment.id)?;
+                self.agree_with_payment(request, &mut payment, &mut commit)?;
                 let amount = request.amount.unwrap_or(payment.refundable_amount());
                 let Next::Changed(reserved) = super::machine::next(&payment, PaymentEvent::RefundReserved(amount), now)? else {
                     unreachable!("a reservation always changes the payment")
@@ -154,6 +172,36 @@ impl Payments {
         commit.refunds.push(refund.clone());
         self.save(commit).await?;
         Ok(refund)
+    }
+
+    /// Fields of a refund request must agree with the payment: its method, and its
+    /// transaction (a payment entered without one takes the given one, if no other
+    /// payment holds it, recorded in the refund's commit).
+    fn agree_with_payment(&self, request: &NewRefund, payment: &mut Payment, commit: &mut Commit) -> Result<(), PaymentError> {
+        if request.method.as_ref().is_some_and(|method| method != &payment.method) {
+            return Err(PaymentError::Invalid {
+                field: "method",
+                message: format!("payment {} was paid with {:?}", payment.id, payment.method),
+            });
+        }
+        let Some(transaction_id) = &request.transaction_id else { return Ok(()) };
+        match &payment.transaction_id {
+            Some(held) if held == transaction_id => Ok(()),
+            Some(_) => {
+                Err(PaymentError::Invalid { field: "transaction_id", message: format!("payment {} holds another transaction", payment.id) })
+            }
+            None => {
+                if let Some(holder) = self.store.redeemed_by(transaction_id)?.filter(|holder| holder != &payment.id) {
+                    return Err(PaymentError::Invalid {
+                        field: "transaction_id",
+                        message: format!("this transaction belongs to payment {holder}"),
+                    });
+                }
+                payment.transaction_id = Some(transaction_id.clone());
+                commit.reserve.push((transaction_id.clone(), payment.id.clone()));
+                Ok(())
+            }
+        }
     }
 
     async fn refund_job(

@@ -355,8 +355,11 @@ async fn deliver(payments: &Payments, scanner: &str, register: Option<&String>, 
     }
     tracing::info!(%scanner, register = register.map(String::as_str).unwrap_or("-"), "scan unclaimed: no payment awaits a scan");
     crate::metrics::record_scanner(scanner, "unclaimed");
-    announce(payments, "scan.unclaimed", json!({"scanner": scanner, "register": register, "code": code.text, "symbology": code.symbology}))
-        .await;
+    // The journal keeps a hash of the code (a receipt is a bearer instrument); the
+    // register's tills get the code itself while the daemon runs.
+    let code_sha256 = payments.remember_unclaimed(&code.text);
+    let data = json!({"scanner": scanner, "register": register, "code_sha256": code_sha256, "symbology": code.symbology});
+    announce(payments, "scan.unclaimed", data).await;
 }
 
 async fn announce(payments: &Payments, kind: &str, data: serde_json::Value) {
