@@ -2,6 +2,7 @@
 //! secret ever printed.
 
 use posbridge_testkit::{all_output, Install};
+use sha2::Digest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
 
@@ -134,7 +135,7 @@ fn conf_d_files_merge_in_name_order_and_secrets_come_from_env() {
         .unwrap();
     let text = all_output(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("2 client(s)"), "{text}");
+    assert!(text.contains("4 client(s)"), "the three of every test install and till-2: {text}");
     assert!(!text.contains("till-2-token-from-environment-xyz"), "{text}");
 
     // Without the variable, the error names the variable and the line in the conf.d file.
@@ -142,7 +143,7 @@ fn conf_d_files_merge_in_name_order_and_secrets_come_from_env() {
     let text = all_output(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     let expected = format!(
-        "{}:3: `clients[1].token`: environment variable POSBRIDGE_TEST_TILL2_TOKEN is not set",
+        "{}:3: `clients[3].token`: environment variable POSBRIDGE_TEST_TILL2_TOKEN is not set",
         install.path().join("conf.d/10-till2.toml").display()
     );
     assert!(text.contains(&expected), "no {expected:?} in:\n{text}");
@@ -162,11 +163,39 @@ fn the_shipped_example_config_is_valid() {
     install.add_plugin("posbridge-plugin-smartum");
     install.add_plugin("posbridge-plugin-stripe-split");
     let text = std::fs::read_to_string(install.path().join("posbridge.toml")).unwrap();
-    assert!(text.contains("dir = \"../target/debug\""), "the example's plugin dir changed; update this test");
-    install.write("posbridge.toml", &text.replace("dir = \"../target/debug\"", "dir = \"plugins\""));
+    let installed_dir = "dir = \"/usr/local/lib/posbridge/plugins\"";
+    assert!(text.contains(installed_dir), "the template's plugin dir changed; update this test");
+    assert!(!text.contains("token_file") && !text.contains("token ="), "the template holds no usable token");
+    install.write("posbridge.toml", &text.replace(installed_dir, "dir = \"plugins\""));
 
     let output = install.run(&["check"]);
     let text = all_output(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("methods: card, smartum"), "{text}");
+
+    // The install steps make the tokens: printed once, only the hash kept.
+    let made = install.run(&["token", "new", "--client", "till-1"]);
+    assert!(made.status.success(), "{}", all_output(&made));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 43, "{token}");
+    let config = std::fs::read_to_string(install.config_path()).unwrap();
+    assert!(!config.contains(&token), "the token itself is not kept");
+    assert!(config.contains(&hex::encode(sha2::Sha256::digest(token.as_bytes()))), "its SHA-256 is");
+    let file = install.path().join("office.token");
+    let made = install.run(&["token", "new", "--client", "office", "--file", file.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", all_output(&made));
+    let office = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), office);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    install.write("conf.d/test-port.toml", "[server]\nlisten = \"127.0.0.1:0\"\n");
+    let daemon = install.start();
+    let methods = |token: &str| {
+        reqwest::blocking::Client::new().get(format!("{}/v1/methods", daemon.base_url)).bearer_auth(token).send().unwrap().status()
+    };
+    assert_eq!(methods(&token), 200, "the new till token opens the API");
+    assert_eq!(methods(&office), 200, "so does the office's, from its file");
 }

@@ -291,8 +291,10 @@ fn manual_entry_succeeds_unverified_and_its_refund_needs_the_transaction_id() {
     assert_eq!(refused["error"]["field"], "transaction_id");
     assert_eq!(shop.payment(&payment)["refunded_amount"], 0, "a refused refund reserves nothing");
 
-    let (status, refund) =
-        shop.daemon().post("/v1/refunds", &json!({"method": "smartum", "transaction_id": receipt.transaction_id, "amount": 1000}));
+    let by_transaction = json!({"method": "smartum", "transaction_id": receipt.transaction_id, "amount": 1000});
+    let (status, refused) = shop.daemon().post("/v1/refunds", &by_transaction);
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("forbidden_role")), "a till refunds its payments only: {refused}");
+    let (status, refund) = shop.daemon().post_as(posbridge_testkit::MANAGER_TOKEN, "/v1/refunds", &by_transaction);
     assert_eq!(status, 201, "{refund}");
     assert_eq!(refund["status"], "succeeded");
     assert_eq!(refund["payment"], Value::Null);

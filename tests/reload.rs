@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{library_file_name, Daemon, Install, TECHNICIAN_TOKEN, TILL_TOKEN};
+use posbridge_testkit::{library_file_name, Daemon, Install, MANAGER_TOKEN, TECHNICIAN_TOKEN, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -34,7 +34,12 @@ fn shop() -> Shop {
 
 /// Reads `/v1/events` until a `config.reloaded` event after `after`; answers its data.
 fn next_reload(daemon: &Daemon, after: u64) -> (u64, Value) {
-    let response = daemon.request(reqwest::Method::GET, &format!("/v1/events?after={after}")).send().unwrap();
+    // Config events are for managers and technicians, not tills.
+    let response = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/events?after={after}", daemon.base_url))
+        .bearer_auth(TECHNICIAN_TOKEN)
+        .send()
+        .unwrap();
     let mut lines = BufReader::new(response).lines();
     let (mut id, mut kind) = (0, String::new());
     let started = std::time::Instant::now();
@@ -144,11 +149,15 @@ fn plugins_added_to_the_directory_load_on_reload_and_changed_ones_wait_for_a_res
 fn a_register_added_by_a_reload_takes_payments_at_once() {
     let shop = shop();
     let for_till_2 = json!({"method": "smartum", "amount": 1000, "currency": "EUR", "register": "till-2"});
-    let (status, refused) = shop.daemon.post("/v1/payments", &for_till_2);
+    let (status, refused) = shop.daemon.post_as(MANAGER_TOKEN, "/v1/payments", &for_till_2);
     assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("unknown_register")), "{refused}");
-    shop.install.write("conf.d/30-till-2.toml", "[[registers]]\nid = \"till-2\"\n");
+    shop.install.write(
+        "conf.d/30-till-2.toml",
+        &format!("[[registers]]\nid = \"till-2\"\n\n[[clients]]\nname = \"till-2\"\ntoken = \"{TILL_2_TOKEN}\"\n"),
+    );
     next_reload(&shop.daemon, 0);
-    let (status, created) = shop.daemon.post("/v1/payments", &for_till_2);
+    let (status, created) =
+        shop.daemon.post_as(TILL_2_TOKEN, "/v1/payments", &json!({"method": "smartum", "amount": 1000, "currency": "EUR"}));
     assert_eq!(status, 201, "the reloaded register is known to the engine: {created}");
     assert_eq!(created["register"], "till-2");
 }

@@ -98,14 +98,17 @@ fn a_scan_from_the_registers_scanner_completes_its_waiting_payment() {
     assert!(front["last_scan_at"].is_string(), "{front}");
 
     // The HID POS scanner of till-2 pays till-2's payment, multi-report.
-    let (_, other) =
-        shop.daemon.post("/v1/payments", &json!({"method": "smartum", "amount": 1000, "currency": "EUR", "register": "till-2"}));
+    let (_, other) = shop.daemon.post_as(
+        posbridge_testkit::MANAGER_TOKEN,
+        "/v1/payments",
+        &json!({"method": "smartum", "amount": 1000, "currency": "EUR", "register": "till-2"}),
+    );
     let other_id = other["id"].as_str().unwrap();
     let second = shop.smartum.create_receipt(1000);
     let pos_lines = scanner_reports(&second.jws, "pos").unwrap();
     assert!(pos_lines.len() > 1, "a receipt takes several HID POS reports");
     scan_into(&shop.install.path().join("pos.fifo"), &pos_lines);
-    let paid = shop.daemon.follow(other_id, 1, &["processing"]);
+    let paid = shop.daemon.follow_as(posbridge_testkit::MANAGER_TOKEN, other_id, 1, &["processing"]);
     assert_eq!(paid["status"], "succeeded", "{paid}");
 }
 
@@ -113,7 +116,20 @@ fn a_scan_from_the_registers_scanner_completes_its_waiting_payment() {
 fn a_scan_with_no_payment_waiting_is_an_unclaimed_event() {
     let shop = shop();
     scan_into(&shop.install.path().join("front.fifo"), &scanner_reports("tx_R60D21hL60bj5N1v", "fi").unwrap());
-    let response = shop.daemon.request(reqwest::Method::GET, "/v1/events").send().unwrap();
+    let (kinds, unclaimed) = first_unclaimed(&shop.daemon, posbridge_testkit::TILL_TOKEN);
+    assert_eq!(kinds.first().map(String::as_str), Some("scanner.connected"), "the scanner connected first: {kinds:?}");
+    assert_eq!(unclaimed["scanner"], "front");
+    assert_eq!(unclaimed["register"], "till-1");
+    assert_eq!(unclaimed["code"], "tx_R60D21hL60bj5N1v", "the register's till gets the code");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"tx_R60D21hL60bj5N1v"));
+    assert_eq!(unclaimed["code_sha256"], digest.as_str());
+    let (_, journal) = first_unclaimed(&shop.daemon, posbridge_testkit::MANAGER_TOKEN);
+    assert!(journal.get("code").is_none(), "the journal keeps the hash, not the code: {journal}");
+}
+
+/// The event kinds up to the first `scan.unclaimed` event `token` receives, and its data.
+fn first_unclaimed(daemon: &Daemon, token: &str) -> (Vec<String>, Value) {
+    let response = reqwest::blocking::Client::new().get(format!("{}/v1/events", daemon.base_url)).bearer_auth(token).send().unwrap();
     let mut lines = BufReader::new(response).lines();
     let mut kind = String::new();
     let mut kinds = Vec::new();
@@ -130,10 +146,7 @@ fn a_scan_with_no_payment_waiting_is_an_unclaimed_event() {
             }
         }
     };
-    assert_eq!(kinds.first().map(String::as_str), Some("scanner.connected"), "the scanner connected first: {kinds:?}");
-    assert_eq!(unclaimed["scanner"], "front");
-    assert_eq!(unclaimed["register"], "till-1");
-    assert_eq!(unclaimed["code"], "tx_R60D21hL60bj5N1v");
+    (kinds, unclaimed)
 }
 
 fn decode(daemon: &Daemon, body: Vec<u8>, content_type: &str, query: &str) -> (u16, Value) {

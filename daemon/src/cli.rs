@@ -57,12 +57,32 @@ enum Command {
         #[command(subcommand)]
         action: ScannerAction,
     },
+    /// Client tokens: `token new --client NAME` prints a fresh token once and keeps
+    /// only its SHA-256 in the config (or writes it to a mode-600 `--file`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     Sandbox {
         /// The sandbox's receipt signing key (PKCS#8 PEM); default `sandbox/smartum-es512-private.pem` beside the config.
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
         #[command(subcommand)]
         action: Option<SandboxAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Make a new random token for a client (added to the config if it is not there).
+    New {
+        /// The `[[clients]]` name.
+        #[arg(long)]
+        client: String,
+        /// Write the token to this file (mode 600) and name it in the config
+        /// (`token_file`) instead of keeping only its hash.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -128,6 +148,16 @@ enum SandboxAction {
     },
 }
 
+fn new_token(config: &std::path::Path, client: &str, file: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+    let made = crate::tokens::new_token(config, client, file)?;
+    match &made.file {
+        Some(file) => eprintln!("token for {client} written to {} (mode 600); {} names it", file.display(), made.config.display()),
+        None => eprintln!("{} now holds only this token's SHA-256; this is the only time it is shown:", made.config.display()),
+    }
+    println!("{}", made.token);
+    Ok(())
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -176,6 +206,7 @@ pub fn main() -> ExitCode {
                 sandbox::card(&config, decline).await.map_err(Into::into)
             }
             Command::Scanners { .. } => Ok(()),
+            Command::Token { action: TokenAction::New { client, file } } => new_token(&config, &client, file.as_deref()),
         }
     });
     match result {

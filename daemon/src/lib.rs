@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod scanners;
 pub mod snapshot;
 pub mod store;
+pub mod tokens;

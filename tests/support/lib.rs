@@ -289,9 +289,14 @@ impl Daemon {
     /// Follows payment `id` with long polls from `version` while its status is one of
     /// `waiting`; answers the first payment in another status.
     pub fn follow(&self, id: &str, version: u64, waiting: &[&str]) -> serde_json::Value {
+        self.follow_as(TILL_TOKEN, id, version, waiting)
+    }
+
+    /// [`Daemon::follow`] with `token` (another register's payment).
+    pub fn follow_as(&self, token: &str, id: &str, version: u64, waiting: &[&str]) -> serde_json::Value {
         let mut version = version;
         loop {
-            let (status, payment) = self.get_json(&format!("/v1/payments/{id}?wait=30&version={version}"));
+            let (status, payment) = self.get_json_as(token, &format!("/v1/payments/{id}?wait=30&version={version}"));
             assert_eq!(status, 200, "{payment}");
             if !waiting.iter().any(|state| payment["status"] == *state) {
                 return payment;
