@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod file_trust;
 pub mod logging;
 pub mod metrics;
 pub mod payments;

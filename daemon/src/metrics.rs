@@ -24,6 +24,8 @@ struct Registry {
     payments: BTreeMap<(String, String), u64>,
     refunds: BTreeMap<(String, String), u64>,
     scanner_events: BTreeMap<(String, String), u64>,
+    connections_refused: u64,
+    decodes_refused: BTreeMap<&'static str, u64>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -35,6 +37,7 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// Counts one HTTP request by its route template (not its URL, so ids do not explode
 /// the label set).
 pub fn record_http(method: &str, route: &str, status: u16, seconds: f64) {
+    let method = http_method_label(method);
     with(|registry| {
         let timing = registry.http.entry((method.to_string(), route.to_string(), status)).or_default();
         timing.count += 1;
@@ -45,6 +48,7 @@ pub fn record_http(method: &str, route: &str, status: u16, seconds: f64) {
 /// Counts one call into a plugin (which is where provider calls happen) and its latency.
 pub fn record_plugin_call(method: &str, operation: &str, outcome: &str, seconds: f64) {
     with(|registry| {
+        let outcome = &outcome_label(registry, method, operation, outcome);
         let timing = registry.plugin_calls.entry((method.to_string(), operation.to_string(), outcome.to_string())).or_default();
         timing.count += 1;
         timing.seconds += seconds;
@@ -67,6 +71,47 @@ pub fn record_refund(method: &str, status: &str) {
 /// Counts a scanner event (connected, disconnected, scan, unclaimed, error).
 pub fn record_scanner(scanner: &str, event: &str) {
     with(|registry| *registry.scanner_events.entry((scanner.to_string(), event.to_string())).or_default() += 1);
+}
+
+/// Counts a connection closed at once because the server was at `max_connections`.
+pub fn record_connection_refused() {
+    with(|registry| registry.connections_refused += 1);
+}
+
+/// Counts a `/v1/decode` refused before decoding (`busy`, `too_large`).
+pub fn record_decode_refused(reason: &'static str) {
+    with(|registry| *registry.decodes_refused.entry(reason).or_default() += 1);
+}
+
+/// The methods of HTTP; anything else a client sends counts as `other`, so the label
+/// set stays bounded whatever arrives.
+fn http_method_label(method: &str) -> &str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|known| *known == method).unwrap_or("other")
+}
+
+/// Distinct outcome codes kept per (method, operation); later new ones count as `other`.
+const MAX_OUTCOMES: usize = 32;
+
+/// A plugin's failure code as a label: `[a-z0-9_]`, at most 48 characters, and at most
+/// [`MAX_OUTCOMES`] distinct ones per method and operation (a plugin cannot grow the
+/// registry without bound).
+fn outcome_label(registry: &Registry, method: &str, operation: &str, outcome: &str) -> String {
+    let clean: String =
+        outcome.chars().take(48).map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' }).collect();
+    let known = registry.plugin_calls.keys().filter(|(m, o, _)| m == method && o == operation);
+    let mut seen = 0;
+    for (_, _, label) in known {
+        if *label == clean {
+            return clean;
+        }
+        seen += 1;
+    }
+    if seen >= MAX_OUTCOMES {
+        "other".to_string()
+    } else {
+        clean
+    }
 }
 
 /// Counts a config reload, applied or refused.
@@ -166,6 +211,10 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
             .iter()
             .map(|((scanner, event), count)| (format!("scanner=\"{}\",event=\"{event}\"", escape(scanner)), count.to_string()));
         family(&mut out, "posbridge_scanner_events_total", "Scanner connections, scans and errors.", "counter", scanner_events);
+        let refused = std::iter::once((String::new(), registry.connections_refused.to_string()));
+        family(&mut out, "posbridge_connections_refused_total", "Connections closed at once: the server was at max_connections.", "counter", refused);
+        let decodes = registry.decodes_refused.iter().map(|(reason, count)| (format!("reason=\"{reason}\""), count.to_string()));
+        family(&mut out, "posbridge_decodes_refused_total", "Images refused before decoding (busy, too large).", "counter", decodes);
         let reloads = registry.reloads.iter().map(|(outcome, count)| (format!("outcome=\"{outcome}\""), count.to_string()));
         family(&mut out, "posbridge_config_reloads_total", "Config reloads, applied or refused.", "counter", reloads);
         histogram(&mut out, registry);

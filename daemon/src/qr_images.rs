@@ -16,12 +16,17 @@ pub enum ImageError {
     UnknownFormat,
     #[error("the image cannot be decoded: {0}")]
     Corrupt(String),
-    #[error("the image is larger than {max}×{max} pixels")]
-    TooLarge { max: u32 },
+    #[error("the image is {width}×{height} pixels; at most {MAX_PIXELS} pixels and {MAX_SIDE} on a side are decoded")]
+    TooLarge { width: u32, height: u32 },
 }
 
 /// The largest side accepted (a 4K frame fits).
 pub const MAX_SIDE: u32 = 4096;
+/// The most pixels decoded (a 3840×2160 frame fits), checked from the header before
+/// anything is decoded.
+pub const MAX_PIXELS: u64 = 8 * 1024 * 1024;
+/// The most memory one decode may allocate.
+const MAX_ALLOC: u64 = 96 * 1024 * 1024;
 
 /// Which form of the image yielded the codes (for logs and the benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +62,29 @@ pub fn decode(bytes: &[u8]) -> Result<Found, ImageError> {
     Ok(find_codes(&gray))
 }
 
+/// The image's size, read from its header only.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|_| ImageError::UnknownFormat)?;
+    reader.into_dimensions().map_err(|error| ImageError::Corrupt(error.to_string()))
+}
+
 fn load(bytes: &[u8]) -> Result<GrayImage, ImageError> {
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
         return Err(ImageError::UnknownFormat);
     }
+    let (width, height) = dimensions(bytes)?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS || width.max(height) > MAX_SIDE {
+        return Err(ImageError::TooLarge { width, height });
+    }
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(256 * 1024 * 1024);
+    limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
     let decoded = reader.decode().map_err(|error| match error {
-        image::ImageError::Limits(_) => ImageError::TooLarge { max: MAX_SIDE },
+        image::ImageError::Limits(_) => ImageError::TooLarge { width, height },
         other => ImageError::Corrupt(other.to_string()),
     })?;
     Ok(decoded.to_luma8())

@@ -26,15 +26,14 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub struct Reloader {
     path: PathBuf,
     live: Live,
-    http: reqwest::Client,
     payments: Arc<Payments>,
     state: Arc<AppState>,
 }
 
 impl Reloader {
     /// A reloader for the daemon running `live`.
-    pub fn new(path: &Path, live: Live, http: reqwest::Client, payments: Arc<Payments>, state: Arc<AppState>) -> Self {
-        Reloader { path: path.to_path_buf(), live, http, payments, state }
+    pub fn new(path: &Path, live: Live, payments: Arc<Payments>, state: Arc<AppState>) -> Self {
+        Reloader { path: path.to_path_buf(), live, payments, state }
     }
 
     /// Starts watching the config files and `conf.d/`, and SIGHUP, now (so no change
@@ -102,7 +101,7 @@ impl Reloader {
     /// One reload attempt.
     pub async fn reload(&mut self) {
         let previous = self.live.load_full();
-        match runtime::prepare_config(&self.path, Some(&previous.catalog), &self.http) {
+        match runtime::prepare_config(&self.path, Some(&previous.catalog)) {
             Ok((config, catalog, methods)) => self.apply(&previous, Snapshot::build(config, catalog, methods, Some(&previous))).await,
             Err(error) => {
                 let problems = match &error {

@@ -40,31 +40,24 @@ pub struct Prepared {
     pub config: Config,
     pub catalog: Catalog,
     pub methods: Methods,
-    /// The HTTP client lent to plugins (kept for the methods a reload creates).
-    pub http: reqwest::Client,
 }
 
 /// Loads and validates the config, loads the plugin directory and creates every
 /// configured method. Needs a tokio runtime (plugins' HTTP runs on it).
 pub fn prepare(config_path: &Path) -> Result<Prepared, StartError> {
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| ConfigError(vec![Problem::new(None, "", format!("cannot set up HTTPS: {error}"))]))?;
-    let (config, catalog, methods) = prepare_config(config_path, None, &http)?;
-    Ok(Prepared { config, catalog, methods, http })
+    let (config, catalog, methods) = prepare_config(config_path, None)?;
+    Ok(Prepared { config, catalog, methods })
 }
 
 /// The steps start-up and reload share: config → plugin directory (after `previous`,
 /// at a reload) → methods. Plugins' `create` runs on a thread of its own, never on an
 /// async worker, so a plugin may use the host's HTTP while it is created.
-pub fn prepare_config(
-    config_path: &Path,
-    previous: Option<&Catalog>,
-    http: &reqwest::Client,
-) -> Result<(Config, Catalog, Methods), StartError> {
+pub fn prepare_config(config_path: &Path, previous: Option<&Catalog>) -> Result<(Config, Catalog, Methods), StartError> {
     let (config, mut problems) = config::load_with_problems(config_path);
     let Some(config) = config else { return Err(ConfigError(problems).into()) };
+    let http = plugins::http_client(config.server.proxy.as_deref())
+        .map_err(|error| ConfigError(vec![Problem::new(None, "server.proxy", format!("cannot set up HTTPS: {error}"))]))?;
+    let http = &http;
     let catalog = match previous {
         Some(previous) => {
             let catalog = plugins::load_directory_after(&config.plugins, previous)?;
@@ -97,7 +90,7 @@ pub fn prepare_config(
 
 /// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
 pub async fn serve(config_path: &Path) -> Result<(), StartError> {
-    let Prepared { config, catalog, methods, http } = prepare(config_path)?;
+    let Prepared { config, catalog, methods } = prepare(config_path)?;
     for refusal in &catalog.refused {
         tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");
     }
@@ -115,10 +108,14 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
     let state = AppState::new(live.clone(), payments.clone(), scanners);
-    let reloader = Reloader::new(config_path, live, http, payments.clone(), state.clone());
+    let reloader = Reloader::new(config_path, live, payments.clone(), state.clone());
     let reloading = tokio::spawn(reloader.start());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");
-    axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
+    let limits = crate::api::server::Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout,
+    };
+    crate::api::server::serve(listener, crate::api::router(state.clone()), limits, shutdown).await.map_err(StartError::Serve)?;
     housekeeping.abort();
     reloading.abort();
     state.scanners().stop();

@@ -70,6 +70,21 @@ impl Settings {
         value
     }
 
+    /// A provider's base URL: `https://`, or `http://` to this machine only (a sandbox).
+    /// The host refuses anything else at request time; this says so at the config line.
+    /// `default` applies when the key is absent.
+    pub fn provider_url(&mut self, key: &str, default: Option<&str>) -> Option<String> {
+        let url = match (self.object.contains_key(key), default) {
+            (false, Some(default)) => default.to_string(),
+            _ => self.required_string(key)?,
+        };
+        if !is_provider_url(&url) {
+            self.problem(key, format!("expected an https:// URL (http:// only to this machine), found {url:?}"));
+            return None;
+        }
+        Some(url.trim_end_matches('/').to_string())
+    }
+
     /// A secret that must be present: the host resolves `key_file = "path"` and
     /// `key = "env:NAME"` into `key`, so the message names both ways to set it.
     pub fn required_secret(&mut self, key: &str) -> Option<String> {
@@ -171,5 +186,34 @@ mod tests {
         let problems = settings.finish().unwrap_err();
         let fields: Vec<String> = problems.iter().map(|p| p.field.clone().unwrap().to_string()).collect();
         assert_eq!(fields, vec!["a", "b", "keys[0].kid", "typo"]);
+    }
+}
+
+/// `https://…`, or `http://` to `localhost`, `127.x.x.x` or `[::1]`.
+pub fn is_provider_url(url: &str) -> bool {
+    if let Some(rest) = url.strip_prefix("https://") {
+        return !rest.is_empty();
+    }
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
+#[cfg(test)]
+mod provider_url_tests {
+    use super::is_provider_url;
+
+    #[test]
+    fn https_anywhere_http_only_here() {
+        for good in ["https://api.smartum.fi", "http://127.0.0.1:8788", "http://localhost/x", "http://[::1]:9"] {
+            assert!(is_provider_url(good), "{good}");
+        }
+        for bad in ["http://api.smartum.fi", "http://10.0.0.2", "http://127.0.0.1.evil.example", "ftp://x", "https://"] {
+            assert!(!is_provider_url(bad), "{bad}");
+        }
     }
 }

@@ -40,6 +40,9 @@ impl Install {
     pub fn new(bin: &str) -> Install {
         let dir = tempfile::Builder::new().prefix("posbridge-test-").tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugins dir");
+        // The daemon refuses files and directories other users may write: make the
+        // installation's modes independent of the umask the tests run under.
+        set_mode(&dir.path().join("plugins"), 0o755);
         let install = Install { dir, bin: PathBuf::from(bin) };
         for (file, token) in [("till-1.token", TILL_TOKEN), ("office.token", MANAGER_TOKEN), ("tech.token", TECHNICIAN_TOKEN)] {
             private(&install.write(file, &format!("{token}\n")));
@@ -73,6 +76,7 @@ impl Install {
     pub fn add_plugin_as(&self, crate_name: &str, file_name: &str) -> PathBuf {
         let target = self.plugins_dir().join(file_name);
         std::fs::copy(self.built_library(crate_name), &target).expect("copy plugin");
+        set_mode(&target, 0o644);
         target
     }
 
@@ -86,8 +90,10 @@ impl Install {
         let path = self.path().join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("parent dir");
+            set_mode(parent, 0o755);
         }
         std::fs::write(&path, contents).expect("write file");
+        set_mode(&path, 0o644);
         path
     }
 
@@ -134,6 +140,17 @@ impl Install {
     pub fn start_command(&self, command: &[&str]) -> Daemon {
         Daemon::start(&self.bin, command, &self.config_path(), &[])
     }
+}
+
+/// Sets a file's or directory's permission bits (on Unix).
+pub fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
 }
 
 /// Makes a secret file readable by its owner only, as a technician would.

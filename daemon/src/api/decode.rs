@@ -37,7 +37,8 @@ impl From<ImageError> for ApiError {
     fn from(error: ImageError) -> Self {
         let status = match error {
             ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ImageError::Corrupt(_) | ImageError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ImageError::Corrupt(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         };
         let code = match error {
             ImageError::UnknownFormat => "unsupported_media_type",
@@ -48,7 +49,31 @@ impl From<ImageError> for ApiError {
     }
 }
 
-/// Finds the codes (on the blocking pool: decoding is CPU work), and scans the first.
+/// Decodes on a thread of its own (never the pool that runs plugin calls), at most
+/// `server.max_concurrent_decodes` at once (`429 decoder_busy` beyond), and never an
+/// image whose header says it is too large (`413 image_too_large`, before decoding).
+async fn decode_bounded(state: &AppState, body: axum::body::Bytes) -> Result<qr_images::Found, ApiError> {
+    if let Ok((width, height)) = qr_images::dimensions(&body) {
+        if u64::from(width) * u64::from(height) > qr_images::MAX_PIXELS || width.max(height) > qr_images::MAX_SIDE {
+            crate::metrics::record_decode_refused("too_large");
+            return Err(ImageError::TooLarge { width, height }.into());
+        }
+    }
+    let Ok(slot) = state.decodes.clone().try_acquire_owned() else {
+        crate::metrics::record_decode_refused("busy");
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "decoder_busy", "other images are being decoded; retry in a second"));
+    };
+    let (tell, told) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("decode".into()).spawn(move || {
+        let _ = tell.send(qr_images::decode(&body));
+        drop(slot);
+    });
+    spawned.map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "decoder_busy", format!("cannot start a decoder: {error}")))?;
+    let decoded = told.await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decode_failed", "the decoder stopped"))?;
+    Ok(decoded?)
+}
+
+/// Finds the codes (on a decoder thread: decoding is CPU work), and scans the first.
 pub async fn decode(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -62,9 +87,7 @@ pub async fn decode(
             super::payments::visible_payment(&state, &client, id)?;
         }
         let started = std::time::Instant::now();
-        let found = tokio::task::spawn_blocking(move || qr_images::decode(&body))
-            .await
-            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "decode_failed", error.to_string()))??;
+        let found = decode_bounded(&state, body).await?;
         tracing::debug!(codes = found.codes.len(), by = ?found.by, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
         let codes = found.codes;
         let payment = match (&query.payment, codes.first()) {

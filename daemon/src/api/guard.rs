@@ -80,6 +80,21 @@ pub fn client_of(state: &AppState, headers: &axum::http::HeaderMap) -> Option<su
     found.map(|(client, _)| client.clone())
 }
 
+/// Everyone together, before authentication: a flood of requests (whatever their
+/// token, method or path) answers `429` instead of reaching the handlers.
+pub async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let per_second = state.snapshot().access.global_rate;
+    let limit = RateLimit { per_second, burst: per_second };
+    match state.global_bucket.take("", limit) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry shortly").into_response();
+            response.headers_mut().insert("Retry-After", HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64));
+            response
+        }
+    }
+}
+
 /// Names the client from its bearer token, or answers `401`.
 pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let client = client_of(&state, request.headers());

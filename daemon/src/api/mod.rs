@@ -10,6 +10,7 @@ mod guard;
 mod idempotency;
 mod openapi;
 mod payments;
+pub mod server;
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -41,6 +42,10 @@ pub struct AppState {
     /// The running config: access, methods, catalog (swapped whole by reloads).
     live: Live,
     buckets: guard::Buckets,
+    /// The one bucket every request takes from before authentication.
+    global_bucket: guard::Buckets,
+    /// `/v1/decode` images being decoded (at most `server.max_concurrent_decodes`).
+    decodes: Arc<tokio::sync::Semaphore>,
     /// The last reload's problems, shown by `/readyz` and the status page until a reload
     /// succeeds.
     last_config_error: RwLock<Option<String>>,
@@ -56,6 +61,8 @@ pub struct Access {
     allowed_origins: Vec<String>,
     allowed_hosts: Vec<String>,
     rate: guard::RateLimit,
+    /// Requests per second from everyone, before authentication.
+    global_rate: u32,
     /// Methods the config names; all must have been created for `/readyz`.
     configured_methods: usize,
 }
@@ -75,6 +82,7 @@ impl Access {
             allowed_origins: config.server.allowed_origins.clone(),
             allowed_hosts: config.server.allowed_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             rate: guard::RateLimit { per_second: config.server.rate_limit, burst: config.server.rate_burst },
+            global_rate: config.server.global_rate_limit,
             configured_methods: config.methods.len(),
         }
     }
@@ -84,12 +92,15 @@ impl AppState {
     /// The state for a validated config and a running payment service.
     pub fn new(live: Live, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
         let max_body_bytes = live.load().config.server.max_body_bytes;
+        let max_decodes = live.load().config.server.max_concurrent_decodes;
         Arc::new(AppState {
             payments,
             scanners: RwLock::new(scanners),
             in_flight: Default::default(),
             live,
             buckets: Default::default(),
+            global_bucket: Default::default(),
+            decodes: Arc::new(tokio::sync::Semaphore::new(max_decodes)),
             last_config_error: RwLock::new(None),
             max_body_bytes,
             openapi: openapi::document(&routes()),
@@ -224,6 +235,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard::cors))
         .layer(middleware::from_fn_with_state(state.clone(), guard::host_check))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }

@@ -47,14 +47,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_with_problems(path: &Path) -> (Option<Config>, Vec<Problem>) {
     let mut problems = Problems::default();
     let mut merged = Table::default();
-    for file in config_files(path, &mut problems) {
-        if let Some(table) = tree::parse_file(&file, &mut problems) {
+    let files = config_files(path, &mut problems);
+    for file in &files {
+        if let Some(table) = tree::parse_file(file, &mut problems) {
             merged.merge(table);
         }
     }
     if !problems.is_empty() {
         return (None, problems.into_vec());
     }
+    trust_problems(&files, &merged, &mut problems);
     let root_at = Location { file: Arc::new(path.to_path_buf()), line: 1 };
     let config = build(&merged, path, root_at, &mut problems);
     (Some(config), problems.into_vec())
@@ -104,14 +106,36 @@ fn warnings(server: &ServerConfig, root: &Table) -> Vec<String> {
             server.listen
         ));
     }
-    let mut secret_files = Vec::new();
-    collect_secret_files(root, &mut secret_files);
-    for (file, key) in secret_files {
-        if let Some(mode) = world_or_group_readable(&file) {
+    if !crate::file_trust::running_as_service() {
+        for (file, key, mode) in exposed_secret_files(root) {
             warnings.push(format!("{} (`{key}`) is readable by other users (mode {mode:o}); chmod 600 it", file.display()));
         }
     }
     warnings
+}
+
+/// Secret files group or others can read, with their key and mode.
+fn exposed_secret_files(root: &Table) -> Vec<(PathBuf, String, u32)> {
+    let mut secret_files = Vec::new();
+    collect_secret_files(root, &mut secret_files);
+    secret_files.into_iter().filter_map(|(file, key)| crate::file_trust::readable_by_others(&file).map(|mode| (file, key, mode))).collect()
+}
+
+/// Config files and `conf.d/` others could change, and (as a service) secret files
+/// others can read, are problems: the daemon would obey or leak them.
+fn trust_problems(files: &[PathBuf], root: &Table, problems: &mut Problems) {
+    let conf_d = files.first().and_then(|main| main.parent()).map(|dir| dir.join("conf.d"));
+    for path in files.iter().chain(conf_d.iter().filter(|dir| dir.is_dir())) {
+        if let Some(reason) = crate::file_trust::untrusted(path, false) {
+            problems.push(Problem::at_file(Arc::new(path.clone()), format!("not trusted: {reason}")));
+        }
+    }
+    if crate::file_trust::running_as_service() {
+        for (file, key, mode) in exposed_secret_files(root) {
+            let message = format!("`{key}`: {} is readable by other users (mode {mode:o}); chmod 600 it", file.display());
+            problems.push(Problem::at_file(Arc::new(file), message));
+        }
+    }
 }
 
 /// Every `*_file` value holding a secret (tokens, secrets; not public keys), with its key.
@@ -130,18 +154,6 @@ fn collect_secret_files(table: &Table, out: &mut Vec<(PathBuf, String)>) {
             _ => {}
         }
     }
-}
-
-#[cfg(unix)]
-fn world_or_group_readable(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o044 != 0).then_some(mode)
-}
-
-#[cfg(not(unix))]
-fn world_or_group_readable(_path: &Path) -> Option<u32> {
-    None
 }
 
 /// An absent optional table reads as empty, located at the file's start.
@@ -171,8 +183,30 @@ fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) ->
     let allowed_hosts = s.string_list(p, "allowed_hosts").unwrap_or_default();
     let rate_limit = s.integer_in(p, "rate_limit", 1..=100_000).unwrap_or(50) as u32;
     let rate_burst = s.integer_in(p, "rate_burst", 1..=100_000).unwrap_or(100) as u32;
+    let global_rate_limit = s.integer_in(p, "global_rate_limit", 1..=1_000_000).unwrap_or(2_000) as u32;
+    let max_connections = s.integer_in(p, "max_connections", 16..=65_536).unwrap_or(4_096) as usize;
+    let header_read_timeout = s.duration(p, "header_read_timeout").unwrap_or(Duration::from_secs(10));
+    let max_concurrent_decodes = s.integer_in(p, "max_concurrent_decodes", 1..=64).unwrap_or(2) as usize;
+    let proxy = s.string(p, "proxy");
+    if let Some(proxy) = &proxy {
+        if !(proxy.starts_with("http://") || proxy.starts_with("https://")) {
+            p.add(&s.value_at("proxy"), &s.key_path("proxy"), "expected a proxy URL such as \"http://proxy.shop.lan:3128\"");
+        }
+    }
     s.finish(p);
-    ServerConfig { listen, allowed_origins, max_body_bytes: max_body as usize, allowed_hosts, rate_limit, rate_burst }
+    ServerConfig {
+        listen,
+        allowed_origins,
+        max_body_bytes: max_body as usize,
+        allowed_hosts,
+        rate_limit,
+        rate_burst,
+        global_rate_limit,
+        max_connections,
+        header_read_timeout,
+        max_concurrent_decodes,
+        proxy,
+    }
 }
 
 fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> StoreConfig {

@@ -42,6 +42,17 @@ pub struct ServerConfig {
     pub rate_limit: u32,
     /// Requests a client may make in a burst.
     pub rate_burst: u32,
+    /// Requests per second from everyone together, before authentication.
+    pub global_rate_limit: u32,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this is closed.
+    pub header_read_timeout: Duration,
+    /// `/v1/decode` images decoded at once; more answer `429`.
+    pub max_concurrent_decodes: usize,
+    /// The proxy for provider requests (`http://host:port`); none by default, whatever
+    /// the environment says.
+    pub proxy: Option<String>,
 }
 
 /// `[store]`

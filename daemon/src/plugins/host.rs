@@ -22,6 +22,7 @@ impl HostServices {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HostError> {
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| host_error("invalid_request", "not an HTTP method"))?;
+        check_url(request.url.as_str())?;
         let mut builder = self.http.request(method, request.url.as_str()).timeout(Duration::from_millis(request.timeout_ms.max(1)));
         for header in request.headers.iter() {
             builder = builder.header(header.name.as_str(), header.value.as_str());
@@ -30,9 +31,53 @@ impl HostServices {
         let status = response.status().as_u16();
         let headers: RVec<Header> =
             response.headers().iter().map(|(name, value)| Header::new(name.as_str(), String::from_utf8_lossy(value.as_bytes()))).collect();
-        let body = response.bytes().await.map_err(|error| classify(&error))?;
-        Ok(HttpResponse { status, headers, body: body.to_vec().into() })
+        let body = read_capped(response).await?;
+        Ok(HttpResponse { status, headers, body: body.into() })
     }
+}
+
+/// The largest provider answer read; a longer one is an error, not a memory hog.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Reads a response body up to [`MAX_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HostError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| classify(&error))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(host_error("io", format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Provider traffic is `https://`; plain `http://` only to this machine (sandboxes).
+fn check_url(url: &str) -> Result<(), HostError> {
+    match reqwest::Url::parse(url) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && is_loopback_url(&url)) => Ok(()),
+        Ok(_) => Err(host_error("invalid_request", "provider requests must use https:// (http:// only to this machine)")),
+        Err(_) => Err(host_error("invalid_request", "not a URL")),
+    }
+}
+
+/// The URL names this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub fn is_loopback_url(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
+/// The HTTP client lent to plugins: no redirects (a provider's answer is the answer),
+/// no proxy unless `[server] proxy` names one (environment variables are ignored).
+pub fn http_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
+        .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = match proxy {
+        Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy)?),
+        None => builder.no_proxy(),
+    };
+    builder.build()
 }
 
 impl Host for HostServices {
@@ -93,6 +138,17 @@ pub fn redact(text: &str, secrets: &[RString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_https_leaves_this_machine() {
+        assert!(check_url("https://api.smartum.fi/v1").is_ok());
+        for local in ["http://127.0.0.1:8788/x", "http://localhost/x", "http://[::1]:9/x"] {
+            assert!(check_url(local).is_ok(), "{local}");
+        }
+        for remote in ["http://api.smartum.fi/v1", "http://10.0.0.1/x", "ftp://127.0.0.1/x", "not a url"] {
+            assert!(check_url(remote).is_err(), "{remote}");
+        }
+    }
 
     #[test]
     fn redact_masks_every_occurrence() {

@@ -73,7 +73,13 @@ pub fn load_directory(config: &PluginsConfig) -> Result<Catalog, DirectoryError>
 pub fn load_directory_after(config: &PluginsConfig, previous: &Catalog) -> Result<Catalog, DirectoryError> {
     let mut catalog = Catalog::default();
     let mut loaded: BTreeMap<String, Vec<LoadedPlugin>> = BTreeMap::new();
-    for file in library_files(&config.dir)? {
+    let files = library_files(&config.dir)?;
+    // A directory others can write to lets them swap what runs: nothing in it loads.
+    if let Some(reason) = crate::file_trust::untrusted(&config.dir, false) {
+        catalog.refused.extend(files.into_iter().map(|file| Refusal { file, reason: format!("refused: the plugin directory is not trusted: {reason}") }));
+        return Ok(catalog);
+    }
+    for file in files {
         let before = previous.plugins.values().find(|plugin| plugin.file == file);
         let result = match before {
             Some(plugin) => reuse(plugin, &file, config),
@@ -109,7 +115,11 @@ fn library_files(dir: &Path) -> Result<Vec<PathBuf>, DirectoryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DirectoryError { dir: dir.to_path_buf(), source })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION))
+        .filter(|path| {
+            // Links are listed too, to be refused by name rather than followed.
+            let is_file_or_link = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() || meta.file_type().is_symlink());
+            is_file_or_link && path.extension().is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION)
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -117,8 +127,7 @@ fn library_files(dir: &Path) -> Result<Vec<PathBuf>, DirectoryError> {
 
 /// A library loaded before: still the same file, and still allowed by the pins?
 fn reuse(plugin: &LoadedPlugin, file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String> {
-    let bytes = std::fs::read(file).map_err(|error| format!("cannot read the file: {error}"))?;
-    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    let (_, sha256) = open_trusted(file)?;
     if sha256 != plugin.sha256 {
         return Err("changed since posbridge loaded it; libraries are never unloaded, so restart posbridge to use the new file".to_string());
     }
@@ -126,12 +135,66 @@ fn reuse(plugin: &LoadedPlugin, file: &Path, config: &PluginsConfig) -> Result<L
     Ok(plugin.clone())
 }
 
+/// Opens a plugin file once, refusing links and files others could change, and hashes
+/// it from that descriptor. The same descriptor is what gets loaded.
+fn open_trusted(file: &Path) -> Result<(std::fs::File, [u8; 32]), String> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    let mut opened = options.open(file).map_err(|error| match error.raw_os_error() {
+        #[cfg(unix)]
+        Some(libc::ELOOP) => "refused: it is a symbolic link; copy the library into the plugin directory".to_string(),
+        _ => format!("cannot read the file: {error}"),
+    })?;
+    let metadata = opened.metadata().map_err(|error| format!("cannot read the file: {error}"))?;
+    if !metadata.is_file() {
+        return Err("refused: not a regular file".to_string());
+    }
+    if let Some(reason) = crate::file_trust::others_can_write(file, &metadata) {
+        return Err(format!("refused: {reason}"));
+    }
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = opened.read(&mut buffer).map_err(|error| format!("cannot read the file: {error}"))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok((opened, hasher.finalize().into()))
+}
+
+/// The path the dynamic loader opens for an open file: the descriptor itself on Linux,
+/// so the bytes loaded are the bytes hashed even if the path is replaced meanwhile.
+fn loadable_path(opened: &std::fs::File, file: &Path) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = file;
+        PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = opened;
+        file.to_path_buf()
+    }
+}
+
 fn load_file(file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String> {
-    let bytes = std::fs::read(file).map_err(|error| format!("cannot read the file: {error}"))?;
-    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    let (opened, sha256) = open_trusted(file)?;
+    tracing::info!(file = %file.display(), sha256 = %hex::encode(sha256), "plugin file opened and hashed");
     // Pins are checked before the library is opened: opening runs its initialisers.
     let pinned_as = check_pin_before_load(&sha256, config)?;
-    let header = lib_header_from_path(file).map_err(|error| describe(&error))?;
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("loader-between-hash-and-load");
+    let header = lib_header_from_path(&loadable_path(&opened, file)).map_err(|error| describe(&error))?;
+    drop(opened);
     let module = header.init_root_module::<PluginModV1Ref>().map_err(|error| describe(&error))?;
     let manifest = module.manifest()().into_result().map_err(|error| format!("its manifest failed: {error}"))?;
     let plugin = from_manifest(manifest, file, sha256, module)?;

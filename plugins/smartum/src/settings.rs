@@ -80,12 +80,7 @@ impl SmartumSettings {
     /// Reads and checks every key, reporting all problems together.
     pub fn parse(json: &str) -> Result<SmartumSettings, Vec<MethodError>> {
         let mut s = Settings::parse(json)?;
-        let api_url = s.required_string("api_url");
-        if let Some(url) = &api_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                s.problem("api_url", format!("expected an http(s) URL such as \"https://api.smartum.fi\", found {url:?}"));
-            }
-        }
+        let api_url = s.provider_url("api_url", None);
         let client_id = s.required_string("client_id");
         let client_secret = s.required_secret("client_secret");
         let venue_id = s.required_string("venue_id");

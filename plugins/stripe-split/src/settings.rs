@@ -58,7 +58,7 @@ impl StripeSettings {
     /// Reads and checks every key, reporting all problems together.
     pub fn parse(json: &str) -> Result<StripeSettings, Vec<MethodError>> {
         let mut s = Settings::parse(json)?;
-        let api_url = s.string("api_url").unwrap_or_else(|| "https://api.stripe.com".to_string());
+        let api_url = s.provider_url("api_url", Some("https://api.stripe.com"));
         let secret_key = s.required_secret("secret_key");
         if let Some(key) = &secret_key {
             if !(key.starts_with("sk_") || key.starts_with("rk_")) {
@@ -86,7 +86,7 @@ impl StripeSettings {
         s.finish()?;
         let secret_key = secret_key.ok_or_else(|| vec![MethodError::new("invalid_config", "incomplete settings")])?;
         Ok(StripeSettings {
-            api_url: api_url.trim_end_matches('/').to_string(),
+            api_url: api_url.ok_or_else(|| vec![MethodError::new("invalid_config", "incomplete settings")])?,
             secret_key,
             stripe_version,
             connected_account,
