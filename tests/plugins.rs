@@ -159,3 +159,81 @@ fn a_plugin_may_use_the_host_http_while_its_method_is_created() {
     assert!(daemon.wait_for_log(&["config reloaded"], std::time::Duration::from_secs(30)).is_some(), "{}", daemon.log().join("\n"));
     assert_eq!(daemon.get("/healthz").status(), 200, "the daemon is alive");
 }
+
+#[cfg(unix)]
+#[test]
+fn links_and_files_others_can_change_are_refused() {
+    let install = Install::new(BIN);
+    install.add_plugin("posbridge-plugin-smartum");
+    let elsewhere = install.path().join("libelsewhere.so");
+    std::fs::copy(install.built_library("posbridge-plugin-stripe-split"), &elsewhere).unwrap();
+    let link_name = library_file_name("linked-plugin");
+    std::os::unix::fs::symlink(&elsewhere, install.plugins_dir().join(&link_name)).unwrap();
+    install.configure("");
+
+    let listing = plugins_json(&install);
+    let reason = refusal_for(&listing, &link_name);
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(listing["plugins"].as_array().unwrap().iter().any(|plugin| plugin["id"] == "smartum"), "the plain file still loads");
+
+    let smartum = install.plugins_dir().join(library_file_name("posbridge-plugin-smartum"));
+    posbridge_testkit::set_mode(&smartum, 0o666);
+    let reason = refusal_for(&plugins_json(&install), &library_file_name("posbridge-plugin-smartum"));
+    assert!(reason.contains("can be written by other users"), "{reason}");
+
+    posbridge_testkit::set_mode(&smartum, 0o644);
+    posbridge_testkit::set_mode(&install.plugins_dir(), 0o775);
+    let listing = plugins_json(&install);
+    let reason = refusal_for(&listing, &library_file_name("posbridge-plugin-smartum"));
+    assert!(reason.contains("plugin directory is not trusted") && reason.contains("mode 775"), "{reason}");
+    assert_eq!(listing["plugins"], serde_json::json!([]), "nothing in a directory others can write loads");
+
+    // The config file is held to the same rule.
+    posbridge_testkit::set_mode(&install.plugins_dir(), 0o755);
+    posbridge_testkit::set_mode(&install.config_path(), 0o664);
+    let check = install.run(&["check"]);
+    let text = all_output(&check);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(text.contains("not trusted") && text.contains("posbridge.toml"), "{text}");
+}
+
+/// The pinned bytes are the loaded bytes: the file is replaced on disk after it was
+/// hashed and before it is loaded (a test-only pause between the two), and what runs is
+/// still the file that was hashed.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_library_loaded_is_the_one_hashed_even_if_the_path_is_replaced_in_between() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let install = Install::new(BIN);
+    let smartum = install.add_plugin("posbridge-plugin-smartum");
+    let impostor = install.path().join("impostor.so");
+    std::fs::copy(install.built_library("posbridge-test-plugin-panicky"), &impostor).unwrap();
+    posbridge_testkit::set_mode(&impostor, 0o644);
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&smartum).unwrap()));
+    install.configure(&format!("[plugins.pinned]\nsmartum = \"sha256:{hash}\"\n"));
+
+    let mut listing = Command::new(BIN)
+        .args(["plugins", "--json", "--config"])
+        .arg(install.config_path())
+        .env("FAILPOINTS", "loader-between-hash-and-load=sleep(1500)")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(listing.stderr.take().unwrap()).lines();
+    let hashed = log.by_ref().map_while(Result::ok).find(|line| line.contains("plugin file opened and hashed"));
+    assert!(hashed.is_some_and(|line| line.contains(&hash)), "the loader hashed the file");
+    std::fs::rename(&impostor, &smartum).unwrap(); // the path now holds another library
+    let output = listing.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let listing: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listing["refused"], serde_json::json!([]), "{listing}");
+    let loaded = &listing["plugins"][0];
+    assert_eq!(loaded["id"], "smartum", "the hashed library was loaded, not the one now at the path: {listing}");
+
+    // Loaded again later (a reload), the replaced file is refused: it is not what was pinned.
+    let reason = refusal_for(&plugins_json(&install), &library_file_name("posbridge-plugin-smartum"));
+    assert!(reason.contains("matches no [plugins.pinned] entry"), "{reason}");
+}

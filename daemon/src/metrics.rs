@@ -212,7 +212,13 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
             .map(|((scanner, event), count)| (format!("scanner=\"{}\",event=\"{event}\"", escape(scanner)), count.to_string()));
         family(&mut out, "posbridge_scanner_events_total", "Scanner connections, scans and errors.", "counter", scanner_events);
         let refused = std::iter::once((String::new(), registry.connections_refused.to_string()));
-        family(&mut out, "posbridge_connections_refused_total", "Connections closed at once: the server was at max_connections.", "counter", refused);
+        family(
+            &mut out,
+            "posbridge_connections_refused_total",
+            "Connections closed at once: the server was at max_connections.",
+            "counter",
+            refused,
+        );
         let decodes = registry.decodes_refused.iter().map(|(reason, count)| (format!("reason=\"{reason}\""), count.to_string()));
         family(&mut out, "posbridge_decodes_refused_total", "Images refused before decoding (busy, too large).", "counter", decodes);
         let reloads = registry.reloads.iter().map(|(outcome, count)| (format!("outcome=\"{outcome}\""), count.to_string()));

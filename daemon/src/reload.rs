@@ -101,7 +101,12 @@ impl Reloader {
     /// One reload attempt.
     pub async fn reload(&mut self) {
         let previous = self.live.load_full();
-        match runtime::prepare_config(&self.path, Some(&previous.catalog)) {
+        // Off the async workers: a plugin's `create` may wait on the host's HTTP, whose
+        // I/O these workers drive.
+        let (path, before) = (self.path.clone(), previous.clone());
+        let prepared = tokio::task::spawn_blocking(move || runtime::prepare_config(&path, Some(&before.catalog))).await;
+        let prepared = prepared.unwrap_or_else(|error| Err(StartError::Recovery(format!("the reload stopped: {error}"))));
+        match prepared {
             Ok((config, catalog, methods)) => self.apply(&previous, Snapshot::build(config, catalog, methods, Some(&previous))).await,
             Err(error) => {
                 let problems = match &error {

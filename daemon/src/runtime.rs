@@ -88,8 +88,25 @@ pub fn prepare_config(config_path: &Path, previous: Option<&Catalog>) -> Result<
     }
 }
 
+/// Lifts the soft limit on open files to the hard one (at most 65,536), so
+/// `max_connections` is not cut short by a low default of the shell or the unit.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit read and write the struct given; no other effect.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max.min(65_536);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or Ctrl-C, then finishes requests in flight.
 pub async fn serve(config_path: &Path) -> Result<(), StartError> {
+    raise_open_files_limit();
     let Prepared { config, catalog, methods } = prepare(config_path)?;
     for refusal in &catalog.refused {
         tracing::warn!(file = %refusal.file.display(), reason = %refusal.reason, "plugin refused");

@@ -322,6 +322,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every log line (stderr) so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

@@ -88,7 +88,8 @@ pub async fn admit(State(state): State<Arc<AppState>>, request: Request, next: N
     match state.global_bucket.take("", limit) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry shortly").into_response();
+            let mut response =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry shortly").into_response();
             response.headers_mut().insert("Retry-After", HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64));
             response
         }

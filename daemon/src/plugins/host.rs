@@ -70,9 +70,8 @@ pub fn is_loopback_url(url: &reqwest::Url) -> bool {
 /// The HTTP client lent to plugins: no redirects (a provider's answer is the answer),
 /// no proxy unless `[server] proxy` names one (environment variables are ignored).
 pub fn http_client(proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
-        .user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none());
+    let builder =
+        reqwest::Client::builder().user_agent(concat!("posbridge/", env!("CARGO_PKG_VERSION"))).redirect(reqwest::redirect::Policy::none());
     let builder = match proxy {
         Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy)?),
         None => builder.no_proxy(),

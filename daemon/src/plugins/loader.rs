@@ -76,7 +76,9 @@ pub fn load_directory_after(config: &PluginsConfig, previous: &Catalog) -> Resul
     let files = library_files(&config.dir)?;
     // A directory others can write to lets them swap what runs: nothing in it loads.
     if let Some(reason) = crate::file_trust::untrusted(&config.dir, false) {
-        catalog.refused.extend(files.into_iter().map(|file| Refusal { file, reason: format!("refused: the plugin directory is not trusted: {reason}") }));
+        catalog.refused.extend(
+            files.into_iter().map(|file| Refusal { file, reason: format!("refused: the plugin directory is not trusted: {reason}") }),
+        );
         return Ok(catalog);
     }
     for file in files {
@@ -194,7 +196,10 @@ fn load_file(file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String
     #[cfg(feature = "failpoints")]
     fail::fail_point!("loader-between-hash-and-load");
     let header = lib_header_from_path(&loadable_path(&opened, file)).map_err(|error| describe(&error))?;
-    drop(opened);
+    // The descriptor stays open for good, like the library (never unloaded): its number
+    // is then never reused, so no later `/proc/self/fd/N` names a library loaded before
+    // (the dynamic loader knows libraries by that name).
+    std::mem::forget(opened);
     let module = header.init_root_module::<PluginModV1Ref>().map_err(|error| describe(&error))?;
     let manifest = module.manifest()().into_result().map_err(|error| format!("its manifest failed: {error}"))?;
     let plugin = from_manifest(manifest, file, sha256, module)?;
