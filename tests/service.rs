@@ -56,13 +56,21 @@ fn the_unit_is_hardened_and_the_udev_rule_grants_hidraw_to_the_service_group() {
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "DeviceAllow=char-hidraw rw",
         "UMask=0077",
+        "SystemCallErrorNumber=EPERM",
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "LimitNOFILE=65536",
+        "MemoryMax=512M",
+        "TasksMax=256",
     ] {
         assert!(unit.lines().any(|line| line == setting), "{setting} missing");
     }
     let rule = std::fs::read_to_string(repo().join("config/99-posbridge-scanners.rules")).unwrap();
     let active: Vec<&str> = rule.lines().filter(|line| !line.starts_with('#') && !line.trim().is_empty()).collect();
     assert_eq!(active.len(), 1);
-    for part in ["KERNEL==\"hidraw*\"", "SUBSYSTEM==\"hidraw\"", "MODE=\"0660\"", "GROUP=\"posbridge\""] {
+    for part in
+        ["KERNEL==\"hidraw*\"", "SUBSYSTEM==\"hidraw\"", "ATTRS{idVendor}==", "ATTRS{idProduct}==", "MODE=\"0660\"", "GROUP=\"posbridge\""]
+    {
         assert!(active[0].contains(part), "{part} missing from {}", active[0]);
     }
 }
@@ -76,4 +84,5 @@ fn the_readme_install_steps_name_files_that_exist() {
         assert!(repo().join(file).exists(), "{file} does not exist");
     }
     assert!(section.contains("posbridge doctor"));
+    assert!(section.contains("posbridge token new --client"), "the steps make the client tokens");
 }

@@ -230,3 +230,28 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_http_methods_are_one_label() {
+        assert_eq!(http_method_label("POST"), "POST");
+        assert_eq!(http_method_label("XYZZY"), "other");
+        assert_eq!(http_method_label("get"), "other", "methods are case-sensitive");
+    }
+
+    #[test]
+    fn plugin_codes_are_cleaned_and_their_number_capped() {
+        let mut registry = Registry::default();
+        assert_eq!(outcome_label(&registry, "m", "redeem", "Weird Code\"}\n"), "weird_code___");
+        assert_eq!(outcome_label(&registry, "m", "redeem", &"x".repeat(100)).len(), 48);
+        for index in 0..MAX_OUTCOMES {
+            registry.plugin_calls.insert(("m".into(), "redeem".into(), format!("code_{index}")), Timing::default());
+        }
+        assert_eq!(outcome_label(&registry, "m", "redeem", "code_3"), "code_3", "a known code keeps its label");
+        assert_eq!(outcome_label(&registry, "m", "redeem", "brand_new"), "other");
+        assert_eq!(outcome_label(&registry, "m", "refund", "brand_new"), "brand_new", "the cap is per operation");
+    }
+}
