@@ -123,6 +123,7 @@ fn blank_png(side: u32) -> Vec<u8> {
 #[test]
 fn a_storm_of_huge_images_leaves_memory_bounded_and_payments_flowing() {
     let shop = shop("");
+    let before = peak_rss_kb(&shop.daemon);
     let huge = blank_png(4096);
     let large = blank_png(2800); // 7.8 Mpx: decoded, but only two at a time
     let url = format!("{}/v1/decode", shop.daemon.base_url);
@@ -150,11 +151,12 @@ fn a_storm_of_huge_images_leaves_memory_bounded_and_payments_flowing() {
     let peak = peak_rss_kb(&shop.daemon);
     let count = |status: u16| statuses.iter().filter(|found| **found == status).count();
     eprintln!(
-        "figures: 100 concurrent decodes: {} too large (413), {} busy (429), {} decoded (200); peak RSS {} MB; a payment took {during:?}",
+        "figures: 100 concurrent decodes: {} too large (413), {} busy (429), {} decoded (200); peak RSS {} MB (before the storm {} MB); a payment took {during:?}",
         count(413),
         count(429),
         count(200),
-        peak / 1024
+        peak / 1024,
+        before / 1024
     );
     assert_eq!(count(413), 50, "every 4096×4096 image is refused from its header: {statuses:?}");
     assert_eq!(count(413) + count(429) + count(200), 100, "{statuses:?}");

@@ -87,7 +87,25 @@ fn load(bytes: &[u8]) -> Result<GrayImage, ImageError> {
         image::ImageError::Limits(_) => ImageError::TooLarge { width, height },
         other => ImageError::Corrupt(other.to_string()),
     })?;
-    Ok(decoded.to_luma8())
+    let gray = decoded.to_luma8();
+    drop(decoded);
+    Ok(scaled_for_scanning(gray))
+}
+
+/// Pixels scanned at most: a full-HD frame. Larger frames are scaled down first (a
+/// receipt's modules stay several pixels wide), which bounds the scanner's working
+/// memory (several bytes per pixel) and time.
+const SCAN_PIXELS: u64 = 1920 * 1080;
+
+fn scaled_for_scanning(gray: GrayImage) -> GrayImage {
+    let pixels = u64::from(gray.width()) * u64::from(gray.height());
+    if pixels <= SCAN_PIXELS {
+        return gray;
+    }
+    let scale = (SCAN_PIXELS as f64 / pixels as f64).sqrt();
+    let width = ((f64::from(gray.width()) * scale) as u32).max(1);
+    let height = ((f64::from(gray.height()) * scale) as u32).max(1);
+    imageops::resize(&gray, width, height, FilterType::Triangle)
 }
 
 /// Tries each form of the image, as it is and inverted, cheapest first, until one has
