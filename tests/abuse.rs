@@ -23,7 +23,9 @@ fn shop(server_extra: &str) -> Shop {
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
     install.configure(&smartum.config_section(install.path(), "").unwrap());
-    install.write("conf.d/server.toml", &format!("[server]\n{server_extra}\n"));
+    // The per-client limit is lifted: these tests are one client sending on purpose as
+    // fast as it can, and measure the edges, not the limiter.
+    install.write("conf.d/server.toml", &format!("[server]\nrate_limit = 100000\nrate_burst = 100000\n{server_extra}\n"));
     let daemon = install.start();
     Shop { smartum, daemon }
 }

@@ -124,7 +124,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
-    let state = AppState::new(live.clone(), payments.clone(), scanners);
+    let state = AppState::new(live.clone(), payments.clone(), scanners, &format!("http://{bound}"));
     let reloader = Reloader::new(config_path, live, payments.clone(), state.clone());
     let reloading = tokio::spawn(reloader.start());
     tracing::info!(address = %bound, methods = config.methods.len(), "listening");

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::extract::{Client, RawBody};
 use super::AppState;
 use crate::payments::view::{payment_view, PaymentView};
+use crate::payments::Asked;
 use crate::qr_images::{self, ImageError};
 
 /// `POST /v1/decode` query.
@@ -20,6 +21,7 @@ use crate::qr_images::{self, ImageError};
 #[serde(deny_unknown_fields)]
 pub struct DecodeQuery {
     /// Apply the first code found as a scan of this payment.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_]{1,64}$"))]
     pub payment: Option<String>,
 }
 
@@ -36,13 +38,12 @@ pub struct Decoded {
 impl From<ImageError> for ApiError {
     fn from(error: ImageError) -> Self {
         let status = match error {
-            ImageError::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ImageError::Corrupt(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // The Content-Type was an image's (checked first); the bytes are not one.
+            ImageError::UnknownFormat | ImageError::Corrupt(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ImageError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         };
         let code = match error {
-            ImageError::UnknownFormat => "unsupported_media_type",
-            ImageError::Corrupt(_) => "invalid_image",
+            ImageError::UnknownFormat | ImageError::Corrupt(_) => "invalid_image",
             ImageError::TooLarge { .. } => "image_too_large",
         };
         ApiError::new(status, code, error.to_string())
@@ -77,32 +78,55 @@ async fn decode_bounded(state: &AppState, body: axum::body::Bytes) -> Result<qr_
 pub async fn decode(
     State(state): State<Arc<AppState>>,
     client: Client,
+    headers: HeaderMap,
     query: Result<Query<DecodeQuery>, axum::extract::rejection::QueryRejection>,
     RawBody(body): RawBody,
 ) -> Response {
-    let result = async {
-        let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        if let Some(id) = &query.payment {
-            client.may_move_money()?;
-            super::payments::visible_payment(&state, &client, id)?;
-        }
-        let started = std::time::Instant::now();
-        let found = decode_bounded(&state, body).await?;
-        tracing::debug!(codes = found.codes.len(), by = ?found.by, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
-        let codes = found.codes;
-        let payment = match (&query.payment, codes.first()) {
-            (Some(id), Some(code)) => Some(payment_view(&state.payments.scan(id, code, Default::default()).await?)),
-            (Some(id), None) => {
-                state.payments.get(id)?; // an unknown payment is still a 404
-                None
-            }
-            _ => None,
-        };
-        Ok::<_, ApiError>(Decoded { codes, payment })
+    let media = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media != "image/png" && media != "image/jpeg" {
+        let error =
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the image as image/png or image/jpeg");
+        return error.field("Content-Type").into_response();
     }
-    .await;
-    match result {
-        Ok(decoded) => Json(decoded).into_response(),
-        Err(error) => error.into_response(),
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
+    };
+    if let Err(error) = super::payments::bounded(query.payment.as_deref(), "payment", 1, 64) {
+        return error.into_response();
     }
+    let route = format!("POST /v1/decode?payment={}", query.payment.as_deref().unwrap_or(""));
+    let raw = body.clone();
+    // With `payment`, decoding scans: a retry with the same Idempotency-Key replays it.
+    super::payments::idempotent(&state, &client.name, &headers, &route, &raw, |asked| async {
+        let decoded = decode_and_scan(&state, &client, query.payment.as_deref(), body, asked).await?;
+        Ok((StatusCode::OK, serde_json::to_value(decoded).unwrap_or_default()))
+    })
+    .await
+}
+
+async fn decode_and_scan(
+    state: &AppState,
+    client: &Client,
+    payment: Option<&str>,
+    body: axum::body::Bytes,
+    asked: Asked,
+) -> Result<Decoded, ApiError> {
+    if let Some(id) = payment {
+        client.may_move_money()?;
+        super::payments::visible_payment(state, client, id)?;
+    }
+    let started = std::time::Instant::now();
+    let found = decode_bounded(state, body).await?;
+    tracing::debug!(codes = found.codes.len(), by = ?found.by, elapsed_ms = started.elapsed().as_millis() as u64, "image decoded");
+    let codes = found.codes;
+    // The answer is {codes, payment}, so the engine does not store the payment alone as
+    // the answer: the API stores this one.
+    let asked = Asked { ticket: None, ..asked };
+    let payment = match (payment, codes.first()) {
+        (Some(id), Some(code)) => Some(payment_view(&state.payments.scan(id, code, asked).await?)),
+        _ => None,
+    };
+    Ok(Decoded { codes, payment })
 }

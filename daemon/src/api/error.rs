@@ -88,9 +88,7 @@ impl From<PaymentError> for ApiError {
             PaymentError::NothingEligible(_) => ApiError::new(S::UNPROCESSABLE_ENTITY, "nothing_eligible", message).field("lines"),
             PaymentError::LinesDoNotSum { .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "lines_do_not_sum", message).field("lines"),
             PaymentError::NotFound(_) | PaymentError::RefundNotFound(_) => ApiError::new(S::NOT_FOUND, "not_found", message),
-            PaymentError::SplitParentNotFound(_) => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "split_parent_not_found", message).field("split_of")
-            }
+            PaymentError::SplitParentNotFound(_) => ApiError::new(S::NOT_FOUND, "split_parent_not_found", message).field("split_of"),
             PaymentError::SplitNotPossible { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "split_not_possible", message).field("split_of")
             }
@@ -99,7 +97,9 @@ impl From<PaymentError> for ApiError {
             PaymentError::RefundExceedsPayment { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "refund_exceeds_payment", message).field("amount")
             }
-            PaymentError::Invalid { field, .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_request", message).field(field),
+            PaymentError::Invalid { field, .. } => ApiError::new(S::BAD_REQUEST, "invalid_request", message).field(field),
+            PaymentError::Incomplete { field, .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "incomplete_request", message).field(field),
+            PaymentError::Mismatch { field, .. } => ApiError::new(S::UNPROCESSABLE_ENTITY, "field_mismatch", message).field(field),
             PaymentError::Provider { code, message, field } => {
                 let error = ApiError::new(provider_status(&code), &code, message);
                 match field {

@@ -29,6 +29,7 @@ const BATCH: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Resume after this event id (`Last-Event-ID` does the same and wins).
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991u64))]
     pub after: Option<u64>,
 }
 
@@ -40,6 +41,9 @@ pub async fn stream(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let after_query = match query {
+        Ok(Query(query)) if query.after.is_some_and(|after| after > super::MAX_JSON_INTEGER) => {
+            return ApiError::invalid("after is at most 2^53 - 1").field("after").into_response()
+        }
         Ok(Query(query)) => query.after,
         Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
     };

@@ -135,10 +135,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
         let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0).unwrap_or(1024 * 1024);
         let raw = read_limited(request, limit).await?;
-        if !raw.is_empty() && !content_type.is_empty() && !content_type.starts_with("application/json") {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
+        let empty = raw.iter().all(u8::is_ascii_whitespace);
+        let json = content_type.split(';').next().is_some_and(|media| media.trim() == "application/json");
+        if !empty && !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
         }
-        let body: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &raw };
+        let body: &[u8] = if empty { b"{}" } else { &raw };
+        if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the body must be a JSON object ({...})"));
+        }
         let value = parse(body)?;
         Ok(StrictJson { value, raw })
     }
@@ -159,11 +168,31 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 return Err(ApiError::invalid(format!("malformed JSON: {inner}")));
             }
             let message = inner.to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            let message = plain_words(message.split(" at line ").next().unwrap_or(&message));
             let error = ApiError::invalid(message);
             Err(if path == "." { error } else { error.field(path) })
         }
     }
+}
+
+/// serde's messages in the API's words: JSON types, not Rust ones.
+fn plain_words(message: &str) -> String {
+    let replacements = [
+        ("expected struct ", "expected an object "),
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("invalid type: map", "invalid type: object"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: unit value", "invalid type: null"),
+    ];
+    let mut text = replacements.iter().fold(message.to_string(), |text, (rust, json)| text.replace(rust, json));
+    // "expected an object CancelBody": the Rust type's name means nothing to a POS.
+    if let Some(at) = text.find("expected an object ") {
+        text.truncate(at + "expected an object".len());
+    }
+    text
 }
 
 #[cfg(test)]
@@ -196,5 +225,13 @@ mod tests {
         let error = parse::<Body>(br#"{"amount": "#).unwrap_err();
         assert!(error.message.starts_with("malformed JSON"), "{}", error.message);
         assert!(parse::<Body>(br#"{"amount": 5} trailing"#).is_err());
+        let error = parse::<Body>(br#"{"amount": "5"}"#).unwrap_err();
+        assert!(!error.message.contains("u64"), "{}", error.message);
+    }
+
+    #[test]
+    fn messages_name_json_types() {
+        assert_eq!(plain_words("invalid type: sequence, expected struct CancelBody"), "invalid type: array, expected an object");
+        assert_eq!(plain_words("invalid type: string \"x\", expected i64"), "invalid type: string \"x\", expected an integer");
     }
 }

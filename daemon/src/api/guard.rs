@@ -42,8 +42,16 @@ fn host_name(host: &str) -> String {
 /// Refuses requests whose `Host` is not a loopback name (or one the config allows): a
 /// web page that rebinds its DNS name to 127.0.0.1 must not reach the API.
 pub async fn host_check(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let host = request.headers().get(HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if !is_loopback_host(host) && !state.snapshot().access.allowed_hosts.contains(&host_name(host)) {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let host = hosts.next().and_then(|value| value.to_str().ok()).unwrap_or("");
+    if hosts.next().is_some() {
+        return ApiError::invalid("more than one Host header").field("Host").into_response();
+    }
+    let snapshot = state.snapshot();
+    let allowed = |host: &str| is_loopback_host(host) || snapshot.access.allowed_hosts.contains(&host_name(host));
+    // An absolute-form target (`GET http://other/…`) names its host too: both must pass.
+    let target = request.uri().authority().map(|authority| authority.as_str().to_string());
+    if !allowed(host) || target.as_deref().is_some_and(|target| !allowed(target)) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", "requests must be addressed to 127.0.0.1, localhost or [::1]")
             .into_response();
     }

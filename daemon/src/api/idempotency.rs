@@ -58,18 +58,18 @@ fn replayable(status: StatusCode, body: &Value) -> bool {
     !status.is_server_error() && (code.is_empty() || class_of(code).replayable) && !processing
 }
 
-/// `Prefer: wait=N` (RFC 7240): the POS waits at most N seconds for the answer; after
+/// `Prefer: wait=N` (RFC 7240; N above 999 counts as 999): the POS waits at most N seconds for the answer; after
 /// that it gets the current state and the work goes on.
-fn patience_of(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = headers.get("prefer") else { return Ok(None) };
-    let text = value.to_str().unwrap_or("");
-    let wait = text.split([',', ';']).map(str::trim).find_map(|preference| preference.strip_prefix("wait="));
-    match wait.map(|seconds| seconds.trim_matches('"').parse::<u64>()) {
-        None => Ok(None),
-        Some(Ok(seconds)) if seconds <= 3600 => Ok(Some(Duration::from_secs(seconds))),
-        Some(_) => Err(ApiError::invalid("Prefer: wait= takes whole seconds, at most 3600").field("Prefer")),
-    }
+fn patience_of(headers: &HeaderMap) -> Option<Duration> {
+    // RFC 7240: a preference the server does not understand is ignored, not an error.
+    let text = headers.get("prefer")?.to_str().ok()?;
+    let seconds = text.split([',', ';']).find_map(|preference| preference.trim().strip_prefix("wait="))?;
+    let seconds: u64 = seconds.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(MAX_PATIENCE_SECONDS)))
 }
+
+/// The longest a POS may ask to wait before the current state is answered.
+const MAX_PATIENCE_SECONDS: u64 = 999;
 
 /// Runs `handler` under the request's idempotency key, if it has one. The engine
 /// writes the record in the commit that makes the answer true (or opens it with the
@@ -87,7 +87,7 @@ where
     F: FnOnce(Asked) -> Fut,
     Fut: Future<Output = Answer>,
 {
-    let patience = patience_of(headers)?;
+    let patience = patience_of(headers);
     let Some(key) = key_of(headers)? else { return handler(Asked { ticket: None, patience }).await };
     let store = payments.store();
     let scoped = format!("{client}\u{1f}{key}");

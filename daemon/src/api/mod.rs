@@ -34,6 +34,10 @@ use crate::payments::Payments;
 use crate::scanners::{ScannerStatus, Scanners};
 use crate::snapshot::{Live, Snapshot};
 
+/// The largest integer a JSON number holds exactly (2^53 - 1): the bound of every id
+/// and counter the API takes.
+pub const MAX_JSON_INTEGER: u64 = 9_007_199_254_740_991;
+
 /// What the handlers share.
 pub struct AppState {
     pub payments: Arc<Payments>,
@@ -90,7 +94,7 @@ impl Access {
 
 impl AppState {
     /// The state for a validated config and a running payment service.
-    pub fn new(live: Live, payments: Arc<Payments>, scanners: Arc<Scanners>) -> Arc<AppState> {
+    pub fn new(live: Live, payments: Arc<Payments>, scanners: Arc<Scanners>, base_url: &str) -> Arc<AppState> {
         let max_body_bytes = live.load().config.server.max_body_bytes;
         let max_decodes = live.load().config.server.max_concurrent_decodes;
         Arc::new(AppState {
@@ -103,7 +107,7 @@ impl AppState {
             decodes: Arc::new(tokio::sync::Semaphore::new(max_decodes)),
             last_config_error: RwLock::new(None),
             max_body_bytes,
-            openapi: openapi::document(&routes()),
+            openapi: openapi::document(&routes(), base_url),
             started_at: crate::payments::model::now_ms(),
         })
     }
@@ -150,23 +154,37 @@ impl AppState {
 fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
     use openapi::RouteDoc as D;
     vec![
-        (D::public("GET", "/healthz", "The process is alive"), get(healthz)),
-        (D::public("GET", "/readyz", "Ready to take payments: store open, plugins loaded, config valid"), get(readyz)),
-        (D::public("GET", "/metrics", "Prometheus metrics (text exposition)"), get(metrics)),
-        (D::public("GET", "/openapi.json", "This document"), get(openapi_json)),
-        (D::public("GET", "/", "The technicians' status page (its data needs a client token)"), get(status_page)),
+        (D::public("GET", "/healthz", "The process is alive").ok(schema::<HealthView>), get(healthz)),
+        (
+            D::public("GET", "/readyz", "Ready to take payments (details with a manager's or technician's token)")
+                .ok(schema::<ReadyView>)
+                .also(&[503]),
+            get(readyz),
+        ),
+        (D::public("GET", "/metrics", "Prometheus metrics (text exposition)").text("text/plain"), get(metrics)),
+        (D::public("GET", "/openapi.json", "This document").ok(schema::<serde_json::Map<String, Value>>), get(openapi_json)),
+        (D::public("GET", "/", "The technicians' status page (its data needs a client token)").text("text/html"), get(status_page)),
         (
             D::new("GET", "/v1/status", "Version, plugins (and refused files), store health, the last config error")
                 .ok(schema::<StatusView>),
             get(status),
         ),
-        (D::new("GET", "/v1/refunds", "Refunds, newest first").query(schema::<payments::RefundListParams>), get(payments::list_refunds)),
-        (D::new("GET", "/v1/methods", "The payment methods the POS may use"), get(methods)),
         (
-            D::new("POST", "/v1/payments", "Create a payment").request(schema::<payments::CreatePayment>).created(schema::<PaymentView>),
+            D::new("GET", "/v1/refunds", "Refunds, newest first").query(schema::<payments::RefundListParams>).ok(schema::<RefundList>),
+            get(payments::list_refunds),
+        ),
+        (D::new("GET", "/v1/methods", "The payment methods the POS may use").ok(schema::<MethodsView>), get(methods)),
+        (
+            D::new("POST", "/v1/payments", "Create a payment")
+                .request(schema::<payments::CreatePayment>)
+                .created(schema::<PaymentView>)
+                .with_links(),
             post(payments::create),
         ),
-        (D::new("GET", "/v1/payments", "Payment history, newest first").query(schema::<payments::ListParams>), get(payments::list)),
+        (
+            D::new("GET", "/v1/payments", "Payment history, newest first").query(schema::<payments::ListParams>).ok(schema::<PaymentList>),
+            get(payments::list),
+        ),
         (
             D::new("GET", "/v1/payments/{id}", "Read a payment; ?wait=S&version=V holds until it changes")
                 .query(schema::<payments::WaitQuery>)
@@ -186,15 +204,16 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
             post(payments::manual),
         ),
         (
-            D::new("POST", "/v1/payments/{id}/cancel", "Cancel a payment that took nothing")
+            D::new("POST", "/v1/payments/{id}/cancel", "Cancel a payment that took nothing (a split purchase's legs are refunded)")
                 .request(schema::<payments::CancelBody>)
-                .ok(schema::<PaymentView>),
+                .optional_request()
+                .ok(schema::<CanceledView>),
             post(payments::cancel),
         ),
         (
-            D::new("POST", "/v1/refunds", "Refund a payment, or a transaction by id")
+            D::new("POST", "/v1/refunds", "Refund a payment, a whole split purchase (include_splits), or a transaction by id")
                 .request(schema::<payments::CreateRefund>)
-                .created(schema::<RefundView>),
+                .created(schema::<RefundCreated>),
             post(payments::refund),
         ),
         (D::new("GET", "/v1/refunds/{id}", "Read a refund").ok(schema::<RefundView>), get(payments::get_refund)),
@@ -215,8 +234,80 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
     ]
 }
 
-/// The router: every route of [`routes`], behind the Host check, CORS and (for `/v1`)
-/// bearer authentication.
+/// `GET /healthz`
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct HealthView {
+    /// Always `ok` while the process serves.
+    status: String,
+}
+
+/// `GET /readyz`: `status` for everyone; the rest for managers and technicians.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct ReadyView {
+    /// `ready` or `not_ready`.
+    status: String,
+    checks: Option<ReadyChecks>,
+    last_reload_error: Option<String>,
+    waiting_for_method: Option<Vec<crate::payments::Orphan>>,
+}
+
+/// What readiness is made of.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct ReadyChecks {
+    store: bool,
+    plugins: bool,
+    config: bool,
+}
+
+/// `GET /v1/methods`
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct MethodsView {
+    data: Vec<MethodView>,
+}
+
+/// A payment method the POS may use.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct MethodView {
+    id: String,
+    plugin: String,
+    version: String,
+    kind: String,
+    capabilities: Vec<String>,
+}
+
+/// A page of payments.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct PaymentList {
+    data: Vec<PaymentView>,
+    has_more: bool,
+}
+
+/// A page of refunds.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct RefundList {
+    data: Vec<RefundView>,
+    has_more: bool,
+}
+
+/// A canceled payment; `compensation` lists the refunds that undid the rest of its
+/// purchase, when it had other legs.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct CanceledView {
+    #[serde(flatten)]
+    payment: PaymentView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compensation: Option<Vec<RefundView>>,
+}
+
+/// A refund; with `include_splits`, `{"data": [refunds]}` (one per leg that took money).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the shape is for the document; the handler builds the same JSON
+enum RefundCreated {
+    One(RefundView),
+    Purchase { data: Vec<RefundView> },
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let mut public = Router::new();
     let mut private = Router::new();
@@ -231,6 +322,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     public
         .merge(private)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(extract::BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard::cors))
@@ -238,6 +330,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
         .layer(middleware::from_fn(track))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that HTTP method (see /openapi.json)")
 }
 
 async fn not_found() -> ApiError {
@@ -315,7 +411,30 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn openapi_json(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(state.openapi.clone())
+    Json(openapi_now(&state))
+}
+
+/// The document with what the running config allows: the method ids and registers a
+/// request may name (a reload changes them).
+fn openapi_now(state: &AppState) -> Value {
+    let snapshot = state.snapshot();
+    let mut document = state.openapi.clone();
+    let methods: Vec<Value> = snapshot.methods.iter().map(|method| json!(method.id)).collect();
+    let registers: Vec<Value> = snapshot.config.registers.iter().map(|register| json!(register.id)).collect();
+    let mut restrict = |schema: &str, field: &str, values: &[Value], nullable: bool| {
+        let property = &mut document["components"]["schemas"][schema]["properties"][field];
+        if property.is_object() && !values.is_empty() {
+            let mut values = values.to_vec();
+            if nullable {
+                values.push(Value::Null);
+            }
+            property["enum"] = Value::Array(values);
+        }
+    };
+    restrict("CreatePayment", "method", &methods, false);
+    restrict("CreateRefund", "method", &methods, true);
+    restrict("CreatePayment", "register", &registers, true);
+    document
 }
 
 /// The status page: static, no external assets; it reads the API with the token the

@@ -27,22 +27,30 @@ const MAX_WAIT_SECONDS: u64 = 60;
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     /// A method id from `GET /v1/methods`.
+    #[schemars(length(min = 1, max = 64))]
     pub method: String,
     /// Minor units (cents), more than zero.
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    #[serde(deserialize_with = "whole_number")]
     pub amount: i64,
     /// ISO 4217, e.g. `EUR`.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
     /// The POS's receipt number.
     #[serde(default)]
+    #[schemars(length(max = 128))]
     pub reference: Option<String>,
-    /// The register; defaults to the client the token names.
+    /// The register; defaults to the till's own.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
     pub register: Option<String>,
     /// Cart lines; when given, their amounts must sum to `amount`.
     #[serde(default)]
+    #[schemars(length(max = 100))]
     pub lines: Option<Vec<CartLineBody>>,
     /// An earlier payment of the same purchase whose remaining amount this one covers.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^pay_[0-9A-Za-z]{16}$"))]
     pub split_of: Option<String>,
 }
 
@@ -51,11 +59,16 @@ pub struct CreatePayment {
 #[serde(deny_unknown_fields)]
 pub struct CartLineBody {
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub sku: String,
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub name: String,
+    #[schemars(range(min = 0, max = 1_000_000_000))]
+    #[serde(deserialize_with = "whole_number")]
     pub amount: i64,
     #[serde(default)]
+    #[schemars(length(max = 20), inner(length(max = 64)))]
     pub labels: Vec<String>,
 }
 
@@ -64,6 +77,7 @@ pub struct CartLineBody {
 #[serde(deny_unknown_fields)]
 pub struct ScanBody {
     /// The text read from the QR code.
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"\S"))]
     pub code: String,
 }
 
@@ -72,9 +86,12 @@ pub struct ScanBody {
 #[serde(deny_unknown_fields)]
 pub struct ManualBody {
     /// The amount on the customer's receipt, in cents.
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    #[serde(deserialize_with = "whole_number")]
     pub amount: i64,
     /// The receipt's transaction id (`tx_…`), when the cashier can read it.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 128))]
     pub transaction_id: Option<String>,
 }
 
@@ -89,21 +106,27 @@ pub struct CancelBody {}
 pub struct CreateRefund {
     /// The payment to refund (`pay_…`).
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
     pub payment: Option<String>,
     /// With `transaction_id`, for a payment posbridge did not take or no longer has.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
     pub method: Option<String>,
     /// The provider's transaction id (`tx_…`); needed for manual Smartum payments.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 128))]
     pub transaction_id: Option<String>,
     /// Cents; defaults to everything still refundable.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
     pub amount: Option<i64>,
     /// ISO 4217, for refunds by transaction id (default `EUR`).
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: Option<String>,
     /// Free text, e.g. `customer_request`.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub reason: Option<String>,
     /// With `payment`: refund every leg of its split purchase (answers `{"data": [refunds]}`).
     #[serde(default)]
@@ -115,8 +138,10 @@ pub struct CreateRefund {
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Hold the request up to this many seconds (at most 60)…
+    #[schemars(range(min = 0, max = 60))]
     pub wait: Option<u64>,
     /// …until the payment's version is greater than this.
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991u64))]
     pub version: Option<u64>,
 }
 
@@ -124,26 +149,59 @@ pub struct WaitQuery {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    #[schemars(length(max = 64))]
     pub register: Option<String>,
     /// The POS's reference (receipt number): the payments of one purchase.
+    #[schemars(length(max = 128))]
     pub reference: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<PaymentStatus>,
     /// RFC 3339; payments created at or after.
+    #[schemars(extend("format" = "date-time"))]
     pub from: Option<String>,
     /// RFC 3339; payments created at or before.
+    #[schemars(extend("format" = "date-time"))]
     pub to: Option<String>,
     /// 1 to 100, default 20.
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<usize>,
     /// A payment id: continue after it (pagination).
+    #[schemars(regex(pattern = r"^pay_[0-9A-Za-z]{16}$"))]
     pub starting_after: Option<String>,
 }
+
+/// An integer, also written as `1500.0` (JSON Schema counts that as an integer).
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole =
+        number.as_i64().or_else(|| number.as_f64().filter(|float| float.fract() == 0.0 && float.abs() < 9.0e15).map(|float| float as i64));
+    whole.ok_or_else(|| serde::de::Error::custom("expected a whole number of cents"))
+}
+
+fn optional_whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole_number")] i64);
+    Ok(Option::<Whole>::deserialize(deserializer)?.map(|Whole(value)| value))
+}
+
+/// The largest amount accepted anywhere (10,000,000.00 in a two-decimal currency).
+pub const MAX_AMOUNT: u64 = 1_000_000_000;
 
 fn positive(value: i64, field: &str) -> Result<Amount, ApiError> {
     u64::try_from(value)
         .ok()
-        .filter(|amount| *amount > 0)
+        .filter(|amount| (1..=MAX_AMOUNT).contains(amount))
         .map(Amount)
-        .ok_or_else(|| ApiError::invalid(format!("{field} must be a positive integer number of cents")).field(field))
+        .ok_or_else(|| ApiError::invalid(format!("{field} must be a whole number of cents from 1 to {MAX_AMOUNT}")).field(field))
+}
+
+/// A text field within its documented length (characters).
+pub(super) fn bounded(value: Option<&str>, field: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    match value.map(|text| text.chars().count()) {
+        Some(length) if length < min || length > max => {
+            Err(ApiError::invalid(format!("{field} must be {min} to {max} characters long")).field(field))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn currency(text: &str, field: &str) -> Result<Currency, ApiError> {
@@ -162,7 +220,7 @@ fn payment_json(payment: &crate::payments::model::Payment) -> Value {
 }
 
 /// Runs `handler` under the request's idempotency key and answers its result.
-async fn idempotent<F, Fut>(state: &AppState, client: &str, headers: &HeaderMap, route: &str, raw: &[u8], handler: F) -> Response
+pub(super) async fn idempotent<F, Fut>(state: &AppState, client: &str, headers: &HeaderMap, route: &str, raw: &[u8], handler: F) -> Response
 where
     F: FnOnce(Asked) -> Fut,
     Fut: std::future::Future<Output = Answer>,
@@ -207,6 +265,12 @@ pub async fn create(State(state): State<Arc<AppState>>, client: Client, headers:
     let StrictJson { value, raw } = body;
     idempotent(&state, &client.name, &headers, "POST /v1/payments", &raw, |asked| async {
         client.may_move_money()?;
+        bounded(Some(&value.method), "method", 1, 64)?;
+        bounded(value.reference.as_deref(), "reference", 0, 128)?;
+        bounded(value.register.as_deref(), "register", 1, 64)?;
+        if value.lines.as_ref().is_some_and(|lines| lines.len() > 100) {
+            return Err(ApiError::invalid("at most 100 lines").field("lines"));
+        }
         let register = value.register.unwrap_or_else(|| client.default_register());
         if !client.sees(&register) {
             return Err(ApiError::new(
@@ -223,8 +287,19 @@ pub async fn create(State(state): State<Arc<AppState>>, client: Client, headers:
                     .into_iter()
                     .enumerate()
                     .map(|(index, line)| {
+                        let at = |field: &str| format!("lines[{index}].{field}");
                         let amount = u64::try_from(line.amount)
-                            .map_err(|_| ApiError::invalid("a line amount cannot be negative").field(format!("lines[{index}].amount")))?;
+                            .ok()
+                            .filter(|amount| *amount <= MAX_AMOUNT)
+                            .ok_or_else(|| ApiError::invalid(format!("a line amount is 0 to {MAX_AMOUNT} cents")).field(at("amount")))?;
+                        bounded(Some(&line.sku), &at("sku"), 0, 64)?;
+                        bounded(Some(&line.name), &at("name"), 0, 256)?;
+                        if line.labels.len() > 20 {
+                            return Err(ApiError::invalid("at most 20 labels").field(at("labels")));
+                        }
+                        for (label_index, label) in line.labels.iter().enumerate() {
+                            bounded(Some(label), &at(&format!("labels[{label_index}]")), 0, 64)?;
+                        }
                         Ok(Line { sku: line.sku, name: line.name, amount: Amount(amount), labels: line.labels })
                     })
                     .collect::<Result<Vec<_>, ApiError>>()
@@ -267,6 +342,9 @@ pub async fn get(
         Ok(query) => query,
         Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
     };
+    if query.version.is_some_and(|version| version > super::MAX_JSON_INTEGER) {
+        return ApiError::invalid("version is at most 2^53 - 1").field("version").into_response();
+    }
     if let Err(error) = visible_payment(&state, &client, &id) {
         return error.into_response();
     }
@@ -295,6 +373,7 @@ pub async fn scan(
         if body.value.code.trim().is_empty() {
             return Err(ApiError::invalid("code must not be empty").field("code"));
         }
+        bounded(Some(&body.value.code), "code", 1, 4096)?;
         Ok(state.payments.scan(&id, &body.value.code, asked).await?)
     })
     .await
@@ -311,6 +390,7 @@ pub async fn manual(
     payment_action(&state, &client.name, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, |asked| async {
         acting_on(&state, &client, &id)?;
         let amount = positive(body.value.amount, "amount")?;
+        bounded(body.value.transaction_id.as_deref(), "transaction_id", 1, 128)?;
         Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone(), asked).await?)
     })
     .await
@@ -349,14 +429,13 @@ pub async fn list(
         if !(1..=100).contains(&limit) {
             return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
         }
+        bounded(params.register.as_deref(), "register", 0, 64)?;
+        bounded(params.reference.as_deref(), "reference", 0, 128)?;
         let query = ListQuery {
             registers: client.visible_registers().map(<[String]>::to_vec),
             register: params.register,
             reference: params.reference,
-            status: params
-                .status
-                .map(|status| PaymentStatus::parse(&status).ok_or_else(|| ApiError::invalid("unknown status").field("status")))
-                .transpose()?,
+            status: params.status,
             from: time(params.from, "from")?,
             to: time(params.to, "to")?,
             limit,
@@ -381,8 +460,10 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct RefundListParams {
     /// 1 to 100, default 20.
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<usize>,
     /// Only the refunds of this payment.
+    #[schemars(length(max = 64))]
     pub payment: Option<String>,
 }
 
@@ -397,6 +478,7 @@ pub async fn list_refunds(
         if !(1..=100).contains(&limit) {
             return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
         }
+        bounded(params.payment.as_deref(), "payment", 0, 64)?;
         let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref(), client.visible_registers())?;
         let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
         Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
@@ -409,14 +491,22 @@ pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers:
     let StrictJson { value, raw } = body;
     idempotent(&state, &client.name, &headers, "POST /v1/refunds", &raw, |asked| async {
         client.may_move_money()?;
+        bounded(value.payment.as_deref(), "payment", 1, 64)?;
+        bounded(value.method.as_deref(), "method", 1, 64)?;
+        bounded(value.transaction_id.as_deref(), "transaction_id", 1, 128)?;
+        bounded(value.reason.as_deref(), "reason", 0, 256)?;
         if let Some(payment) = &value.payment {
             visible_payment(&state, &client, payment)?;
         }
         if value.include_splits {
             let Some(payment_id) = &value.payment else {
-                return Err(ApiError::invalid("include_splits needs `payment`").field("include_splits"));
+                return Err(PaymentError::Incomplete { field: "payment", message: "include_splits needs `payment`".into() }.into());
             };
             let payment = state.payments.get(payment_id)?;
+            // The same state rule as a plain refund: only a payment that took money.
+            if payment.status != PaymentStatus::Succeeded {
+                return Err(PaymentError::InvalidState { status: payment.status, action: "refunded" }.into());
+            }
             let refunds = state.payments.refund_purchase(&payment, value.reason.clone(), &client.name).await?;
             let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
             return Ok((StatusCode::CREATED, json!({"data": data})));

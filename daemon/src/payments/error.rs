@@ -36,6 +36,14 @@ pub enum PaymentError {
     RefundExceedsPayment { refundable: Amount },
     #[error("{message}")]
     Invalid { field: &'static str, message: String },
+    /// Well-formed, but missing a field this combination needs (a refund without a
+    /// payment needs `method`, `transaction_id` and `amount`).
+    #[error("{message}")]
+    Incomplete { field: &'static str, message: String },
+    /// A request field disagrees with what the payment holds (its method, its
+    /// transaction): well-formed, but not this payment's.
+    #[error("{message}")]
+    Mismatch { field: &'static str, message: String },
     /// The plugin answered with a failure code the POS can act on (e.g.
     /// `amount_exceeds_due`, `refund_window_closed`, `transaction_id_required`).
     #[error("{message}")]

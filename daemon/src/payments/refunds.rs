@@ -109,7 +109,10 @@ impl Payments {
                 self.live.load().methods.get_any(method).cloned().ok_or_else(|| PaymentError::UnknownMethod(method.clone()))?
             }
             (None, None) => {
-                return Err(PaymentError::Invalid { field: "payment", message: "give `payment`, or `method` and `transaction_id`".into() })
+                return Err(PaymentError::Incomplete {
+                    field: "payment",
+                    message: "give `payment`, or `method` and `transaction_id`".into(),
+                })
             }
         };
         if found.is_some() {
@@ -145,7 +148,7 @@ impl Payments {
             None => {
                 let amount = request
                     .amount
-                    .ok_or(PaymentError::Invalid { field: "amount", message: "a refund by transaction id needs its amount".into() })?;
+                    .ok_or(PaymentError::Incomplete { field: "amount", message: "a refund by transaction id needs its amount".into() })?;
                 let currency = request.currency.clone().unwrap_or_else(|| Currency::parse("EUR").expect("EUR is a currency"));
                 (amount, currency, None)
             }
@@ -179,7 +182,7 @@ impl Payments {
     /// payment holds it, recorded in the refund's commit).
     fn agree_with_payment(&self, request: &NewRefund, payment: &mut Payment, commit: &mut Commit) -> Result<(), PaymentError> {
         if request.method.as_ref().is_some_and(|method| method != &payment.method) {
-            return Err(PaymentError::Invalid {
+            return Err(PaymentError::Mismatch {
                 field: "method",
                 message: format!("payment {} was paid with {:?}", payment.id, payment.method),
             });
@@ -187,12 +190,13 @@ impl Payments {
         let Some(transaction_id) = &request.transaction_id else { return Ok(()) };
         match &payment.transaction_id {
             Some(held) if held == transaction_id => Ok(()),
-            Some(_) => {
-                Err(PaymentError::Invalid { field: "transaction_id", message: format!("payment {} holds another transaction", payment.id) })
-            }
+            Some(_) => Err(PaymentError::Mismatch {
+                field: "transaction_id",
+                message: format!("payment {} holds another transaction", payment.id),
+            }),
             None => {
                 if let Some(holder) = self.store.redeemed_by(transaction_id)?.filter(|holder| holder != &payment.id) {
-                    return Err(PaymentError::Invalid {
+                    return Err(PaymentError::Mismatch {
                         field: "transaction_id",
                         message: format!("this transaction belongs to payment {holder}"),
                     });
