@@ -302,7 +302,7 @@ struct CanceledView {
 /// A refund; with `include_splits`, `{"data": [refunds]}` (one per leg that took money).
 #[derive(serde::Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
-#[allow(dead_code)] // the shape is for the document; the handler builds the same JSON
+#[allow(dead_code, clippy::large_enum_variant)] // the shape is for the document; the handler builds the same JSON
 enum RefundCreated {
     One(RefundView),
     Purchase { data: Vec<RefundView> },
