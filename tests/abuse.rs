@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
 use posbridge_testkit::{Daemon, Install, TILL_TOKEN};
-use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
 
@@ -35,25 +34,9 @@ impl Shop {
     fn pay(&self) -> Duration {
         let client = reqwest::blocking::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build().unwrap();
         let receipt = self.smartum.create_receipt(1000);
-        let started = Instant::now();
-        let created: Value = client
-            .post(format!("{}/v1/payments", self.daemon.base_url))
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"method": "smartum", "amount": 1000, "currency": "EUR"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let paid: Value = client
-            .post(format!("{}/v1/payments/{}/scan", self.daemon.base_url, created["id"].as_str().expect("created")))
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"code": receipt.jws}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let (_, took, paid) = posbridge_testkit::create_and_scan(&client, &self.daemon.base_url, 1000, &receipt.jws);
         assert_eq!(paid["status"], "succeeded", "{paid}");
-        started.elapsed()
+        took
     }
 
     fn address(&self) -> SocketAddr {

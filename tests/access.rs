@@ -96,7 +96,7 @@ fn a_till_sees_and_moves_only_its_own_registers_payments() {
     }
     let (status, split) =
         daemon.post_as(TILL_2_TOKEN, "/v1/payments", &json!({"method": "smartum", "amount": 100, "currency": "EUR", "split_of": other}));
-    assert_eq!((status, split["error"]["code"].as_str()), (422, Some("split_parent_not_found")), "{split}");
+    assert_eq!((status, split["error"]["code"].as_str()), (404, Some("split_parent_not_found")), "{split}");
     let (status, foreign) =
         daemon.post_as(TILL_2_TOKEN, "/v1/payments", &json!({"method": "smartum", "amount": 100, "currency": "EUR", "register": "till-1"}));
     assert_eq!(

@@ -655,7 +655,7 @@ fn metrics_and_openapi_describe_the_running_api() {
     assert!(metrics.contains("posbridge_http_requests_total{method=\"POST\",route=\"/v1/payments\",status=\"201\"} 1"), "{metrics}");
     assert!(metrics.contains("posbridge_plugin_calls_total{method=\"smartum\",operation=\"redeem\",outcome=\"ok\"} 1"), "{metrics}");
     let openapi: Value = shop.daemon().get("/openapi.json").json().unwrap();
-    assert_eq!(openapi["openapi"], "3.0.3");
+    assert_eq!(openapi["openapi"], "3.1.0");
     for path in ["/v1/payments", "/v1/payments/{id}/scan", "/v1/refunds", "/v1/events", "/readyz"] {
         assert!(openapi["paths"][path].is_object(), "{path} missing");
     }

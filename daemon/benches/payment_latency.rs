@@ -28,27 +28,9 @@ fn main() {
 
     let pay = |amount: u64| -> (Duration, Duration) {
         let receipt = smartum.create_receipt(amount);
-        let started = Instant::now();
-        let created: Value = client
-            .post(format!("{base}/v1/payments"))
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"method": "smartum", "amount": amount, "currency": "EUR"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let id = created["id"].as_str().expect("created");
-        let created_after = started.elapsed();
-        let paid: Value = client
-            .post(format!("{base}/v1/payments/{id}/scan"))
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"code": receipt.jws}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let (created_after, paid_after, paid) = posbridge_testkit::create_and_scan(&client, &base, amount, &receipt.jws);
         assert_eq!(paid["status"], "succeeded", "{paid}");
-        (created_after, started.elapsed())
+        (created_after, paid_after)
     };
     for _ in 0..20 {
         pay(100);

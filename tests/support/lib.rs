@@ -395,3 +395,34 @@ pub fn free_port() -> u16 {
 pub fn all_output(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
+
+/// One payment as a register makes it: created, then paid with `code`, over `client`.
+/// Answers the time to the created answer, the time to the paid answer, and the paid
+/// payment.
+pub fn create_and_scan(
+    client: &reqwest::blocking::Client,
+    base_url: &str,
+    amount: u64,
+    code: &str,
+) -> (Duration, Duration, serde_json::Value) {
+    let started = std::time::Instant::now();
+    let created: serde_json::Value = client
+        .post(format!("{base_url}/v1/payments"))
+        .bearer_auth(TILL_TOKEN)
+        .json(&serde_json::json!({"method": "smartum", "amount": amount, "currency": "EUR"}))
+        .send()
+        .expect("create")
+        .json()
+        .expect("JSON answer");
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("not created: {created}")).to_string();
+    let created_after = started.elapsed();
+    let paid: serde_json::Value = client
+        .post(format!("{base_url}/v1/payments/{id}/scan"))
+        .bearer_auth(TILL_TOKEN)
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .expect("scan")
+        .json()
+        .expect("JSON answer");
+    (created_after, started.elapsed(), paid)
+}
