@@ -398,3 +398,37 @@ fn two_card_legs_for_the_whole_remainder_cannot_both_be_open() {
     assert_eq!(shop.payment(&smartum)["refunded_amount"], 0);
     assert_eq!(shop.payment(&second)["refunded_amount"], 0);
 }
+
+#[test]
+fn a_retried_card_create_answers_the_current_state_instead_of_waiting_for_the_card() {
+    let shop = Shop::with_reader("");
+    let smartum = shop.smartum_leg();
+    shop.stripe.set_faults(StripeFaults { hold_in_flight: true, ..StripeFaults::default() });
+    let create = |patience: &str| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .post(format!("{}/v1/payments", shop.daemon().base_url))
+            .bearer_auth(posbridge_testkit::TILL_TOKEN)
+            .header("Idempotency-Key", "card-leg-1")
+            .header("Prefer", patience)
+            .json(&json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(&smartum)}))
+            .send()
+            .unwrap()
+    };
+    // The first request gives up waiting for Stripe; its card job goes on.
+    let first = create("wait=1");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().unwrap();
+    assert_eq!(first["status"], "awaiting_card", "{first}");
+    // The retry joins it: the same payment, its current state, not a second one.
+    let again: Value = create("wait=1").json().unwrap();
+    assert_eq!(again["id"], first["id"], "{again}");
+    assert_eq!(shop.daemon().get_json("/v1/payments?status=awaiting_card").1["data"].as_array().unwrap().len(), 1);
+    shop.stripe.set_faults(StripeFaults::default());
+    assert!(shop.stripe.wait_for_reader_action(READER, WAIT));
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    assert_eq!(shop.settled(&first)["status"], "succeeded");
+    assert_eq!(shop.stripe.charges(), 1);
+}

@@ -655,8 +655,10 @@ impl Payments {
         }
     }
 
-    /// Waits (up to `patience`, if set) for the job of `target` to end; answers the
-    /// record as it then stands. For a retry that found an open idempotency record.
+    /// Waits until the first request's answer is stored or its job ends, at most the
+    /// POS's patience (default [`JOIN_AT_MOST`]: a card payment's job lasts as long as
+    /// the customer takes); answers the record as it then stands. For a retry that
+    /// found an open idempotency record.
     pub async fn settle_open_record(
         &self,
         key: &str,
@@ -668,15 +670,23 @@ impl Payments {
             (_, Some(id)) => self.jobs.live(&JobKey::Refund(id)),
             _ => None,
         };
-        if let Some(job) = job {
-            match patience {
-                Some(patience) => {
-                    let _ = tokio::time::timeout(patience, job.finished()).await;
-                }
-                None => job.finished().await,
+        let Some(job) = job else { return Ok(self.store.idempotency(key)?) };
+        let deadline = tokio::time::Instant::now() + patience.unwrap_or(JOIN_AT_MOST);
+        let finished = job.finished();
+        tokio::pin!(finished);
+        let mut changes = self.store.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let record = self.store.idempotency(key)?;
+            if record.as_ref().is_none_or(|record| record.body.is_some()) {
+                return Ok(record);
+            }
+            tokio::select! {
+                _ = &mut finished => return Ok(self.store.idempotency(key)?),
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(record),
             }
         }
-        Ok(self.store.idempotency(key)?)
     }
 
     /// The current API view of a payment or refund, by id.
@@ -687,6 +697,10 @@ impl Payments {
         }
     }
 }
+
+/// How long a retry waits for the first request's work before it answers the current
+/// state (a POS may say otherwise with `Prefer: wait=N`).
+pub const JOIN_AT_MOST: Duration = Duration::from_secs(10);
 
 /// How many unclaimed scan codes are kept in memory for their register's tills.
 const UNCLAIMED_KEPT: usize = 64;
