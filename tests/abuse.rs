@@ -110,7 +110,8 @@ fn a_storm_of_huge_images_leaves_memory_bounded_and_payments_flowing() {
     let shop = shop("");
     let before = peak_rss_kb(&shop.daemon);
     let huge = blank_png(4096);
-    let large = blank_png(2800); // 7.8 Mpx: decoded, but only two at a time
+    let large = blank_png(2000); // 4 Mpx: decoded (scaled to full HD), but only two at a time
+    eprintln!("figures: PNG bodies of {} and {} bytes", huge.len(), large.len());
     let url = format!("{}/v1/decode", shop.daemon.base_url);
     let storm: Vec<_> = (0..100)
         .map(|index| {
