@@ -68,15 +68,22 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
     reader.into_dimensions().map_err(|error| ImageError::Corrupt(error.to_string()))
 }
 
+/// The image's size from its header, or `TooLarge` when it exceeds [`MAX_PIXELS`] or
+/// [`MAX_SIDE`]: the one size rule, checked before anything is decoded.
+pub fn size_within_limits(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
+    let (width, height) = dimensions(bytes)?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS || width.max(height) > MAX_SIDE {
+        return Err(ImageError::TooLarge { width, height });
+    }
+    Ok((width, height))
+}
+
 fn load(bytes: &[u8]) -> Result<GrayImage, ImageError> {
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
         return Err(ImageError::UnknownFormat);
     }
-    let (width, height) = dimensions(bytes)?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS || width.max(height) > MAX_SIDE {
-        return Err(ImageError::TooLarge { width, height });
-    }
+    let (width, height) = size_within_limits(bytes)?;
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);

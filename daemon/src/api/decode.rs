@@ -54,11 +54,10 @@ impl From<ImageError> for ApiError {
 /// `server.max_concurrent_decodes` at once (`429 decoder_busy` beyond), and never an
 /// image whose header says it is too large (`413 image_too_large`, before decoding).
 async fn decode_bounded(state: &AppState, body: axum::body::Bytes) -> Result<qr_images::Found, ApiError> {
-    if let Ok((width, height)) = qr_images::dimensions(&body) {
-        if u64::from(width) * u64::from(height) > qr_images::MAX_PIXELS || width.max(height) > qr_images::MAX_SIDE {
-            crate::metrics::record_decode_refused("too_large");
-            return Err(ImageError::TooLarge { width, height }.into());
-        }
+    // Other header problems are the decoder's to report (`invalid_image`).
+    if let Err(too_large @ ImageError::TooLarge { .. }) = qr_images::size_within_limits(&body) {
+        crate::metrics::record_decode_refused("too_large");
+        return Err(too_large.into());
     }
     let Ok(slot) = state.decodes.clone().try_acquire_owned() else {
         crate::metrics::record_decode_refused("busy");

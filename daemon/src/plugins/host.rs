@@ -61,7 +61,7 @@ fn check_url(url: &str) -> Result<(), HostError> {
 }
 
 /// The URL names this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
-pub fn is_loopback_url(url: &reqwest::Url) -> bool {
+fn is_loopback_url(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or_default();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())

@@ -14,7 +14,7 @@ use posbridge_plugin_api::{Capabilities, HostBox, Host_TO, MethodError, MethodSe
 
 use crate::config::{Config, Problem};
 use crate::payments::provider::{self, Abilities, ProviderError};
-pub use host::{http_client, is_loopback_url, redact, HostServices};
+pub use host::{http_client, redact, HostServices};
 pub use loader::{load_directory, load_directory_after, Catalog, DirectoryError, LoadedPlugin, MethodKind, Refusal};
 
 /// A configured, created payment method, ready to be called.
