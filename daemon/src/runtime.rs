@@ -122,6 +122,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;
     let housekeeping = tokio::spawn(housekeeping(payments.clone()));
+    let retention = tokio::spawn(crate::store::retention::run(store.clone(), retention_policy(&config)));
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
     let state = AppState::new(live.clone(), payments.clone(), scanners, &format!("http://{bound}"));
@@ -134,6 +135,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     };
     crate::api::server::serve(listener, crate::api::router(state.clone()), limits, shutdown).await.map_err(StartError::Serve)?;
     housekeeping.abort();
+    retention.abort();
     reloading.abort();
     state.scanners().stop();
     payments.shutdown(SHUTDOWN_GRACE).await;
@@ -142,29 +144,28 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// What the store keeps, from `[store]`.
+fn retention_policy(config: &Config) -> crate::store::retention::Policy {
+    crate::store::retention::Policy {
+        payments: config.store.retention,
+        journal: config.store.journal_retention,
+        idempotency: Duration::from_millis(crate::api::IDEMPOTENCY_RETENTION_MS as u64),
+    }
+}
+
 /// How long calls in flight at shutdown get to finish (their write-ahead records are
 /// resumed at the next start either way).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Periodic work: expiring payments nobody scanned, forgetting old idempotency records.
+/// Periodic work: expiring payments nobody scanned.
 async fn housekeeping(payments: Arc<Payments>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         if let Err(error) = payments.expire_due().await {
             tracing::error!(%error, "expiring payments failed");
         }
-        if ticks % 7200 == 0 {
-            let before = crate::payments::model::now_ms() - crate::api::IDEMPOTENCY_RETENTION_MS;
-            match payments.store().forget_idempotency_before(before) {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "forgot old idempotency records"),
-                Err(error) => tracing::error!(%error, "forgetting idempotency records failed"),
-            }
-        }
-        ticks += 1;
     }
 }
 

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -55,9 +55,27 @@ pub async fn stream(
     };
     let after = last_event_id.or(after_query).unwrap_or(0);
     let audience = Audience { client, scanner_registers: state.scanner_registers(), payments: state.payments.clone() };
-    Sse::new(events_after(state.payments.store().clone(), after, audience))
+    let store = state.payments.store().clone();
+    let notice = match store.oldest_event() {
+        Ok(oldest) if after > 0 && after.saturating_add(1) < oldest => Some(truncated(after, oldest)),
+        Ok(_) => None,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    Sse::new(stream::iter(notice.map(Ok)).chain(events_after(store, after, audience)))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The first event of a stream resumed after events the journal no longer keeps
+/// (`[store] journal_retention`): the reader missed changes and should re-read the
+/// payments it follows. It has no id, so the reader's `Last-Event-ID` is unchanged.
+fn truncated(after: u64, oldest: u64) -> SseEvent {
+    let data = serde_json::json!({
+        "after": after,
+        "oldest_kept": oldest,
+        "message": "events up to oldest_kept - 1 are no longer kept; re-read the payments you follow",
+    });
+    SseEvent::default().event("events.truncated").data(data.to_string())
 }
 
 /// Who reads a stream: a till gets its registers' events only (and the code of an

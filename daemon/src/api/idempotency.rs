@@ -119,8 +119,7 @@ where
     if store.idempotency(&scoped)?.is_none() && replayable(status, &body) {
         let record =
             IdempotencyRecord { fingerprint, status: status.as_u16(), body: Some(body.to_string()), target: None, created_at: now_ms() };
-        store.apply(&Commit { idempotency: vec![(scoped, Some(record))], ..Commit::default() })?;
-        store.flush().await?;
+        store.commit(&Commit { idempotency: vec![(scoped, Some(record))], ..Commit::default() }).await?;
     }
     // Test builds: the answer is lost after everything was committed (a crash, a dropped
     // connection); the retry must replay it.

@@ -213,8 +213,9 @@ fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> 
     let mut s = or_empty(section, &EMPTY, "store", root_at);
     let path = s.path(p, "path").unwrap_or_else(|| root_at.base_dir().join("data"));
     let retention = s.duration(p, "retention").unwrap_or(Duration::from_secs(400 * 86_400));
+    let journal_retention = s.duration(p, "journal_retention").unwrap_or(Duration::from_secs(7 * 86_400));
     s.finish(p);
-    StoreConfig { path, retention }
+    StoreConfig { path, retention, journal_retention }
 }
 
 fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PluginsConfig {

@@ -61,6 +61,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long settled payments stay for refunds and reports.
     pub retention: Duration,
+    /// How long the journal (the event stream's history) keeps events.
+    pub journal_retention: Duration,
 }
 
 /// `[plugins]`

@@ -5,12 +5,13 @@
 //!
 //! Every change is one [`Commit`](crate::store::Commit) (payment + journal event +
 //! receipt reservation + leg reservation on the parent + the idempotency record that
-//! answers it), applied under `write_lock` after re-reading the payment, and flushed
+//! answers it), applied under its purchase's lock after re-reading the payment, and flushed
 //! before anyone is answered. Provider calls happen outside the lock, inside jobs.
 
 mod card;
 pub mod error;
 pub mod failure;
+mod locks;
 pub mod machine;
 pub mod model;
 pub mod provider;
@@ -36,7 +37,7 @@ use supervisor::{JobKey, Supervisor};
 
 use crate::plugins::Method;
 use crate::snapshot::Live;
-use crate::store::{Commit, Event, IdempotencyRecord, Store, StoreError};
+use crate::store::{Commit, Event, IdempotencyRecord, PaymentIndex, Store, StoreError, Window};
 
 /// Settings of the payment sessions.
 #[derive(Debug, Clone)]
@@ -205,7 +206,8 @@ fn observe(commit: &Commit) {
 pub struct Payments {
     store: Store,
     live: Live,
-    write_lock: tokio::sync::Mutex<()>,
+    /// Serializes changes per purchase.
+    locks: locks::PurchaseLocks,
     /// Payments that can still expire: id → expires_at.
     expiring: Mutex<BTreeMap<PaymentId, Millis>>,
     jobs: Arc<Supervisor>,
@@ -223,7 +225,7 @@ impl Payments {
         Arc::new_cyclic(|me| Payments {
             store,
             live,
-            write_lock: tokio::sync::Mutex::new(()),
+            locks: locks::PurchaseLocks::default(),
             expiring: Mutex::new(BTreeMap::new()),
             jobs: Arc::new(Supervisor::default()),
             orphans: Mutex::new(BTreeMap::new()),
@@ -293,8 +295,7 @@ impl Payments {
 
     /// Applies and flushes a commit, keeping the expiry index in step.
     async fn save(&self, commit: Commit) -> Result<Vec<Event>, PaymentError> {
-        let events = self.store.apply(&commit)?;
-        self.store.flush().await?;
+        let events = self.store.commit(&commit).await?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("engine-after-commit", |_| Err(PaymentError::Store(StoreError::Corrupt {
             key: "failpoint".into(),
@@ -348,7 +349,7 @@ impl Payments {
     /// Applies `event` to payment `id` under the write lock and commits it with the
     /// request's idempotency `record`. Answers the payment as stored.
     async fn transition(&self, id: &PaymentId, event: PaymentEvent, record: Record<'_>) -> Result<Payment, PaymentError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.lock_purchase(id).await?;
         let before = self.load(id)?;
         let mut commit = Commit::default();
         let after = match machine::next(&before, event, now_ms())? {
@@ -364,6 +365,16 @@ impl Payments {
             self.save(commit).await.map_err(receipt_taken)?;
         }
         Ok(after)
+    }
+
+    /// Locks the purchase `id` belongs to (its first payment's id: a payment's parent
+    /// never changes, so the key is known before the lock is held).
+    async fn lock_purchase(&self, id: &PaymentId) -> Result<tokio::sync::OwnedMutexGuard<()>, PaymentError> {
+        let mut root = id.clone();
+        while let Some(parent) = self.store.payment(&root)?.and_then(|payment| payment.split_of) {
+            root = parent;
+        }
+        Ok(self.locks.lock(root.as_str()).await)
     }
 
     /// Adds the request's idempotency entry for `payment` to `commit`.
@@ -428,7 +439,10 @@ impl Payments {
             compensation: None,
         };
         {
-            let _guard = self.write_lock.lock().await;
+            let _guard = match &payment.split_of {
+                Some(parent_id) => Some(self.lock_purchase(parent_id).await?),
+                None => None, // a new purchase: nobody else knows its id yet
+            };
             if let Some(parent_id) = &payment.split_of {
                 self.split_parent(parent_id, &payment)?;
             }
@@ -494,30 +508,40 @@ impl Payments {
         }
     }
 
-    /// Lists payments newest first.
+    /// Lists payments newest first, reading the narrowest index the query allows (never
+    /// a walk over every payment): its reference, else its registers (with its status),
+    /// else its status, else the time window of all payments.
     pub fn list(&self, query: &ListQuery) -> Result<(Vec<Payment>, bool), PaymentError> {
-        let mut found = Vec::new();
-        let mut has_more = false;
-        for payment in self.store.payments_newest_first(query.starting_after.as_ref()) {
-            let payment = payment?;
-            if query.from.is_some_and(|from| payment.created_at < from) {
-                break; // newest first: everything after is older still
+        let registers: Option<Vec<&str>> = match (&query.register, &query.registers) {
+            (Some(register), Some(allowed)) if !allowed.contains(register) => return Ok((Vec::new(), false)),
+            (Some(register), _) => Some(vec![register.as_str()]),
+            (None, Some(allowed)) => Some(allowed.iter().map(String::as_str).collect()),
+            (None, None) => None,
+        };
+        let indexes: Vec<PaymentIndex<'_>> = match (&query.reference, &registers, query.status) {
+            (Some(reference), _, _) => vec![PaymentIndex::Reference(reference)],
+            (None, Some(registers), Some(status)) => {
+                registers.iter().map(|register| PaymentIndex::RegisterStatus(register, status)).collect()
             }
-            let matches = query.registers.as_ref().is_none_or(|registers| registers.contains(&payment.register))
-                && query.register.as_ref().is_none_or(|register| &payment.register == register)
-                && query.reference.as_ref().is_none_or(|reference| payment.reference.as_ref() == Some(reference))
-                && query.status.is_none_or(|status| payment.status == status)
-                && query.to.is_none_or(|to| payment.created_at <= to);
+            (None, Some(registers), None) => registers.iter().map(|register| PaymentIndex::Register(register)).collect(),
+            (None, None, Some(status)) => vec![PaymentIndex::Status(status)],
+            (None, None, None) => vec![PaymentIndex::All],
+        };
+        let window = Window { from: query.from, to: query.to, before: query.starting_after.as_ref().map(|id| id.to_string()) };
+        let mut found = Vec::new();
+        for payment in self.store.payments_merged(&indexes, &window) {
+            let payment = payment?;
+            let matches = registers.as_ref().is_none_or(|registers| registers.contains(&payment.register.as_str()))
+                && query.status.is_none_or(|status| payment.status == status);
             if !matches {
                 continue;
             }
             if found.len() == query.limit {
-                has_more = true;
-                break;
+                return Ok((found, true));
             }
             found.push(payment);
         }
-        Ok((found, has_more))
+        Ok((found, false))
     }
 
     /// Keeps an unclaimed scan's code in memory (the last few) and answers its SHA-256,

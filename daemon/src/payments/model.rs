@@ -81,6 +81,12 @@ macro_rules! prefixed_id {
                 $name(format!("{}{}{}", $prefix, base62(at.max(0) as u64, 8), base62(unique, 8)))
             }
 
+            /// The smallest id created at `at` or later: bounds a time window over
+            /// anything keyed by these ids.
+            pub fn first_at(at: Millis) -> Self {
+                $name::new(at, 0)
+            }
+
             /// Accepts a well-formed id of this kind.
             pub fn parse(text: &str) -> Option<Self> {
                 let rest = text.strip_prefix($prefix)?;

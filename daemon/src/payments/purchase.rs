@@ -11,7 +11,7 @@ use super::machine::{Next, PaymentEvent};
 use super::model::{now_ms, Compensation, Payment, PaymentStatus, Refund};
 use super::supervisor::JobKey;
 use super::{await_answer, view, Asked, Canceled, NewRefund, PaymentError, Payments, Record, Ticket};
-use crate::store::Commit;
+use crate::store::{Commit, PaymentIndex, Window};
 
 /// Why compensation refunds are made.
 const REASON: &str = "purchase_canceled";
@@ -27,7 +27,7 @@ impl Payments {
         }
         let ticket = asked.ticket.as_ref();
         let payment = {
-            let _guard = self.write_lock.lock().await;
+            let _guard = self.lock_purchase(&current.id).await?;
             let before = self.load(&current.id)?;
             let now = now_ms();
             let mut after = match super::machine::next(&before, PaymentEvent::Canceled, now)? {
@@ -91,7 +91,7 @@ impl Payments {
     async fn compensate(&self, leg: &Payment, ticket: Option<&Ticket>) -> Result<Canceled, PaymentError> {
         self.refund_purchase(leg, Some(REASON.into()), &leg.client).await?;
         let compensation = self.compensation_refunds(leg)?;
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.lock_purchase(&leg.id).await?;
         let before = self.load(&leg.id)?;
         let mut commit = Commit::default();
         let after = match super::machine::next(&before, PaymentEvent::CompensationDone, now_ms())? {
@@ -127,25 +127,19 @@ impl Payments {
         Ok(root)
     }
 
-    /// Every payment of the purchase `payment` belongs to, first one first.
+    /// Every payment of the purchase `payment` belongs to, first one first: the root,
+    /// then its legs (and theirs) through the legs index.
     fn purchase_legs(&self, payment: &Payment) -> Result<Vec<Payment>, PaymentError> {
         let root = self.purchase_root(payment)?;
-        let mut ids = vec![root.id.clone()];
-        let mut legs = vec![root.clone()];
-        let mut newer: Vec<Payment> = Vec::new();
-        for candidate in self.store.payments_newest_first(None) {
-            let candidate = candidate?;
-            if candidate.created_at < root.created_at {
-                break; // later legs are newer than the first
-            }
-            newer.push(candidate);
-        }
-        // Oldest first, so a leg's parent is seen before the leg.
-        for candidate in newer.into_iter().rev() {
-            if candidate.split_of.as_ref().is_some_and(|parent| ids.contains(parent)) {
-                ids.push(candidate.id.clone());
-                legs.push(candidate);
-            }
+        let mut legs = vec![root];
+        let mut next = 0;
+        while next < legs.len() {
+            let parent = legs[next].id.clone();
+            let mut children: Vec<Payment> =
+                self.store.payments(PaymentIndex::LegsOf(&parent), &Window::default()).collect::<Result<_, _>>()?;
+            children.reverse(); // oldest first
+            legs.extend(children);
+            next += 1;
         }
         Ok(legs)
     }

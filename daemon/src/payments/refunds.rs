@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::machine::{Next, PaymentEvent};
-use super::model::{now_ms, Amount, Currency, Failure, Payment, Refund, RefundId, RefundStatus};
+use super::model::{now_ms, Amount, Currency, Failure, Payment, PaymentId, Refund, RefundId, RefundStatus};
 use super::provider::{Provider, ProviderError, RefundOrder};
 use super::supervisor::{backoff, JobControl, JobKey};
 use super::{await_answer, failure_of, view, Asked, PaymentError, Payments, Ticket};
 use crate::plugins::Method;
-use crate::store::Commit;
+use crate::store::{Commit, RefundIndex};
 
 /// A request to give money back.
 #[derive(Debug, Clone)]
@@ -47,20 +47,29 @@ impl Payments {
         }
     }
 
-    /// Refunds newest first, optionally of one payment, only of `registers` when given;
-    /// `true` when more exist.
+    /// Refunds newest first, optionally of one payment, only of `registers` when given
+    /// (each register's own index, merged); `true` when more exist.
     pub fn list_refunds(
         &self,
         limit: usize,
         payment: Option<&str>,
         registers: Option<&[String]>,
     ) -> Result<(Vec<Refund>, bool), PaymentError> {
-        let mut found = Vec::new();
-        for refund in self.store.refunds_newest_first() {
-            let refund = refund?;
-            if payment.is_some_and(|payment| refund.payment.as_ref().map(|id| id.as_str()) != Some(payment)) {
-                continue;
+        let payment = match payment.map(PaymentId::parse) {
+            Some(None) => return Ok((Vec::new(), false)),
+            Some(Some(id)) => Some(id),
+            None => None,
+        };
+        let refunds = match (&payment, registers) {
+            (Some(payment), _) => self.store.refunds(RefundIndex::OfPayment(payment), None),
+            (None, Some(registers)) => {
+                self.store.refunds_merged(registers.iter().map(|register| RefundIndex::OfRegister(register)).collect())
             }
+            (None, None) => self.store.refunds(RefundIndex::All, None),
+        };
+        let mut found = Vec::new();
+        for refund in refunds {
+            let refund = refund?;
             if !self.refund_visible(&refund, registers)? {
                 continue;
             }
@@ -130,7 +139,10 @@ impl Payments {
         if request.amount == Some(Amount(0)) {
             return Err(PaymentError::Invalid { field: "amount", message: "the amount must be more than zero".into() });
         }
-        let _guard = self.write_lock.lock().await;
+        let _guard = match &found {
+            Some(payment) => Some(self.lock_purchase(&payment.id).await?),
+            None => None, // nothing stored is changed: the refund is new
+        };
         let now = now_ms();
         let mut commit = Commit::default();
         let (amount, currency, payment) = match found {
@@ -279,8 +291,14 @@ impl Payments {
         provider_id: Option<String>,
         ticket: Option<&Ticket>,
     ) -> Result<Refund, PaymentError> {
-        let _guard = self.write_lock.lock().await;
         let mut refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
+        let _guard = match &refund.payment {
+            Some(payment) => self.lock_purchase(payment).await?,
+            None => self.locks.lock(id.as_str()).await,
+        };
+        // Read again under the lock: the refund's own job is the only writer, but a
+        // payment change may have happened meanwhile.
+        refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
         if refund.status != RefundStatus::Pending {
             return Ok(refund);
         }

@@ -1,11 +1,20 @@
 //! The durable store (sled): payments, refunds, the journal of every change (which is
 //! also the event stream), idempotency records and the index of redeemed receipts.
 //!
-//! Every change goes through [`Store::apply`]: one sled transaction across the trees, so
-//! a payment, its journal entry and its receipt reservation land together or not at all.
-//! [`Store::flush`] then makes it durable; callers answer the POS only after that.
+//! Every change goes through [`Store::commit`]: one sled transaction across the trees, so
+//! a payment, its index entries, its journal entry and its receipt reservation land
+//! together or not at all; then a flush shared with every change applied meanwhile
+//! (group commit) makes it durable, and only then does `commit` return and the event
+//! stream see its events.
+//!
+//! Lists read secondary indexes ([`index`]); old records leave through [`retention`].
+
+pub mod index;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -13,6 +22,7 @@ use sled::Transactional;
 use tokio::sync::watch;
 
 use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId};
+pub use index::{PaymentIndex, RefundIndex};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +100,21 @@ impl Commit {
 }
 
 const NEXT_EVENT: &[u8] = b"next_event";
+/// The version of the index layout the `index` tree holds; rebuilt from the records
+/// when it differs (a store written before the indexes existed).
+const INDEX_VERSION_KEY: &[u8] = b"index_version";
+const INDEX_VERSION: u64 = 1;
+
+/// A time window over records keyed by time-ordered ids, newest end exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// Created at or after this time.
+    pub from: Option<Millis>,
+    /// Created at or before this time.
+    pub to: Option<Millis>,
+    /// Only records whose id sorts before this one (pagination).
+    pub before: Option<String>,
+}
 
 /// The open sled database and its trees.
 #[derive(Clone)]
@@ -101,7 +126,20 @@ pub struct Store {
     idempotency: sled::Tree,
     redeemed: sled::Tree,
     meta: sled::Tree,
+    index: sled::Tree,
+    /// The id of the newest event known durable: what event streams may read up to.
     last_event: watch::Sender<u64>,
+    durability: Arc<Durability>,
+}
+
+/// Group commit: changes are numbered as they are applied; a flush covers every change
+/// applied before it started. One waiter at a time flushes (the leader); the others
+/// queue on `leader` and usually find their change already covered when their turn comes.
+#[derive(Default)]
+struct Durability {
+    applied: AtomicU64,
+    flushed: AtomicU64,
+    leader: tokio::sync::Mutex<()>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -128,12 +166,52 @@ impl Store {
             idempotency: tree("idempotency")?,
             redeemed: tree("redeemed")?,
             meta: tree("meta")?,
+            index: tree("index")?,
             db,
             last_event: watch::channel(0).0,
+            durability: Arc::default(),
         };
-        let last = store.journal.last()?.map(|(key, _)| event_id(&key)).unwrap_or(0);
+        // The counter, not the journal's newest entry: retention may have emptied it.
+        let last = store.meta.get(NEXT_EVENT)?.map(|bytes| event_id(&bytes).saturating_sub(1)).unwrap_or(0);
         store.last_event.send_replace(last);
+        store.ensure_indexes()?;
         Ok(store)
+    }
+
+    /// Builds the indexes from the records when the store predates them (or their
+    /// layout changed): one pass at the first start of a new version, then never.
+    fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let version = self.meta.get(INDEX_VERSION_KEY)?.map(|bytes| event_id(&bytes));
+        if version == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        self.index.clear()?;
+        let mut registers = std::collections::HashMap::new();
+        for entry in self.payments.iter() {
+            let (key, value) = entry?;
+            let payment: Payment = decode(&key, &value)?;
+            for index_key in index::payment_keys(&payment) {
+                self.index.insert(index_key, &[])?;
+            }
+            registers.insert(payment.id.clone(), payment.register);
+        }
+        for entry in self.refunds.iter() {
+            let (key, value) = entry?;
+            let refund: Refund = decode(&key, &value)?;
+            let register = refund.payment.as_ref().and_then(|payment| registers.get(payment));
+            for index_key in index::refund_keys(&refund, register.map(String::as_str)) {
+                self.index.insert(index_key, &[])?;
+            }
+        }
+        for entry in self.idempotency.iter() {
+            let (key, value) = entry?;
+            let record: IdempotencyRecord = decode(&key, &value)?;
+            self.index.insert(index::idempotency_time_key(record.created_at, &String::from_utf8_lossy(&key)), &[])?;
+        }
+        self.meta.insert(INDEX_VERSION_KEY, &INDEX_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!(payments = registers.len(), "built the store's indexes");
+        Ok(())
     }
 
     /// A number never handed out before, also across crashes (for ids).
@@ -141,10 +219,25 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
-    /// Writes `commit` atomically. Not yet durable: call [`Store::flush`].
-    pub fn apply(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
-        let trees = (&self.payments, &self.refunds, &self.journal, &self.idempotency, &self.redeemed, &self.meta);
-        let result = trees.transaction(|(payments, refunds, journal, idempotency, redeemed, meta)| {
+    /// Writes `commit` atomically and durably: returns once a flush covered it, with the
+    /// events it appended (then visible to event streams).
+    pub async fn commit(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
+        let (events, sequence) = self.apply(commit)?;
+        self.durable(sequence).await?;
+        if let Some(last) = events.last() {
+            self.last_event.send_if_modified(|newest| {
+                let newer = last.id > *newest;
+                *newest = (*newest).max(last.id);
+                newer
+            });
+        }
+        Ok(events)
+    }
+
+    /// Writes `commit` in one transaction; answers its events and its change number.
+    fn apply(&self, commit: &Commit) -> Result<(Vec<Event>, u64), StoreError> {
+        let trees = (&self.payments, &self.refunds, &self.journal, &self.idempotency, &self.redeemed, &self.meta, &self.index);
+        let result = trees.transaction(|(payments, refunds, journal, idempotency, redeemed, meta, index)| {
             for (transaction_id, payment) in &commit.reserve {
                 reserve(redeemed, transaction_id, payment)?;
             }
@@ -152,30 +245,68 @@ impl Store {
                 redeemed.remove(transaction_id.as_bytes())?;
             }
             for payment in &commit.payments {
-                payments.insert(payment.id.as_str().as_bytes(), encode(payment))?;
+                let key = payment.id.as_str().as_bytes();
+                let old = payments.get(key)?.map(|bytes| decode::<Payment>(key, &bytes)).transpose().map_err(abort)?;
+                let old_keys = old.as_ref().map(index::payment_keys).unwrap_or_default();
+                reindex(index, &old_keys, &index::payment_keys(payment))?;
+                payments.insert(key, encode(payment))?;
             }
             for refund in &commit.refunds {
-                refunds.insert(refund.id.as_str().as_bytes(), encode(refund))?;
+                let key = refund.id.as_str().as_bytes();
+                let register = refund_register(commit, payments, refund)?;
+                let old = refunds.get(key)?.map(|bytes| decode::<Refund>(key, &bytes)).transpose().map_err(abort)?;
+                let old_keys = old.map(|old| index::refund_keys(&old, register.as_deref())).unwrap_or_default();
+                reindex(index, &old_keys, &index::refund_keys(refund, register.as_deref()))?;
+                refunds.insert(key, encode(refund))?;
             }
             for (key, record) in &commit.idempotency {
+                let old = idempotency
+                    .get(key.as_bytes())?
+                    .map(|bytes| decode::<IdempotencyRecord>(key.as_bytes(), &bytes))
+                    .transpose()
+                    .map_err(abort)?;
+                if let Some(old) = old {
+                    index.remove(index::idempotency_time_key(old.created_at, key))?;
+                }
                 match record {
-                    Some(record) => idempotency.insert(key.as_bytes(), encode(record))?,
+                    Some(record) => {
+                        index.insert(index::idempotency_time_key(record.created_at, key), &[])?;
+                        idempotency.insert(key.as_bytes(), encode(record))?
+                    }
                     None => idempotency.remove(key.as_bytes())?,
                 };
             }
             append_events(journal, meta, &commit.events)
         });
-        let events = result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Io(error),
-        })?;
-        if let Some(last) = events.last() {
-            self.last_event.send_replace(last.id);
-        }
-        Ok(events)
+        let events = result.map_err(storage_error)?;
+        let sequence = self.durability.applied.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok((events, sequence))
     }
 
-    /// Makes every write so far durable.
+    /// Returns once change `sequence` is on disk, flushing (for it and every change
+    /// applied meanwhile) unless a flush already covered it.
+    async fn durable(&self, sequence: u64) -> Result<(), StoreError> {
+        let durability = &self.durability;
+        loop {
+            if durability.flushed.load(Ordering::SeqCst) >= sequence {
+                return Ok(());
+            }
+            let _leader = durability.leader.lock().await;
+            if durability.flushed.load(Ordering::SeqCst) >= sequence {
+                return Ok(());
+            }
+            let covered = durability.applied.load(Ordering::SeqCst);
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("store-before-flush", |_| Err(StoreError::Corrupt {
+                key: "failpoint".into(),
+                reason: "injected between apply and flush".into()
+            }));
+            self.db.flush_async().await?;
+            durability.flushed.fetch_max(covered, Ordering::SeqCst);
+        }
+    }
+
+    /// Makes every write so far durable (at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
@@ -193,52 +324,79 @@ impl Store {
         self.refunds.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
     }
 
-    /// Payments newest first (ids sort by creation time), after `starting_after` if given.
-    pub fn payments_newest_first(&self, starting_after: Option<&PaymentId>) -> impl Iterator<Item = Result<Payment, StoreError>> + '_ {
-        let range = match starting_after {
-            Some(id) => self.payments.range(..id.as_str().as_bytes().to_vec()),
-            None => self.payments.range::<Vec<u8>, _>(..),
-        };
-        range.rev().map(|entry| {
-            let (key, value) = entry?;
-            decode(&key, &value)
-        })
+    /// The payments an index holds within `window`, newest first.
+    pub fn payments(&self, index: PaymentIndex<'_>, window: &Window) -> Box<dyn Iterator<Item = Result<Payment, StoreError>> + '_> {
+        let (low, high) = id_bounds(window, PaymentId::first_at);
+        match index::payment_prefix(index) {
+            None => Box::new(self.payments.range(low..high).rev().map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })),
+            Some(prefix) => Box::new(self.ids_in(prefix, low, high).map(move |id| read_indexed(&self.payments, id?))),
+        }
     }
 
-    /// Refunds newest first (ids sort by creation time).
-    pub fn refunds_newest_first(&self) -> impl Iterator<Item = Result<Refund, StoreError>> + '_ {
-        self.refunds.iter().rev().map(|entry| {
-            let (key, value) = entry?;
-            decode(&key, &value)
-        })
+    /// The payments of several indexes within `window`, merged newest first (a till's
+    /// registers, each its own range).
+    pub fn payments_merged<'a>(
+        &'a self,
+        indexes: &[PaymentIndex<'_>],
+        window: &Window,
+    ) -> Box<dyn Iterator<Item = Result<Payment, StoreError>> + 'a> {
+        if let [only] = indexes {
+            return self.payments(*only, window);
+        }
+        let (low, high) = id_bounds(window, PaymentId::first_at);
+        let prefixes = indexes.iter().filter_map(|index| index::payment_prefix(*index)).collect();
+        Box::new(self.merged_ids(prefixes, low, high).map(move |id| read_indexed(&self.payments, id?)))
+    }
+
+    /// The refunds of several indexes, merged newest first.
+    pub fn refunds_merged(&self, indexes: Vec<RefundIndex<'_>>) -> Box<dyn Iterator<Item = Result<Refund, StoreError>> + '_> {
+        if let [only] = indexes.as_slice() {
+            return self.refunds(*only, None);
+        }
+        let prefixes = indexes.into_iter().filter_map(index::refund_prefix).collect();
+        Box::new(self.merged_ids(prefixes, Vec::new(), vec![0xff]).map(move |id| read_indexed(&self.refunds, id?)))
+    }
+
+    /// The ids under several index prefixes, newest first.
+    fn merged_ids(&self, prefixes: Vec<Vec<u8>>, low: Vec<u8>, high: Vec<u8>) -> NewestFirst<'_> {
+        NewestFirst::new(
+            prefixes.into_iter().map(|prefix| Box::new(self.ids_in(prefix, low.clone(), high.clone())) as IdIter<'_>).collect(),
+        )
+    }
+
+    /// The refunds an index holds, newest first, before `before` if given.
+    pub fn refunds(&self, index: RefundIndex<'_>, before: Option<&RefundId>) -> Box<dyn Iterator<Item = Result<Refund, StoreError>> + '_> {
+        let window = Window { before: before.map(|id| id.to_string()), ..Window::default() };
+        let (low, high) = id_bounds(&window, RefundId::first_at);
+        match index::refund_prefix(index) {
+            None => Box::new(self.refunds.range(low..high).rev().map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })),
+            Some(prefix) => Box::new(self.ids_in(prefix, low, high).map(move |id| read_indexed(&self.refunds, id?))),
+        }
+    }
+
+    /// Record ids under an index prefix between `low` and `high`, newest first.
+    fn ids_in(&self, prefix: Vec<u8>, low: Vec<u8>, high: Vec<u8>) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
+        let start = [prefix.as_slice(), &low].concat();
+        let end = [prefix.as_slice(), &high].concat();
+        let skip = prefix.len();
+        self.index.range(start..end).rev().map(move |entry| Ok(entry?.0[skip..].to_vec()))
     }
 
     /// Every payment with work left (not final, or a compensation under way), for
-    /// recovery and expiry after a start.
+    /// recovery and expiry after a start: read from their index, whatever the store holds.
     pub fn unfinished_payments(&self) -> Result<Vec<Payment>, StoreError> {
-        let mut open = Vec::new();
-        for entry in self.payments.iter() {
-            let (key, value) = entry?;
-            let payment: Payment = decode(&key, &value)?;
-            let compensating = payment.compensation == Some(crate::payments::model::Compensation::Pending);
-            if !payment.status.is_final() || compensating {
-                open.push(payment);
-            }
-        }
-        Ok(open)
+        self.payments(PaymentIndex::Open, &Window::default()).collect()
     }
 
     /// Refunds still `pending`, to be sent again after a start.
     pub fn pending_refunds(&self) -> Result<Vec<Refund>, StoreError> {
-        let mut pending = Vec::new();
-        for entry in self.refunds.iter() {
-            let (key, value) = entry?;
-            let refund: Refund = decode(&key, &value)?;
-            if refund.status == crate::payments::model::RefundStatus::Pending {
-                pending.push(refund);
-            }
-        }
-        Ok(pending)
+        self.refunds(RefundIndex::Pending, None).collect()
     }
 
     /// The payment holding a receipt, if any.
@@ -251,24 +409,14 @@ impl Store {
         self.idempotency.get(key.as_bytes())?.map(|bytes| decode(key.as_bytes(), &bytes)).transpose()
     }
 
-    /// Forgets idempotency records created before `before` (kept ≥ 24 h by the caller).
-    pub fn forget_idempotency_before(&self, before: Millis) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for entry in self.idempotency.iter() {
-            let (key, value) = entry?;
-            let record: IdempotencyRecord = decode(&key, &value)?;
-            if record.created_at < before {
-                self.idempotency.remove(key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Journal entries after `after`, oldest first, at most `limit`.
+    /// Durable journal entries after `after`, oldest first, at most `limit`.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let durable = *self.last_event.borrow();
+        if after >= durable {
+            return Ok(Vec::new());
+        }
         self.journal
-            .range(after.saturating_add(1).to_be_bytes()..)
+            .range(after.saturating_add(1).to_be_bytes()..=durable.to_be_bytes())
             .take(limit)
             .map(|entry| {
                 let (key, value) = entry?;
@@ -286,6 +434,96 @@ impl Store {
     pub fn is_healthy(&self) -> bool {
         self.meta.get(NEXT_EVENT).is_ok()
     }
+}
+
+type IdIter<'a> = Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + 'a>;
+
+/// Merges id iterators that are each newest first into one newest-first iterator.
+struct NewestFirst<'a> {
+    sources: Vec<std::iter::Peekable<IdIter<'a>>>,
+}
+
+impl<'a> NewestFirst<'a> {
+    fn new(sources: Vec<IdIter<'a>>) -> Self {
+        NewestFirst { sources: sources.into_iter().map(Iterator::peekable).collect() }
+    }
+}
+
+impl Iterator for NewestFirst<'_> {
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut newest: Option<(usize, Vec<u8>)> = None;
+        for position in 0..self.sources.len() {
+            match self.sources[position].peek() {
+                None => {}
+                Some(Err(_)) => return self.sources[position].next(),
+                Some(Ok(id)) => {
+                    if newest.as_ref().is_none_or(|(_, best)| id > best) {
+                        newest = Some((position, id.clone()));
+                    }
+                }
+            }
+        }
+        newest.and_then(|(position, _)| self.sources[position].next())
+    }
+}
+
+/// The id range (`low` inclusive, `high` exclusive) of a window, for ids made by
+/// `first_at` (prefix, creation time, counter).
+fn id_bounds<Id: ToString>(window: &Window, first_at: fn(Millis) -> Id) -> (Vec<u8>, Vec<u8>) {
+    let low = window.from.map(|from| first_at(from).to_string().into_bytes()).unwrap_or_default();
+    let mut high = window.to.map(|to| first_at(to.saturating_add(1)).to_string().into_bytes()).unwrap_or_else(|| vec![0xff]);
+    if let Some(before) = &window.before {
+        high = high.min(before.clone().into_bytes());
+    }
+    if high < low {
+        high = low.clone();
+    }
+    (low, high)
+}
+
+fn storage_error(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Io(error),
+    }
+}
+
+/// The record an index entry names; one missing is corruption (indexes are written
+/// with their records).
+fn read_indexed<T: for<'de> Deserialize<'de>>(tree: &sled::Tree, id: Vec<u8>) -> Result<T, StoreError> {
+    match tree.get(&id)? {
+        Some(bytes) => decode(&id, &bytes),
+        None => Err(StoreError::Corrupt { key: String::from_utf8_lossy(&id).into_owned(), reason: "indexed but not stored".into() }),
+    }
+}
+
+fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(error)
+}
+
+/// Replaces a record's index keys.
+fn reindex(index: &TransactionalTree, old: &[Vec<u8>], new: &[Vec<u8>]) -> TxResult<()> {
+    let (gone, added) = index::difference(old, new);
+    for key in gone {
+        index.remove(key)?;
+    }
+    for key in added {
+        index.insert(key, &[])?;
+    }
+    Ok(())
+}
+
+/// The register a refund belongs to: its payment's (staged in the same commit, or stored).
+fn refund_register(commit: &Commit, payments: &TransactionalTree, refund: &Refund) -> TxResult<Option<String>> {
+    let Some(payment_id) = &refund.payment else { return Ok(None) };
+    if let Some(staged) = commit.payments.iter().find(|payment| &payment.id == payment_id) {
+        return Ok(Some(staged.register.clone()));
+    }
+    let key = payment_id.as_str().as_bytes();
+    let stored = payments.get(key)?.map(|bytes| decode::<Payment>(key, &bytes)).transpose().map_err(abort)?;
+    Ok(stored.map(|payment| payment.register))
 }
 
 fn reserve(redeemed: &TransactionalTree, transaction_id: &str, payment: &PaymentId) -> TxResult<()> {
@@ -323,3 +561,6 @@ fn append_events(journal: &TransactionalTree, meta: &TransactionalTree, drafts: 
 fn event_id(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

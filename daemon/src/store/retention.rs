@@ -1,0 +1,250 @@
+//! Forgetting what the shop no longer needs, in small batches so writers never wait
+//! long: payments past their retention (with their refunds, index entries and receipt
+//! reservations), journal entries past the journal's retention, expired idempotency
+//! records. Each batch is one transaction; a record that changed since it was chosen
+//! is kept.
+
+use std::time::Duration;
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::index::{self, PaymentIndex, RefundIndex};
+use super::{decode, event_id, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
+use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundStatus};
+
+/// What one batch removed, and whether more may be left.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: usize,
+    /// `true` when the batch was full: call again.
+    pub more: bool,
+    /// Where the next batch of a payment sweep starts (after this id).
+    pub cursor: Option<PaymentId>,
+}
+
+impl Store {
+    /// Looks at up to `batch` payments created before `before` (after `cursor`, oldest
+    /// first) and removes those with no work left and no refund still pending, with
+    /// everything that belongs to them. Payments that must stay are skipped.
+    pub fn remove_payments_before(&self, before: Millis, cursor: Option<&PaymentId>, batch: usize) -> Result<Swept, StoreError> {
+        let window = Window { to: Some(before.saturating_sub(1)), ..Window::default() };
+        let (low, high) = super::id_bounds(&window, PaymentId::first_at);
+        let low = match cursor {
+            Some(after) => [after.as_str().as_bytes(), &[0]].concat().max(low),
+            None => low,
+        };
+        let mut scanned = Vec::with_capacity(batch);
+        for entry in self.payments.range(low..high).take(batch) {
+            let (key, value) = entry?;
+            scanned.push(decode::<Payment>(&key, &value)?);
+        }
+        let cursor = (scanned.len() == batch).then(|| scanned.last().map(|payment| payment.id.clone())).flatten();
+        let mut chosen: Vec<(Payment, Vec<Refund>)> = Vec::with_capacity(scanned.len());
+        for payment in scanned {
+            if index::is_open(&payment) {
+                continue;
+            }
+            let refunds: Vec<Refund> = self.refunds(RefundIndex::OfPayment(&payment.id), None).collect::<Result<_, _>>()?;
+            if refunds.iter().any(|refund| refund.status == RefundStatus::Pending) {
+                continue;
+            }
+            chosen.push((payment, refunds));
+        }
+        let trees = (&self.payments, &self.refunds, &self.redeemed, &self.index);
+        let removed = trees
+            .transaction(|(payments, refunds, redeemed, index)| {
+                let mut removed = 0;
+                for (payment, its_refunds) in &chosen {
+                    if remove_payment(payments, refunds, redeemed, index, payment, its_refunds)? {
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .map_err(super::storage_error)?;
+        Ok(Swept { removed, more: cursor.is_some(), cursor })
+    }
+
+    /// Removes up to `batch` journal entries written before `before`, oldest first.
+    pub fn forget_events_before(&self, before: Millis, batch: usize) -> Result<Swept, StoreError> {
+        let mut expired = Vec::new();
+        for entry in self.journal.iter().take(batch) {
+            let (key, value) = entry?;
+            let event: Event = decode(&key, &value)?;
+            if event.at >= before {
+                break;
+            }
+            expired.push(key);
+        }
+        let mut removals = sled::Batch::default();
+        for key in &expired {
+            removals.remove(key.clone());
+        }
+        self.journal.apply_batch(removals)?;
+        Ok(Swept { removed: expired.len(), more: expired.len() == batch, cursor: None })
+    }
+
+    /// Removes up to `batch` idempotency records written before `before`, found through
+    /// their time index (never a walk over the records).
+    pub fn forget_idempotency_before(&self, before: Millis, batch: usize) -> Result<Swept, StoreError> {
+        let start = index::idempotency_time_bound(0);
+        let end = index::idempotency_time_bound(before);
+        let mut time_keys = Vec::new();
+        for entry in self.index.range(start..end).take(batch) {
+            time_keys.push(entry?.0.to_vec());
+        }
+        let trees = (&self.idempotency, &self.index);
+        let removed = trees
+            .transaction(|(idempotency, index)| {
+                let mut removed = 0;
+                for time_key in &time_keys {
+                    index.remove(time_key.as_slice())?;
+                    let key = index::idempotency_key_of(time_key);
+                    let Some(bytes) = idempotency.get(key)? else { continue };
+                    let record: IdempotencyRecord = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if record.created_at < before {
+                        idempotency.remove(key)?;
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .map_err(super::storage_error)?;
+        Ok(Swept { removed, more: time_keys.len() == batch, cursor: None })
+    }
+
+    /// The id of the oldest event the journal still holds (0: none).
+    pub fn oldest_event(&self) -> Result<u64, StoreError> {
+        Ok(self.journal.first()?.map(|(key, _)| event_id(&key)).unwrap_or(0))
+    }
+
+    /// How many payments the open-work index holds (for the status page and tests).
+    pub fn open_payments(&self) -> usize {
+        self.payments(PaymentIndex::Open, &Window::default()).count()
+    }
+}
+
+/// Removes one payment, its refunds, index entries and receipt reservations, unless it
+/// changed since it was chosen. Answers whether it was removed.
+fn remove_payment(
+    payments: &TransactionalTree,
+    refunds: &TransactionalTree,
+    redeemed: &TransactionalTree,
+    index: &TransactionalTree,
+    chosen: &Payment,
+    its_refunds: &[Refund],
+) -> TxResult<bool> {
+    let key = chosen.id.as_str().as_bytes();
+    let Some(bytes) = payments.get(key)? else { return Ok(false) };
+    let stored: Payment = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+    if stored.version != chosen.version {
+        return Ok(false); // touched meanwhile (a refund, say): look again next time
+    }
+    payments.remove(key)?;
+    for index_key in index::payment_keys(&stored) {
+        index.remove(index_key)?;
+    }
+    let receipts = stored.transaction_id.iter().chain(stored.attempt.iter().map(|attempt| &attempt.transaction_id));
+    for transaction_id in receipts {
+        if redeemed.get(transaction_id.as_bytes())?.is_some_and(|holder| holder == key) {
+            redeemed.remove(transaction_id.as_bytes())?;
+        }
+    }
+    for refund in its_refunds {
+        refunds.remove(refund.id.as_str().as_bytes())?;
+        for index_key in index::refund_keys(refund, Some(&stored.register)) {
+            index.remove(index_key)?;
+        }
+    }
+    Ok(true)
+}
+
+/// How long the store keeps what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Payments (and their refunds) older than this, with no work left, are removed:
+    /// the shop's refund window and bookkeeping period (`[store] retention`).
+    pub payments: Duration,
+    /// Journal entries (the event stream's history) older than this are removed
+    /// (`[store] journal_retention`).
+    pub journal: Duration,
+    /// Idempotency records older than this are forgotten.
+    pub idempotency: Duration,
+}
+
+/// Payments, journal entries or idempotency records looked at per transaction: small,
+/// so a payment committed meanwhile waits at most one short batch.
+const BATCH: usize = 128;
+/// Pause between batches, so a long sweep leaves the store to the shop's payments.
+const BREATHER: Duration = Duration::from_millis(2);
+
+/// Sweeps at start and then periodically (a quarter of the shortest retention, between
+/// one second and one hour), for as long as the daemon runs.
+pub async fn run(store: Store, policy: Policy) {
+    let every = (policy.payments.min(policy.journal) / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let totals = sweep(&store, &policy).await;
+        match totals {
+            Ok(totals) if totals == Totals::default() => {}
+            Ok(totals) => tracing::info!(
+                payments = totals.payments,
+                events = totals.events,
+                idempotency = totals.idempotency,
+                "retention removed old records"
+            ),
+            Err(error) => tracing::error!(%error, "retention sweep failed; trying again later"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub payments: usize,
+    pub events: usize,
+    pub idempotency: usize,
+}
+
+/// One pass over everything older than the policy allows, batch by batch, each batch on
+/// a blocking thread (sled reads and writes block).
+pub async fn sweep(store: &Store, policy: &Policy) -> Result<Totals, StoreError> {
+    let now = crate::payments::model::now_ms();
+    let age = |kept: Duration| now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+    let (payments_before, journal_before, idempotency_before) = (age(policy.payments), age(policy.journal), age(policy.idempotency));
+    Ok(Totals {
+        payments: drain(store, move |store, cursor| store.remove_payments_before(payments_before, cursor, BATCH)).await?,
+        events: drain(store, move |store, _| store.forget_events_before(journal_before, BATCH)).await?,
+        idempotency: drain(store, move |store, _| store.forget_idempotency_before(idempotency_before, BATCH)).await?,
+    })
+}
+
+/// Runs `step` batch after batch until a batch says nothing is left; answers how many
+/// records went.
+async fn drain<F>(store: &Store, step: F) -> Result<usize, StoreError>
+where
+    F: Fn(&Store, Option<&PaymentId>) -> Result<Swept, StoreError> + Send + Copy + 'static,
+{
+    let mut removed = 0;
+    let mut cursor: Option<PaymentId> = None;
+    loop {
+        let batch = blocking(store, move |store| step(store, cursor.as_ref())).await?;
+        removed += batch.removed;
+        cursor = batch.cursor;
+        if !batch.more {
+            return Ok(removed);
+        }
+        tokio::time::sleep(BREATHER).await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Store,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .unwrap_or_else(|panic| Err(StoreError::Corrupt { key: "retention".into(), reason: panic.to_string() }))
+}
