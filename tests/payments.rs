@@ -924,3 +924,119 @@ fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
     );
     assert!(shop.daemon().get_json_as(posbridge_testkit::TECHNICIAN_TOKEN, "/readyz").1.get("waiting_for_method").is_none());
 }
+
+/// Every flush fails between the apply and the flush: nobody is told the change happened.
+#[test]
+fn a_failed_flush_is_never_acknowledged() {
+    let mut shop = Shop::new("", "");
+    shop.daemon.take().expect("running").terminate();
+    shop.daemon = Some(shop.install.start_with_env(&[("FAILPOINTS", "store-before-flush=return")]));
+    let (status, body) = shop.daemon().post("/v1/payments", &cart(4500, 3000));
+    assert!(status >= 500, "an unflushed payment is not acknowledged: {status} {body}");
+    assert!(body.get("id").is_none(), "{body}");
+    let metrics = shop.daemon().get("/metrics").text().unwrap();
+    assert!(metrics.contains("posbridge_last_event_id 0"), "no event was published:\n{metrics}");
+
+    // Without the failure, the same store takes payments again.
+    shop.restart();
+    let payment = shop.create();
+    assert_eq!(payment["status"], "awaiting_scan");
+}
+
+/// Every filter the list offers, read through the indexes, equals filtering the whole
+/// history by hand; pages join up without gaps or repeats.
+#[test]
+fn lists_by_reference_register_and_status_agree_with_a_full_scan() {
+    let shop = Shop::new("", "[[registers]]\nid = \"till-2\"\n");
+    let daemon = shop.daemon();
+    for n in 0..18u64 {
+        let register = if n % 3 == 0 { "till-2" } else { "till-1" };
+        let body =
+            json!({"method": "smartum", "amount": 1000 + n, "currency": "EUR", "register": register, "reference": format!("R{}", n % 4)});
+        let (status, payment) = daemon.post_as(posbridge_testkit::MANAGER_TOKEN, "/v1/payments", &body);
+        assert_eq!(status, 201, "{payment}");
+        match n % 3 {
+            1 => {
+                let receipt = shop.smartum.create_receipt(1000 + n).jws;
+                let (status, paid) = daemon.post_as(
+                    posbridge_testkit::MANAGER_TOKEN,
+                    &format!("/v1/payments/{}/scan", id(&payment)),
+                    &json!({"code": receipt}),
+                );
+                assert_eq!((status, paid["status"].as_str()), (200, Some("succeeded")), "{paid}");
+            }
+            2 => {
+                let (status, _) =
+                    daemon.post_as(posbridge_testkit::MANAGER_TOKEN, &format!("/v1/payments/{}/cancel", id(&payment)), &json!({}));
+                assert_eq!(status, 200);
+            }
+            _ => {}
+        }
+    }
+    let everything = list_all(daemon, posbridge_testkit::MANAGER_TOKEN, "");
+    assert_eq!(everything.len(), 18);
+    let filters: [(&str, &dyn Fn(&Value) -> bool); 5] = [
+        ("reference=R1", &|p| p["reference"] == "R1"),
+        ("register=till-2", &|p| p["register"] == "till-2"),
+        ("status=succeeded", &|p| p["status"] == "succeeded"),
+        ("register=till-1&status=canceled", &|p| p["register"] == "till-1" && p["status"] == "canceled"),
+        ("reference=R2&status=awaiting_scan", &|p| p["reference"] == "R2" && p["status"] == "awaiting_scan"),
+    ];
+    for (query, keep) in filters {
+        let expected: Vec<&Value> = everything.iter().filter(|payment| keep(payment)).collect();
+        assert!(!expected.is_empty(), "{query} selects something");
+        let listed = list_all(daemon, posbridge_testkit::MANAGER_TOKEN, query);
+        assert_eq!(listed.iter().collect::<Vec<_>>(), expected, "{query}");
+    }
+    // A till sees its own register's payments only, whatever it asks.
+    let own = list_all(daemon, TILL_TOKEN, "");
+    assert!(!own.is_empty() && own.iter().all(|payment| payment["register"] == "till-1"));
+    assert!(list_all(daemon, TILL_TOKEN, "register=till-2").is_empty());
+}
+
+/// Every page of `GET /v1/payments?{query}`, three at a time.
+fn list_all(daemon: &Daemon, token: &str, query: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = daemon.get_json_as(token, &format!("/v1/payments?limit=3&{query}{after}"));
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap().clone();
+        if let Some(last) = data.last() {
+            after = format!("&starting_after={}", id(last));
+        }
+        all.extend(data);
+        if page["has_more"] != true {
+            return all;
+        }
+    }
+}
+
+/// With a retention of two seconds, a paid payment, its refund and the events about
+/// them go while the daemon runs; a payment still waiting for its scan stays; an event
+/// stream resumed before the oldest kept event is told so.
+#[test]
+fn retention_removes_old_payments_and_events_while_the_daemon_runs() {
+    let mut shop = Shop::new("", "[payments]\nscan_timeout = \"10m\"\n");
+    let paid = shop.create();
+    shop.scan(&paid, &shop.smartum.create_receipt(3000).jws);
+    let (status, refund) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&paid), "amount": 500}));
+    assert_eq!((status, refund["status"].as_str()), (201, Some("succeeded")), "{refund}");
+    let waiting = shop.create();
+
+    shop.install.write("conf.d/retention.toml", "[store]\nretention = \"2s\"\njournal_retention = \"2s\"\n");
+    shop.restart();
+    let removed = shop.daemon().wait_for_log(&["retention removed old records", "\"payments\":1"], Duration::from_secs(30));
+    assert!(removed.is_some(), "the sweep removed the paid payment:\n{}", shop.daemon().log().join("\n"));
+    let (status, _) = shop.daemon().get_json(&format!("/v1/payments/{}", id(&paid)));
+    assert_eq!(status, 404, "the paid payment is gone");
+    let (status, _) = shop.daemon().get_json(&format!("/v1/refunds/{}", id(&refund)));
+    assert_eq!(status, 404, "its refund with it");
+    assert_eq!(shop.payment(&waiting)["status"], "awaiting_scan", "open work stays");
+    let (_, listed) = shop.daemon().get_json("/v1/payments?reference=R-2026-000123");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+
+    let resumed = read_events(shop.daemon(), Some(1), 1);
+    assert_eq!(resumed[0].1, "events.truncated", "{resumed:?}");
+    assert!(resumed[0].2["oldest_kept"].as_u64().unwrap() > 2, "{resumed:?}");
+}

@@ -306,6 +306,12 @@ impl Store {
         }
     }
 
+    /// Writes `commit` without waiting for a flush: for bulk loads (benchmarks, imports),
+    /// which call [`Store::flush`] once at the end. Nothing is acknowledged from here.
+    pub fn import(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.apply(commit).map(drop)
+    }
+
     /// Makes every write so far durable (at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;

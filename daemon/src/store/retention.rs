@@ -114,9 +114,13 @@ impl Store {
         Ok(Swept { removed, more: time_keys.len() == batch, cursor: None })
     }
 
-    /// The id of the oldest event the journal still holds (0: none).
+    /// The id of the oldest event the journal still holds; when retention emptied it,
+    /// the id the next event will have.
     pub fn oldest_event(&self) -> Result<u64, StoreError> {
-        Ok(self.journal.first()?.map(|(key, _)| event_id(&key)).unwrap_or(0))
+        match self.journal.first()? {
+            Some((key, _)) => Ok(event_id(&key)),
+            None => Ok(*self.last_event.borrow() + 1),
+        }
     }
 
     /// How many payments the open-work index holds (for the status page and tests).
