@@ -975,7 +975,8 @@ fn lists_by_reference_register_and_status_agree_with_a_full_scan() {
     }
     let everything = list_all(daemon, posbridge_testkit::MANAGER_TOKEN, "");
     assert_eq!(everything.len(), 18);
-    let filters: [(&str, &dyn Fn(&Value) -> bool); 5] = [
+    type Keep<'a> = &'a dyn Fn(&Value) -> bool;
+    let filters: [(&str, Keep); 5] = [
         ("reference=R1", &|p| p["reference"] == "R1"),
         ("register=till-2", &|p| p["register"] == "till-2"),
         ("status=succeeded", &|p| p["status"] == "succeeded"),

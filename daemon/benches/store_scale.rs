@@ -4,7 +4,9 @@
 //! the release `posbridge` binary on it, measured over real HTTP.
 //!
 //! `cargo bench -p posbridge --bench store_scale` (`STORE_SCALE_PAYMENTS=N` to change the
-//! size; `STORE_SCALE_DIR=/path` to keep the filled store there).
+//! size; `STORE_SCALE_ONLY=fill` to stop after filling and sizing the store,
+//! `STORE_SCALE_ONLY=throughput` for the parallel payments on an empty store only;
+//! `STORE_SCALE_KEEP=/path` copies the filled store there).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use posbridge::store::{Commit, PaymentIndex, Store, Window};
 use posbridge_testkit::{Daemon, Install, MANAGER_TOKEN};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
+const BUILT: &str = env!("CARGO_BIN_EXE_posbridge");
 const DAY: Millis = 86_400_000;
 const REGISTERS: usize = 5;
 const DAYS: usize = 200; // every second day of 400: 5 × 200 = 1,000 register/days
@@ -24,7 +26,10 @@ const SAMPLES: usize = 1_000;
 fn main() {
     let count: usize = std::env::var("STORE_SCALE_PAYMENTS").ok().and_then(|text| text.parse().ok()).unwrap_or(1_000_000);
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default()).expect("sandbox");
-    let install = Install::new(BIN);
+    // `POSBRIDGE_BIN=/path/to/posbridge` measures another build (A/B against an older
+    // commit with `STORE_SCALE_ONLY=throughput`).
+    let bin = std::env::var("POSBRIDGE_BIN").unwrap_or_else(|_| BUILT.to_string());
+    let install = Install::new(&bin);
     install.add_plugin("posbridge-plugin-smartum");
     let registers: String =
         (1..=10).map(|n| format!("[[registers]]\nid = \"till-{n}\"\n")).collect::<String>().replace("[[registers]]\nid = \"till-1\"\n", "");
@@ -35,11 +40,36 @@ fn main() {
     let (empty_start, empty_rss) = start_figures(&install);
     println!("empty store: start to listening {:.1} ms (median of 5), RSS {:.1} MB", ms(empty_start), empty_rss);
 
+    let only = std::env::var("STORE_SCALE_ONLY").unwrap_or_default();
+    let grouped = commits_per_second(10, 200, false);
+    let serialized = commits_per_second(10, 200, true);
+    println!(
+        "store commits, 10 writers: {grouped:.0}/s with group commit, {serialized:.0}/s with each commit locked across its flush ({:.2}x)",
+        grouped / serialized
+    );
+    if only == "throughput" {
+        let daemon = install.start();
+        for registers in [4, 10] {
+            let throughput = payments_per_second(&daemon, &smartum, registers, 1_000);
+            println!("empty store: {throughput:.1} payments/s ({registers} registers in parallel, create + scan)");
+        }
+        return;
+    }
     let filled = Instant::now();
     let references = fill(&data, count);
     println!("filled {count} payments in {:.1} s", filled.elapsed().as_secs_f64());
+    for (tree, entries, bytes) in Store::open(&data).expect("store").logical_sizes().expect("sizes") {
+        println!("  tree {tree:<12} {entries:>9} entries {:>7.1} B per payment (keys + values)", bytes as f64 / count as f64);
+    }
     let bytes = directory_bytes(&data);
     println!("bytes on disk per payment, all trees: {:.0} B ({:.1} MB in all)", bytes as f64 / count as f64, bytes as f64 / 1e6);
+    if let Ok(keep) = std::env::var("STORE_SCALE_KEEP") {
+        let copied = std::process::Command::new("cp").args(["-a"]).arg(&data).arg(&keep).status().expect("cp");
+        assert!(copied.success(), "copy the filled store to {keep}");
+    }
+    if only == "fill" {
+        return;
+    }
     let refund = refund_reservations(&data, &references);
     println!(
         "refund of a 300-day-old payment (lookup by reference + reserve + flush, no provider): p50 {:.3} ms p99 {:.3} ms",
@@ -58,7 +88,7 @@ fn main() {
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();
     let query = |path: &str| timed(|| get(&client, &daemon, path));
-    let mut samples = |make: &dyn Fn(usize) -> String| -> (Duration, Duration) {
+    let samples = |make: &dyn Fn(usize) -> String| -> (Duration, Duration) {
         let mut times: Vec<Duration> = (0..SAMPLES).map(|n| query(&make(n))).collect();
         percentiles(&mut times)
     };
@@ -94,6 +124,41 @@ fn main() {
     drop(daemon);
     let after = directory_bytes(&data);
     println!("after retention: {:.1} MB on disk", after as f64 / 1e6);
+}
+
+/// Commits per second from `writers` concurrent writers, each committing one payment
+/// change at a time on a fresh store: through group commit, or (`serialized`) each
+/// commit holding one global lock across its flush, as every change did before.
+fn commits_per_second(writers: usize, each: usize, serialized: bool) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("data")).expect("store");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let now = posbridge::payments::model::now_ms();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|writer| {
+                let (store, lock) = (store.clone(), lock.clone());
+                tokio::spawn(async move {
+                    for n in 0..each {
+                        let payment = paid(now, (writer * each + n) as u64 + 1, writer % REGISTERS, "smartum", 1000, "R");
+                        let commit = Commit {
+                            events: vec![("payment.updated".into(), posbridge::payments::view::payment(&payment))],
+                            payments: vec![payment],
+                            ..Commit::default()
+                        };
+                        let _held = if serialized { Some(lock.lock().await) } else { None };
+                        store.commit(&commit).await.expect("commit");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        (writers * each) as f64 / started.elapsed().as_secs_f64()
+    })
 }
 
 fn report(what: &str, (p50, p99): (Duration, Duration)) {

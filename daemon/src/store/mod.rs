@@ -142,6 +142,20 @@ struct Durability {
     leader: tokio::sync::Mutex<()>,
 }
 
+/// sled's page cache (its default is 1 GiB, more than a till PC should give a
+/// background daemon; the pages a shop reads again are a small recent part).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether the store at `path` is (or will be) compressed: new stores are (zstd, by
+/// sled, on every page written: JSON records shrink several times); a store created
+/// uncompressed by an older posbridge stays so (sled cannot change it in place).
+fn compressed(path: &Path) -> bool {
+    match std::fs::read_to_string(path.join("conf")) {
+        Ok(conf) => !conf.lines().any(|line| line.trim() == "use_compression: false"),
+        Err(_) => true,
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -157,7 +171,12 @@ impl Store {
     /// Opens (creating if missing) the store at `path`. sled holds a lock on the
     /// directory, so a second daemon on the same store is refused here.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let db = sled::Config::new()
+            .path(path)
+            .use_compression(compressed(path))
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let tree = |name: &str| db.open_tree(name);
         let store = Store {
             payments: tree("payments")?,
@@ -436,6 +455,30 @@ impl Store {
         self.last_event.subscribe()
     }
 
+    /// Entries and bytes (keys + values, before sled's own layout) per tree: what the
+    /// records cost, for the store benchmark and diagnostics. Walks every tree.
+    pub fn logical_sizes(&self) -> Result<Vec<(&'static str, usize, usize)>, StoreError> {
+        let trees = [
+            ("payments", &self.payments),
+            ("refunds", &self.refunds),
+            ("journal", &self.journal),
+            ("idempotency", &self.idempotency),
+            ("redeemed", &self.redeemed),
+            ("index", &self.index),
+        ];
+        let mut sizes = Vec::new();
+        for (name, tree) in trees {
+            let (mut entries, mut bytes) = (0, 0);
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                entries += 1;
+                bytes += key.len() + value.len();
+            }
+            sizes.push((name, entries, bytes));
+        }
+        Ok(sizes)
+    }
+
     /// `true` when the database answers a read.
     pub fn is_healthy(&self) -> bool {
         self.meta.get(NEXT_EVENT).is_ok()
@@ -462,13 +505,9 @@ impl Iterator for NewestFirst<'_> {
         let mut newest: Option<(usize, Vec<u8>)> = None;
         for position in 0..self.sources.len() {
             match self.sources[position].peek() {
-                None => {}
                 Some(Err(_)) => return self.sources[position].next(),
-                Some(Ok(id)) => {
-                    if newest.as_ref().is_none_or(|(_, best)| id > best) {
-                        newest = Some((position, id.clone()));
-                    }
-                }
+                Some(Ok(id)) if newest.as_ref().is_none_or(|(_, best)| id > best) => newest = Some((position, id.clone())),
+                _ => {}
             }
         }
         newest.and_then(|(position, _)| self.sources[position].next())

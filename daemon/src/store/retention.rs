@@ -179,14 +179,17 @@ pub struct Policy {
 
 /// Payments, journal entries or idempotency records looked at per transaction: small,
 /// so a payment committed meanwhile waits at most one short batch.
-const BATCH: usize = 128;
-/// Pause between batches, so a long sweep leaves the store to the shop's payments.
-const BREATHER: Duration = Duration::from_millis(2);
+const BATCH: usize = 64;
+/// After each batch the sweep rests this many times as long as the batch took: it uses
+/// at most a fifth of one core, and the shop's payments the rest.
+const REST_FACTOR: u32 = 4;
 
-/// Sweeps at start and then periodically (a quarter of the shortest retention, between
-/// one second and one hour), for as long as the daemon runs.
+/// Sweeps periodically (every quarter of the shortest retention, between one second and
+/// one hour; the first sweep a minute at most after the start), for as long as the
+/// daemon runs.
 pub async fn run(store: Store, policy: Policy) {
     let every = (policy.payments.min(policy.journal) / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    tokio::time::sleep(every.min(Duration::from_secs(60))).await;
     loop {
         let totals = sweep(&store, &policy).await;
         match totals {
@@ -233,13 +236,14 @@ where
     let mut removed = 0;
     let mut cursor: Option<PaymentId> = None;
     loop {
+        let started = std::time::Instant::now();
         let batch = blocking(store, move |store| step(store, cursor.as_ref())).await?;
         removed += batch.removed;
         cursor = batch.cursor;
         if !batch.more {
             return Ok(removed);
         }
-        tokio::time::sleep(BREATHER).await;
+        tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
     }
 }
 
@@ -248,7 +252,13 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&store))
+    // Each batch flushes its own removals, so a payment's flush never carries them.
+    let flushed = move || {
+        let done = work(&store)?;
+        store.db.flush()?;
+        Ok(done)
+    };
+    tokio::task::spawn_blocking(flushed)
         .await
         .unwrap_or_else(|panic| Err(StoreError::Corrupt { key: "retention".into(), reason: panic.to_string() }))
 }
