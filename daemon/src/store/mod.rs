@@ -150,8 +150,9 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled, on every page written: JSON records shrink several times); a store created
 /// uncompressed by an older posbridge stays so (sled cannot change it in place).
 fn compressed(path: &Path) -> bool {
-    match std::fs::read_to_string(path.join("conf")) {
-        Ok(conf) => !conf.lines().any(|line| line.trim() == "use_compression: false"),
+    // sled's `conf` file: text lines, then a binary checksum.
+    match std::fs::read(path.join("conf")) {
+        Ok(conf) => !String::from_utf8_lossy(&conf).lines().any(|line| line.trim() == "use_compression: false"),
         Err(_) => true,
     }
 }
