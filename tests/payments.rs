@@ -1,5 +1,5 @@
 //! Smartum payments end to end: the real binary on a loopback port, the real Smartum
-//! plugin, and the sandbox Smartum (SMARTUM-API.md) with an ES512 key made in the test.
+//! plugin, and the sandbox Smartum (docs/smartum.md) with an ES512 key made in the test.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

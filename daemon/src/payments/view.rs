@@ -1,4 +1,4 @@
-//! The API's JSON shape of payments and refunds (API.md), used by responses and events
+//! The API's JSON shape of payments and refunds (docs/api.md), used by responses and events
 //! alike, so what the POS reads and what it is told are the same thing. The OpenAPI
 //! document's schemas are derived from these types.
 

@@ -1,4 +1,4 @@
-//! A local Smartum: the working contract of SMARTUM-API.md, strictly (form-encoded
+//! A local Smartum: the working contract of docs/smartum.md, strictly (form-encoded
 //! token requests, Bearer required, `409` on a second check, refund limits, the
 //! same-day window and idempotency keys), with its own ES512 key and transactions made
 //! on demand. `posbridge sandbox` runs it for POS developers; the black-box tests use

@@ -1,4 +1,4 @@
-//! The three forms of a SmartumPay receipt code (SMARTUM-API.md): a signed JWS, a bare
+//! The three forms of a SmartumPay receipt code (docs/smartum.md): a signed JWS, a bare
 //! transaction id, or a URL carrying it.
 
 use crate::jws::{JwsError, KeySet};

@@ -1,4 +1,4 @@
-//! The `[methods.<id>]` keys of a Smartum method (CONFIG.md), validated at creation.
+//! The `[methods.<id>]` keys of a Smartum method (docs/configuration.md), validated at creation.
 
 use posbridge_plugin_api::{MethodError, Settings};
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Smartum's HTTP API as posbridge assumes it (SMARTUM-API.md, "Assumed working
-//! contract"). Every path, field name and status code the plugin relies on is in this
+//! Smartum's HTTP API as posbridge assumes it (docs/smartum.md: which details are
+//! confirmed and which assumed). Every path, field name and status code the plugin relies on is in this
 //! file, so a correction from Smartum's partner documentation touches only here.
 
 use std::sync::Mutex;
