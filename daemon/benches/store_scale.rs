@@ -6,7 +6,8 @@
 //! `cargo bench -p posbridge --bench store_scale` (`STORE_SCALE_PAYMENTS=N` to change the
 //! size; `STORE_SCALE_ONLY=fill` to stop after filling and sizing the store,
 //! `STORE_SCALE_ONLY=throughput` for the parallel payments on an empty store only;
-//! `STORE_SCALE_KEEP=/path` copies the filled store there).
+//! `STORE_SCALE_KEEP=/path` copies the filled store there, `STORE_SCALE_DIR=/path`
+//! measures the refund reservation on such a kept store only).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,6 +42,18 @@ fn main() {
     println!("empty store: start to listening {:.1} ms (median of 5), RSS {:.1} MB", ms(empty_start), empty_rss);
 
     let only = std::env::var("STORE_SCALE_ONLY").unwrap_or_default();
+    if let Ok(kept) = std::env::var("STORE_SCALE_DIR") {
+        // A store filled (and kept) by an earlier run: the refund reservation alone.
+        let path = Path::new(&kept);
+        let references = references_around(path, 300);
+        let refund = refund_reservations(path, &references);
+        println!(
+            "refund of a 300-day-old payment (lookup by reference + reserve + flush, no provider): p50 {:.3} ms p99 {:.3} ms",
+            ms(refund.0),
+            ms(refund.1)
+        );
+        return;
+    }
     let grouped = commits_per_second(10, 200, false);
     let serialized = commits_per_second(10, 200, true);
     println!(
@@ -317,6 +330,18 @@ fn fill(path: &Path, count: usize) -> Vec<(String, Millis)> {
     references
 }
 
+/// The references of the payments created about `days` ago in a stored store.
+fn references_around(path: &Path, days: Millis) -> Vec<(String, Millis)> {
+    let store = Store::open(path).expect("store");
+    let now = posbridge::payments::model::now_ms();
+    let window = Window { from: Some(now - (days + 1) * DAY), to: Some(now - (days - 1) * DAY), before: None };
+    store
+        .payments(PaymentIndex::All, &window)
+        .filter_map(|payment| payment.ok())
+        .filter_map(|payment| payment.reference.map(|reference| (reference, payment.created_at)))
+        .collect()
+}
+
 /// The engine's refund reservation without the provider: find the payment by its
 /// reference, then commit the reserved payment, the refund and its event (flushed).
 fn refund_reservations(path: &Path, references: &[(String, Millis)]) -> (Duration, Duration) {
@@ -326,12 +351,14 @@ fn refund_reservations(path: &Path, references: &[(String, Millis)]) -> (Duratio
     let old: Vec<&String> =
         references.iter().filter(|(_, at)| (now - at) / DAY >= 299 && (now - at) / DAY <= 301).map(|(reference, _)| reference).collect();
     assert!(!old.is_empty(), "payments 300 days old exist");
+    let mut lookups = Vec::new();
     let mut times: Vec<Duration> = (0..200)
         .map(|n| {
             let reference = old[(n * 104_729) % old.len()];
             let started = Instant::now();
             let mut payment =
                 store.payments(PaymentIndex::Reference(reference), &Window::default()).next().expect("found").expect("readable");
+            lookups.push(started.elapsed());
             payment.refunded_amount = Amount(payment.refunded_amount.0.saturating_add(1));
             payment.version += 1;
             let refund = Refund {
@@ -364,6 +391,8 @@ fn refund_reservations(path: &Path, references: &[(String, Millis)]) -> (Duratio
             started.elapsed()
         })
         .collect();
+    let (lookup50, lookup99) = percentiles(&mut lookups);
+    println!("  of which the lookup by reference (cold pages of a 300-day-old day): p50 {:.3} ms p99 {:.3} ms", ms(lookup50), ms(lookup99));
     percentiles(&mut times)
 }
 
