@@ -13,7 +13,6 @@ use crate::payments::model::{Compensation, Millis, Payment, PaymentId, PaymentSt
 #[repr(u8)]
 enum Tag {
     Reference = 1,
-    Register = 2,
     Status = 3,
     RegisterStatus = 4,
     Leg = 5,
@@ -31,7 +30,8 @@ pub enum PaymentIndex<'a> {
     All,
     /// Payments with this POS reference.
     Reference(&'a str),
-    /// Payments of one register.
+    /// Payments of one register (read as its register+status ranges, merged: one key
+    /// fewer per payment).
     Register(&'a str),
     /// Payments in one status.
     Status(PaymentStatus),
@@ -69,12 +69,23 @@ fn status_byte(status: PaymentStatus) -> u8 {
     status as u8
 }
 
-/// The key prefix under which an index's entries lie (the record id follows).
-pub fn payment_prefix(index: PaymentIndex<'_>) -> Option<Vec<u8>> {
-    Some(match index {
-        PaymentIndex::All => return None,
+/// The key prefixes under which an index's entries lie (the record id follows each);
+/// `None` for the payments tree itself.
+pub fn payment_prefixes(index: PaymentIndex<'_>) -> Option<Vec<Vec<u8>>> {
+    match index {
+        PaymentIndex::All => None,
+        PaymentIndex::Register(register) => {
+            Some(PaymentStatus::ALL.into_iter().map(|status| payment_prefix(PaymentIndex::RegisterStatus(register, status))).collect())
+        }
+        single => Some(vec![payment_prefix(single)]),
+    }
+}
+
+/// The one key prefix of an index stored as such.
+fn payment_prefix(index: PaymentIndex<'_>) -> Vec<u8> {
+    match index {
+        PaymentIndex::All | PaymentIndex::Register(_) => unreachable!("read through payment_prefixes"),
         PaymentIndex::Reference(reference) => with_text(Tag::Reference, reference),
-        PaymentIndex::Register(register) => with_text(Tag::Register, register),
         PaymentIndex::Status(status) => vec![Tag::Status as u8, status_byte(status)],
         PaymentIndex::RegisterStatus(register, status) => {
             let mut key = with_text(Tag::RegisterStatus, register);
@@ -87,7 +98,7 @@ pub fn payment_prefix(index: PaymentIndex<'_>) -> Option<Vec<u8>> {
             key
         }
         PaymentIndex::Open => vec![Tag::Open as u8],
-    })
+    }
 }
 
 /// The key prefix of a refund index (the refund id follows).
@@ -104,10 +115,9 @@ pub fn refund_prefix(index: RefundIndex<'_>) -> Option<Vec<u8>> {
     })
 }
 
-fn keyed(prefix: Option<Vec<u8>>, id: &str) -> Vec<u8> {
-    let mut key = prefix.expect("an index with a prefix");
-    key.extend_from_slice(id.as_bytes());
-    key
+fn keyed(mut prefix: Vec<u8>, id: &str) -> Vec<u8> {
+    prefix.extend_from_slice(id.as_bytes());
+    prefix
 }
 
 /// Whether a payment still has work: it is resumed at start-up.
@@ -119,7 +129,6 @@ pub fn is_open(payment: &Payment) -> bool {
 pub fn payment_keys(payment: &Payment) -> Vec<Vec<u8>> {
     let id = payment.id.as_str();
     let mut keys = vec![
-        keyed(payment_prefix(PaymentIndex::Register(&payment.register)), id),
         keyed(payment_prefix(PaymentIndex::Status(payment.status)), id),
         keyed(payment_prefix(PaymentIndex::RegisterStatus(&payment.register, payment.status)), id),
     ];
@@ -140,13 +149,13 @@ pub fn refund_keys(refund: &Refund, register: Option<&str>) -> Vec<Vec<u8>> {
     let id = refund.id.as_str();
     let mut keys = Vec::with_capacity(3);
     if let Some(payment) = &refund.payment {
-        keys.push(keyed(refund_prefix(RefundIndex::OfPayment(payment)), id));
+        keys.push(keyed(refund_prefix(RefundIndex::OfPayment(payment)).expect("a stored index"), id));
     }
     if let Some(register) = register {
-        keys.push(keyed(refund_prefix(RefundIndex::OfRegister(register)), id));
+        keys.push(keyed(refund_prefix(RefundIndex::OfRegister(register)).expect("a stored index"), id));
     }
     if refund.status == RefundStatus::Pending {
-        keys.push(keyed(refund_prefix(RefundIndex::Pending), id));
+        keys.push(keyed(refund_prefix(RefundIndex::Pending).expect("a stored index"), id));
     }
     keys
 }
@@ -184,8 +193,8 @@ mod tests {
 
     #[test]
     fn a_reference_that_is_a_prefix_of_another_has_its_own_range() {
-        let short = payment_prefix(PaymentIndex::Reference("R1")).unwrap();
-        let long = payment_prefix(PaymentIndex::Reference("R12")).unwrap();
+        let short = payment_prefix(PaymentIndex::Reference("R1"));
+        let long = payment_prefix(PaymentIndex::Reference("R12"));
         assert!(!long.starts_with(&short), "length-prefixed: R12's entries are not under R1's prefix");
     }
 

@@ -103,7 +103,7 @@ const NEXT_EVENT: &[u8] = b"next_event";
 /// The version of the index layout the `index` tree holds; rebuilt from the records
 /// when it differs (a store written before the indexes existed).
 const INDEX_VERSION_KEY: &[u8] = b"index_version";
-const INDEX_VERSION: u64 = 1;
+const INDEX_VERSION: u64 = 2;
 
 /// A time window over records keyed by time-ordered ids, newest end exclusive.
 #[derive(Debug, Clone, Default)]
@@ -352,28 +352,24 @@ impl Store {
 
     /// The payments an index holds within `window`, newest first.
     pub fn payments(&self, index: PaymentIndex<'_>, window: &Window) -> Box<dyn Iterator<Item = Result<Payment, StoreError>> + '_> {
-        let (low, high) = id_bounds(window, PaymentId::first_at);
-        match index::payment_prefix(index) {
-            None => Box::new(self.payments.range(low..high).rev().map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            })),
-            Some(prefix) => Box::new(self.ids_in(prefix, low, high).map(move |id| read_indexed(&self.payments, id?))),
-        }
+        self.payments_merged(&[index], window)
     }
 
     /// The payments of several indexes within `window`, merged newest first (a till's
-    /// registers, each its own range).
+    /// registers, each its own ranges).
     pub fn payments_merged<'a>(
         &'a self,
         indexes: &[PaymentIndex<'_>],
         window: &Window,
     ) -> Box<dyn Iterator<Item = Result<Payment, StoreError>> + 'a> {
-        if let [only] = indexes {
-            return self.payments(*only, window);
-        }
         let (low, high) = id_bounds(window, PaymentId::first_at);
-        let prefixes = indexes.iter().filter_map(|index| index::payment_prefix(*index)).collect();
+        let Some(prefixes) = indexes.iter().map(|index| index::payment_prefixes(*index)).collect::<Option<Vec<_>>>() else {
+            return Box::new(self.payments.range(low..high).rev().map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            }));
+        };
+        let prefixes = prefixes.into_iter().flatten().collect();
         Box::new(self.merged_ids(prefixes, low, high).map(move |id| read_indexed(&self.payments, id?)))
     }
 
