@@ -249,7 +249,9 @@ fn paid(at: Millis, unique: u64, register: usize, method: &str, amount: u64, ref
         updated_at: at + 2_300,
         expires_at: at + 300_000,
         captured_at: Some(at + 2_300),
-        version: 3,
+        // Written as one change here (a later version of a payment the store does not
+        // hold would be refused as one retention removed).
+        version: 1,
         attempt: None,
         plugin_data: None,
         next_action: None,

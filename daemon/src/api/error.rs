@@ -134,6 +134,9 @@ impl From<ProviderError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::Gone(id) = &error {
+            return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}"));
+        }
         tracing::error!(%error, "store failure");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", "the local store failed; nothing was changed (see the daemon log)")
     }

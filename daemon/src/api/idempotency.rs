@@ -141,6 +141,9 @@ async fn replay(payments: &Payments, key: &str, record: IdempotencyRecord, finge
         )
         .field("Idempotency-Key"));
     }
+    // The record may be applied and not yet flushed (its request is still waiting for
+    // the flush): never replay an answer a crash could undo.
+    payments.store().settled().await?;
     let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
     let record = match (&record.body, &record.target) {
         // The first request's work is under way (or was interrupted): join it.

@@ -294,7 +294,7 @@ fn success(doc: &RouteDoc, generator: &mut SchemaGenerator) -> (u16, Value) {
         Some(Body::EventStream) => {
             let event = json!({
                 "type": "object",
-                "description": "One event: its id (for Last-Event-ID), its kind, and its data as a JSON object in text",
+                "description": "One event: its id (for Last-Event-ID; none on `events.truncated`, which says the journal no longer keeps what was asked for), its kind, and its data as a JSON object in text",
                 "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"}},
             });
             let content = json!({"text/event-stream": {"schema": event}});

@@ -355,7 +355,10 @@ pub async fn get(
             }
             state.payments.wait(&id, version.unwrap_or(0), Duration::from_secs(wait)).await
         }
-        (None, _) => state.payments.get(&id),
+        (None, _) => match settled(&state).await {
+            Ok(()) => state.payments.get(&id),
+            Err(error) => return error.into_response(),
+        },
     };
     answer(result.map(|payment| (StatusCode::OK, payment_json(&payment))).map_err(ApiError::from))
 }
@@ -412,12 +415,21 @@ pub async fn cancel(
     .await
 }
 
+/// Waits until every applied change is durable, so a read never shows what a crash
+/// could still undo (usually free: the flush is done or under way).
+async fn settled(state: &AppState) -> Result<(), ApiError> {
+    state.payments.store().settled().await.map_err(ApiError::from)
+}
+
 /// Lists payments, newest first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     client: Client,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(error) = settled(&state).await {
+        return error.into_response();
+    }
     let result = (|| {
         let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
         let time = |value: Option<String>, field: &str| {
@@ -473,6 +485,9 @@ pub async fn list_refunds(
     client: Client,
     query: Result<Query<RefundListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(error) = settled(&state).await {
+        return error.into_response();
+    }
     let result = query.map_err(|rejection| ApiError::invalid(rejection.body_text())).and_then(|Query(params)| {
         let limit = params.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
@@ -533,6 +548,9 @@ pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers:
 
 /// Reads a refund.
 pub async fn get_refund(State(state): State<Arc<AppState>>, client: Client, Path(id): Path<String>) -> Response {
+    if let Err(error) = settled(&state).await {
+        return error.into_response();
+    }
     answer(
         state
             .payments

@@ -346,7 +346,7 @@ impl Payments {
         Ok(())
     }
 
-    /// Applies `event` to payment `id` under the write lock and commits it with the
+    /// Applies `event` to payment `id` under its purchase's lock and commits it with the
     /// request's idempotency `record`. Answers the payment as stored.
     async fn transition(&self, id: &PaymentId, event: PaymentEvent, record: Record<'_>) -> Result<Payment, PaymentError> {
         let _guard = self.lock_purchase(id).await?;
@@ -498,6 +498,7 @@ impl Payments {
         let mut changes = self.store.subscribe();
         loop {
             changes.borrow_and_update();
+            self.store.settled().await?;
             let payment = self.get(id)?;
             if payment.version > version {
                 return Ok(payment);

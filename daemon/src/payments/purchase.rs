@@ -122,7 +122,9 @@ impl Payments {
     fn purchase_root(&self, payment: &Payment) -> Result<Payment, PaymentError> {
         let mut root = payment.clone();
         while let Some(parent) = root.split_of.clone() {
-            root = self.load(&parent)?;
+            // A parent past its retention is gone: the purchase starts at what is left.
+            let Some(found) = self.store.payment(&parent)? else { break };
+            root = found;
         }
         Ok(root)
     }

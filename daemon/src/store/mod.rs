@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A stored record could not be decoded (written by an incompatible version).
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
+    /// A change to a payment that retention removed meanwhile (it is not written back).
+    #[error("payment {0} was removed by retention")]
+    Gone(PaymentId),
     /// A receipt reserved by another payment.
     #[error("receipt {transaction_id} is already used by {payment}")]
     ReceiptTaken { transaction_id: String, payment: PaymentId },
@@ -105,7 +108,8 @@ const NEXT_EVENT: &[u8] = b"next_event";
 const INDEX_VERSION_KEY: &[u8] = b"index_version";
 const INDEX_VERSION: u64 = 2;
 
-/// A time window over records keyed by time-ordered ids, newest end exclusive.
+/// A time window over records keyed by time-ordered ids: `from` and `to` inclusive,
+/// `before` exclusive.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
     /// Created at or after this time.
@@ -267,6 +271,11 @@ impl Store {
             for payment in &commit.payments {
                 let key = payment.id.as_str().as_bytes();
                 let old = payments.get(key)?.map(|bytes| decode::<Payment>(key, &bytes)).transpose().map_err(abort)?;
+                if old.is_none() && payment.version > 1 {
+                    // Read before a retention sweep removed it: never bring it back
+                    // (without its receipt reservation and refunds).
+                    return Err(abort(StoreError::Gone(payment.id.clone())));
+                }
                 let old_keys = old.as_ref().map(index::payment_keys).unwrap_or_default();
                 reindex(index, &old_keys, &index::payment_keys(payment))?;
                 payments.insert(key, encode(payment))?;
@@ -332,6 +341,14 @@ impl Store {
         self.apply(commit).map(drop)
     }
 
+    /// Returns once every change applied so far is durable: for answers that read
+    /// records (an idempotent replay, a long poll), so nobody is told of a change a
+    /// crash could still undo. Usually free: the flush is done or under way.
+    pub async fn settled(&self) -> Result<(), StoreError> {
+        let applied = self.durability.applied.load(Ordering::SeqCst);
+        self.durable(applied).await
+    }
+
     /// Makes every write so far durable (at shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
@@ -370,7 +387,10 @@ impl Store {
             }));
         };
         let prefixes = prefixes.into_iter().flatten().collect();
-        Box::new(self.merged_ids(prefixes, low, high).map(move |id| read_indexed(&self.payments, id?)))
+        Box::new(self.merged_ids(prefixes, low, high).filter_map(move |id| match id {
+            Ok(id) => read_indexed(&self.payments, id),
+            Err(error) => Some(Err(error)),
+        }))
     }
 
     /// The refunds of several indexes, merged newest first.
@@ -379,7 +399,10 @@ impl Store {
             return self.refunds(*only, None);
         }
         let prefixes = indexes.into_iter().filter_map(index::refund_prefix).collect();
-        Box::new(self.merged_ids(prefixes, Vec::new(), vec![0xff]).map(move |id| read_indexed(&self.refunds, id?)))
+        Box::new(self.merged_ids(prefixes, Vec::new(), vec![0xff]).filter_map(move |id| match id {
+            Ok(id) => read_indexed(&self.refunds, id),
+            Err(error) => Some(Err(error)),
+        }))
     }
 
     /// The ids under several index prefixes, newest first.
@@ -398,7 +421,10 @@ impl Store {
                 let (key, value) = entry?;
                 decode(&key, &value)
             })),
-            Some(prefix) => Box::new(self.ids_in(prefix, low, high).map(move |id| read_indexed(&self.refunds, id?))),
+            Some(prefix) => Box::new(self.ids_in(prefix, low, high).filter_map(move |id| match id {
+                Ok(id) => read_indexed(&self.refunds, id),
+                Err(error) => Some(Err(error)),
+            })),
         }
     }
 
@@ -485,20 +511,19 @@ impl Store {
 type IdIter<'a> = Box<dyn Iterator<Item = Result<Vec<u8>, StoreError>> + 'a>;
 
 /// Merges id iterators that are each newest first into one newest-first iterator.
+/// An id found in two ranges (a status changed while they were read, a register named
+/// twice) is given once.
 struct NewestFirst<'a> {
     sources: Vec<std::iter::Peekable<IdIter<'a>>>,
+    last: Option<Vec<u8>>,
 }
 
 impl<'a> NewestFirst<'a> {
     fn new(sources: Vec<IdIter<'a>>) -> Self {
-        NewestFirst { sources: sources.into_iter().map(Iterator::peekable).collect() }
+        NewestFirst { sources: sources.into_iter().map(Iterator::peekable).collect(), last: None }
     }
-}
 
-impl Iterator for NewestFirst<'_> {
-    type Item = Result<Vec<u8>, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    fn newest(&mut self) -> Option<Result<Vec<u8>, StoreError>> {
         let mut newest: Option<(usize, Vec<u8>)> = None;
         for position in 0..self.sources.len() {
             match self.sources[position].peek() {
@@ -508,6 +533,23 @@ impl Iterator for NewestFirst<'_> {
             }
         }
         newest.and_then(|(position, _)| self.sources[position].next())
+    }
+}
+
+impl Iterator for NewestFirst<'_> {
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.newest()? {
+                Ok(id) if self.last.as_ref() == Some(&id) => continue,
+                Ok(id) => {
+                    self.last = Some(id.clone());
+                    return Some(Ok(id));
+                }
+                Err(error) => return Some(Err(error)),
+            }
+        }
     }
 }
 
@@ -532,12 +574,13 @@ fn storage_error(error: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-/// The record an index entry names; one missing is corruption (indexes are written
-/// with their records).
-fn read_indexed<T: for<'de> Deserialize<'de>>(tree: &sled::Tree, id: Vec<u8>) -> Result<T, StoreError> {
-    match tree.get(&id)? {
-        Some(bytes) => decode(&id, &bytes),
-        None => Err(StoreError::Corrupt { key: String::from_utf8_lossy(&id).into_owned(), reason: "indexed but not stored".into() }),
+/// The record an index entry names, or `None` when it was removed since the entry was
+/// read (a retention sweep between the two reads).
+fn read_indexed<T: for<'de> Deserialize<'de>>(tree: &sled::Tree, id: Vec<u8>) -> Option<Result<T, StoreError>> {
+    match tree.get(&id) {
+        Ok(Some(bytes)) => Some(decode(&id, &bytes)),
+        Ok(None) => None,
+        Err(error) => Some(Err(error.into())),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Forgetting what the shop no longer needs, in small batches so writers never wait
 //! long: payments past their retention (with their refunds, index entries and receipt
 //! reservations), journal entries past the journal's retention, expired idempotency
-//! records. Each batch is one transaction; a record that changed since it was chosen
-//! is kept.
+//! records. Each batch is one transaction; a payment changed since it was chosen is
+//! kept, and a change read before its removal is refused at its commit
+//! (`StoreError::Gone`), so a removed payment never comes back half.
 
 use std::time::Duration;
 
@@ -42,7 +43,8 @@ impl Store {
         let cursor = (scanned.len() == batch).then(|| scanned.last().map(|payment| payment.id.clone())).flatten();
         let mut chosen: Vec<(Payment, Vec<Refund>)> = Vec::with_capacity(scanned.len());
         for payment in scanned {
-            if index::is_open(&payment) {
+            // Open work, or a later leg of its purchase still under way.
+            if index::is_open(&payment) || payment.split_reserved_amount.0 > 0 {
                 continue;
             }
             let refunds: Vec<Refund> = self.refunds(RefundIndex::OfPayment(&payment.id), None).collect::<Result<_, _>>()?;

@@ -199,3 +199,30 @@ fn events_are_readable_only_once_durable_and_old_ones_expire() {
     assert_eq!(removed, 2);
     assert_eq!(store.oldest_event().unwrap(), 3, "an empty journal: the next event's id");
 }
+
+#[test]
+fn a_change_read_before_retention_removed_its_payment_is_refused() {
+    let (_dir, store) = open();
+    let now = crate::payments::model::now_ms();
+    let old = payment(now - 500 * DAY, 1, "till-1", "R1", PaymentStatus::Succeeded);
+    save(&store, vec![old.clone()], vec![]);
+    // A refund reads the payment, then the sweep removes it, then the refund commits.
+    let mut refunding = store.payment(&old.id).unwrap().unwrap();
+    assert_eq!(store.remove_payments_before(now - 400 * DAY, None, 10).unwrap().removed, 1);
+    refunding.refunded_amount = Amount(100);
+    refunding.version += 1;
+    let commit = Commit { payments: vec![refunding], ..Commit::default() };
+    let result = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.commit(&commit));
+    assert!(matches!(result, Err(StoreError::Gone(_))), "{result:?}");
+    assert!(store.payment(&old.id).unwrap().is_none(), "not written back");
+    assert!(ids(store.payments(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "nor its index entries");
+}
+
+#[test]
+fn a_register_listed_twice_gives_each_payment_once() {
+    let (_dir, store) = open();
+    let payments: Vec<Payment> = (0..5).map(|n| payment(1_000 + n, n as u64, "till-1", "R", PaymentStatus::Succeeded)).collect();
+    save(&store, payments, vec![]);
+    let merged = ids(store.payments_merged(&[PaymentIndex::Register("till-1"), PaymentIndex::Register("till-1")], &Window::default()));
+    assert_eq!(merged.len(), 5, "{merged:?}");
+}
