@@ -12,7 +12,7 @@ use sled::Transactional;
 
 use super::index::{self, PaymentIndex, RefundIndex};
 use super::{decode, event_id, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
-use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundStatus};
+use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId, RefundStatus};
 
 /// What one batch removed, and whether more may be left.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,27 +20,16 @@ pub struct Swept {
     pub removed: usize,
     /// `true` when the batch was full: call again.
     pub more: bool,
-    /// Where the next batch of a payment sweep starts (after this id).
-    pub cursor: Option<PaymentId>,
+    /// Where the next batch of a sweep over records starts (after this key).
+    pub cursor: Option<Vec<u8>>,
 }
 
 impl Store {
     /// Looks at up to `batch` payments created before `before` (after `cursor`, oldest
     /// first) and removes those with no work left and no refund still pending, with
     /// everything that belongs to them. Payments that must stay are skipped.
-    pub fn remove_payments_before(&self, before: Millis, cursor: Option<&PaymentId>, batch: usize) -> Result<Swept, StoreError> {
-        let window = Window { to: Some(before.saturating_sub(1)), ..Window::default() };
-        let (low, high) = super::id_bounds(&window, PaymentId::first_at);
-        let low = match cursor {
-            Some(after) => [after.as_str().as_bytes(), &[0]].concat().max(low),
-            None => low,
-        };
-        let mut scanned = Vec::with_capacity(batch);
-        for entry in self.payments.range(low..high).take(batch) {
-            let (key, value) = entry?;
-            scanned.push(decode::<Payment>(&key, &value)?);
-        }
-        let cursor = (scanned.len() == batch).then(|| scanned.last().map(|payment| payment.id.clone())).flatten();
+    pub fn remove_payments_before(&self, before: Millis, cursor: Option<&[u8]>, batch: usize) -> Result<Swept, StoreError> {
+        let (scanned, cursor) = oldest_before::<Payment, _>(&self.payments, before, cursor, batch, PaymentId::first_at)?;
         let mut chosen: Vec<(Payment, Vec<Refund>)> = Vec::with_capacity(scanned.len());
         for payment in scanned {
             // Open work, or a later leg of its purchase still under way.
@@ -61,6 +50,36 @@ impl Store {
                     if remove_payment(payments, refunds, redeemed, index, payment, its_refunds)? {
                         removed += 1;
                     }
+                }
+                Ok(removed)
+            })
+            .map_err(super::storage_error)?;
+        Ok(Swept { removed, more: cursor.is_some(), cursor })
+    }
+
+    /// Looks at up to `batch` refunds created before `before` (after `cursor`) and
+    /// removes those made without a payment (by transaction id) that are settled; a
+    /// payment's refunds go with their payment.
+    pub fn remove_refunds_before(&self, before: Millis, cursor: Option<&[u8]>, batch: usize) -> Result<Swept, StoreError> {
+        let (scanned, cursor) = oldest_before::<Refund, _>(&self.refunds, before, cursor, batch, RefundId::first_at)?;
+        let chosen: Vec<Refund> =
+            scanned.into_iter().filter(|refund| refund.payment.is_none() && refund.status != RefundStatus::Pending).collect();
+        let trees = (&self.refunds, &self.index);
+        let removed = trees
+            .transaction(|(refunds, index)| {
+                let mut removed = 0;
+                for refund in &chosen {
+                    let key = refund.id.as_str().as_bytes();
+                    let Some(bytes) = refunds.get(key)? else { continue };
+                    let stored: Refund = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if stored != *refund {
+                        continue; // changed since it was chosen
+                    }
+                    refunds.remove(key)?;
+                    for index_key in index::refund_keys(refund, None) {
+                        index.remove(index_key)?;
+                    }
+                    removed += 1;
                 }
                 Ok(removed)
             })
@@ -129,6 +148,32 @@ impl Store {
     pub fn open_payments(&self) -> usize {
         self.payments(PaymentIndex::Open, &Window::default()).count()
     }
+}
+
+/// Up to `batch` records of a tree keyed by time-ordered ids, created before `before`,
+/// after `cursor`, oldest first; and the cursor of the next batch when this one was full.
+fn oldest_before<T: for<'de> serde::Deserialize<'de>, Id: ToString>(
+    tree: &sled::Tree,
+    before: Millis,
+    cursor: Option<&[u8]>,
+    batch: usize,
+    first_at: fn(Millis) -> Id,
+) -> Result<(Vec<T>, Option<Vec<u8>>), StoreError> {
+    let window = Window { to: Some(before.saturating_sub(1)), ..Window::default() };
+    let (low, high) = super::id_bounds(&window, first_at);
+    let low = match cursor {
+        Some(after) => [after, &[0]].concat().max(low),
+        None => low,
+    };
+    let mut scanned = Vec::with_capacity(batch);
+    let mut last = None;
+    for entry in tree.range(low..high).take(batch) {
+        let (key, value) = entry?;
+        scanned.push(decode::<T>(&key, &value)?);
+        last = Some(key.to_vec());
+    }
+    let cursor = if scanned.len() == batch { last } else { None };
+    Ok((scanned, cursor))
 }
 
 /// Removes one payment, its refunds, index entries and receipt reservations, unless it
@@ -212,6 +257,8 @@ pub async fn run(store: Store, policy: Policy) {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub payments: usize,
+    /// Refunds made without a payment (a payment's refunds count with it).
+    pub refunds: usize,
     pub events: usize,
     pub idempotency: usize,
 }
@@ -224,6 +271,7 @@ pub async fn sweep(store: &Store, policy: &Policy) -> Result<Totals, StoreError>
     let (payments_before, journal_before, idempotency_before) = (age(policy.payments), age(policy.journal), age(policy.idempotency));
     Ok(Totals {
         payments: drain(store, move |store, cursor| store.remove_payments_before(payments_before, cursor, BATCH)).await?,
+        refunds: drain(store, move |store, cursor| store.remove_refunds_before(payments_before, cursor, BATCH)).await?,
         events: drain(store, move |store, _| store.forget_events_before(journal_before, BATCH)).await?,
         idempotency: drain(store, move |store, _| store.forget_idempotency_before(idempotency_before, BATCH)).await?,
     })
@@ -233,13 +281,13 @@ pub async fn sweep(store: &Store, policy: &Policy) -> Result<Totals, StoreError>
 /// records went.
 async fn drain<F>(store: &Store, step: F) -> Result<usize, StoreError>
 where
-    F: Fn(&Store, Option<&PaymentId>) -> Result<Swept, StoreError> + Send + Copy + 'static,
+    F: Fn(&Store, Option<&[u8]>) -> Result<Swept, StoreError> + Send + Copy + 'static,
 {
     let mut removed = 0;
-    let mut cursor: Option<PaymentId> = None;
+    let mut cursor: Option<Vec<u8>> = None;
     loop {
         let started = std::time::Instant::now();
-        let batch = blocking(store, move |store| step(store, cursor.as_ref())).await?;
+        let batch = blocking(store, move |store| step(store, cursor.as_deref())).await?;
         removed += batch.removed;
         cursor = batch.cursor;
         if !batch.more {

@@ -136,7 +136,7 @@ fn retention_removes_settled_payments_with_their_refunds_and_keeps_open_work() {
     let mut cursor = None;
     loop {
         // A batch of one, so the cursor is exercised.
-        let swept = store.remove_payments_before(now - 400 * DAY, cursor.as_ref(), 1).unwrap();
+        let swept = store.remove_payments_before(now - 400 * DAY, cursor.as_deref(), 1).unwrap();
         removed += swept.removed;
         cursor = swept.cursor;
         if !swept.more {
@@ -225,4 +225,21 @@ fn a_register_listed_twice_gives_each_payment_once() {
     save(&store, payments, vec![]);
     let merged = ids(store.payments_merged(&[PaymentIndex::Register("till-1"), PaymentIndex::Register("till-1")], &Window::default()));
     assert_eq!(merged.len(), 5, "{merged:?}");
+}
+
+#[test]
+fn a_settled_refund_without_a_payment_goes_after_the_retention_and_a_pending_one_stays() {
+    let (_dir, store) = open();
+    let now = crate::payments::model::now_ms();
+    let orphan = |unique, status| Refund {
+        payment: None,
+        ..refund(now - 500 * DAY, unique, &payment(now - 500 * DAY, 100, "till-1", "R", PaymentStatus::Succeeded), status)
+    };
+    let (done, pending) = (orphan(1, RefundStatus::Succeeded), orphan(2, RefundStatus::Pending));
+    save(&store, vec![], vec![done.clone(), pending.clone()]);
+    let swept = store.remove_refunds_before(now - 400 * DAY, None, 10).unwrap();
+    assert_eq!(swept.removed, 1);
+    assert!(store.refund(&done.id).unwrap().is_none());
+    assert!(store.refund(&pending.id).unwrap().is_some());
+    assert_eq!(store.pending_refunds().unwrap().len(), 1, "its index entry stays too");
 }
