@@ -197,42 +197,12 @@ pub fn leg_effect(before: Option<&Payment>, after: &Payment) -> Option<LegEffect
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payments::model::{Currency, PaymentId};
     use PaymentStatus::*;
 
     const NOW: Millis = 1_795_000_000_000;
 
     fn payment(status: PaymentStatus) -> Payment {
-        Payment {
-            id: PaymentId::new(NOW - 1000, 1),
-            status,
-            method: "smartum".into(),
-            register: "till-1".into(),
-            client: "till-1".into(),
-            reference: None,
-            amount: Amount(4500),
-            currency: Currency::parse("EUR").unwrap(),
-            eligible_amount: Amount(3000),
-            captured_amount: Amount(0),
-            split_captured_amount: Amount(0),
-            split_reserved_amount: Amount(0),
-            refunded_amount: Amount(0),
-            transaction_id: None,
-            verified: None,
-            benefit: None,
-            failure: None,
-            split_of: None,
-            lines: Vec::new(),
-            created_at: NOW - 1000,
-            updated_at: NOW - 1000,
-            expires_at: NOW + 60_000,
-            captured_at: None,
-            version: 1,
-            attempt: None,
-            plugin_data: None,
-            next_action: None,
-            compensation: None,
-        }
+        Payment { eligible_amount: Amount(3000), ..crate::payments::model::example_payment(NOW - 1000, 1, status) }
     }
 
     fn attempt() -> Attempt {

@@ -379,6 +379,42 @@ pub struct Refund {
     pub updated_at: Millis,
 }
 
+/// A 45.00 Smartum payment of register `till-1` created at `at`, for unit tests to
+/// adjust.
+#[cfg(test)]
+pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) -> Payment {
+    Payment {
+        id: PaymentId::new(at, unique),
+        status,
+        method: "smartum".into(),
+        register: "till-1".into(),
+        client: "till-1".into(),
+        reference: None,
+        amount: Amount(4500),
+        currency: Currency::parse("EUR").expect("EUR is a currency"),
+        eligible_amount: Amount(4500),
+        captured_amount: Amount(0),
+        split_captured_amount: Amount(0),
+        split_reserved_amount: Amount(0),
+        refunded_amount: Amount(0),
+        transaction_id: None,
+        verified: None,
+        benefit: None,
+        failure: None,
+        split_of: None,
+        lines: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        expires_at: at + 60_000,
+        captured_at: None,
+        version: 1,
+        attempt: None,
+        plugin_data: None,
+        next_action: None,
+        compensation: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

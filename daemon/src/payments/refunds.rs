@@ -61,11 +61,11 @@ impl Payments {
             None => None,
         };
         let refunds = match (&payment, registers) {
-            (Some(payment), _) => self.store.refunds(RefundIndex::OfPayment(payment), None),
+            (Some(payment), _) => self.store.refunds(RefundIndex::OfPayment(payment)),
             (None, Some(registers)) => {
                 self.store.refunds_merged(registers.iter().map(|register| RefundIndex::OfRegister(register)).collect())
             }
-            (None, None) => self.store.refunds(RefundIndex::All, None),
+            (None, None) => self.store.refunds(RefundIndex::All),
         };
         let mut found = Vec::new();
         for refund in refunds {

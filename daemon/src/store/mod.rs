@@ -380,52 +380,43 @@ impl Store {
         window: &Window,
     ) -> Box<dyn Iterator<Item = Result<Payment, StoreError>> + 'a> {
         let (low, high) = id_bounds(window, PaymentId::first_at);
-        let Some(prefixes) = indexes.iter().map(|index| index::payment_prefixes(*index)).collect::<Option<Vec<_>>>() else {
-            return Box::new(self.payments.range(low..high).rev().map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            }));
-        };
-        let prefixes = prefixes.into_iter().flatten().collect();
-        Box::new(self.merged_ids(prefixes, low, high).filter_map(move |id| match id {
-            Ok(id) => read_indexed(&self.payments, id),
-            Err(error) => Some(Err(error)),
-        }))
+        let prefixes = indexes.iter().map(|index| index::payment_prefixes(*index)).collect::<Option<Vec<_>>>();
+        self.records(&self.payments, prefixes.map(|prefixes| prefixes.into_iter().flatten().collect()), low, high)
+    }
+
+    /// The refunds an index holds, newest first.
+    pub fn refunds(&self, index: RefundIndex<'_>) -> Box<dyn Iterator<Item = Result<Refund, StoreError>> + '_> {
+        self.refunds_merged(vec![index])
     }
 
     /// The refunds of several indexes, merged newest first.
     pub fn refunds_merged(&self, indexes: Vec<RefundIndex<'_>>) -> Box<dyn Iterator<Item = Result<Refund, StoreError>> + '_> {
-        if let [only] = indexes.as_slice() {
-            return self.refunds(*only, None);
-        }
-        let prefixes = indexes.into_iter().filter_map(index::refund_prefix).collect();
-        Box::new(self.merged_ids(prefixes, Vec::new(), vec![0xff]).filter_map(move |id| match id {
-            Ok(id) => read_indexed(&self.refunds, id),
-            Err(error) => Some(Err(error)),
-        }))
+        let prefixes = indexes.into_iter().map(index::refund_prefix).collect::<Option<Vec<_>>>();
+        self.records(&self.refunds, prefixes, Vec::new(), vec![0xff])
     }
 
-    /// The ids under several index prefixes, newest first.
-    fn merged_ids(&self, prefixes: Vec<Vec<u8>>, low: Vec<u8>, high: Vec<u8>) -> NewestFirst<'_> {
-        NewestFirst::new(
-            prefixes.into_iter().map(|prefix| Box::new(self.ids_in(prefix, low.clone(), high.clone())) as IdIter<'_>).collect(),
-        )
-    }
-
-    /// The refunds an index holds, newest first, before `before` if given.
-    pub fn refunds(&self, index: RefundIndex<'_>, before: Option<&RefundId>) -> Box<dyn Iterator<Item = Result<Refund, StoreError>> + '_> {
-        let window = Window { before: before.map(|id| id.to_string()), ..Window::default() };
-        let (low, high) = id_bounds(&window, RefundId::first_at);
-        match index::refund_prefix(index) {
-            None => Box::new(self.refunds.range(low..high).rev().map(|entry| {
+    /// The records of `tree` with ids in `low..high`, newest first: those under the
+    /// index `prefixes` (merged), or, without prefixes, the whole tree.
+    fn records<'a, T: for<'de> Deserialize<'de> + 'a>(
+        &'a self,
+        tree: &'a sled::Tree,
+        prefixes: Option<Vec<Vec<u8>>>,
+        low: Vec<u8>,
+        high: Vec<u8>,
+    ) -> Box<dyn Iterator<Item = Result<T, StoreError>> + 'a> {
+        let Some(prefixes) = prefixes else {
+            return Box::new(tree.range(low..high).rev().map(|entry| {
                 let (key, value) = entry?;
                 decode(&key, &value)
-            })),
-            Some(prefix) => Box::new(self.ids_in(prefix, low, high).filter_map(move |id| match id {
-                Ok(id) => read_indexed(&self.refunds, id),
-                Err(error) => Some(Err(error)),
-            })),
-        }
+            }));
+        };
+        let ids = NewestFirst::new(
+            prefixes.into_iter().map(|prefix| Box::new(self.ids_in(prefix, low.clone(), high.clone())) as IdIter<'_>).collect(),
+        );
+        Box::new(ids.filter_map(move |id| match id {
+            Ok(id) => read_indexed(tree, id),
+            Err(error) => Some(Err(error)),
+        }))
     }
 
     /// Record ids under an index prefix between `low` and `high`, newest first.
@@ -444,7 +435,7 @@ impl Store {
 
     /// Refunds still `pending`, to be sent again after a start.
     pub fn pending_refunds(&self) -> Result<Vec<Refund>, StoreError> {
-        self.refunds(RefundIndex::Pending, None).collect()
+        self.refunds(RefundIndex::Pending).collect()
     }
 
     /// The payment holding a receipt, if any.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::index::{self, PaymentIndex, RefundIndex};
+use super::index::{self, RefundIndex};
 use super::{decode, event_id, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
 use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId, RefundStatus};
 
@@ -36,7 +36,7 @@ impl Store {
             if index::is_open(&payment) || payment.split_reserved_amount.0 > 0 {
                 continue;
             }
-            let refunds: Vec<Refund> = self.refunds(RefundIndex::OfPayment(&payment.id), None).collect::<Result<_, _>>()?;
+            let refunds: Vec<Refund> = self.refunds(RefundIndex::OfPayment(&payment.id)).collect::<Result<_, _>>()?;
             if refunds.iter().any(|refund| refund.status == RefundStatus::Pending) {
                 continue;
             }
@@ -142,11 +142,6 @@ impl Store {
             Some((key, _)) => Ok(event_id(&key)),
             None => Ok(*self.last_event.borrow() + 1),
         }
-    }
-
-    /// How many payments the open-work index holds (for the status page and tests).
-    pub fn open_payments(&self) -> usize {
-        self.payments(PaymentIndex::Open, &Window::default()).count()
     }
 }
 

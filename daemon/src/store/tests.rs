@@ -2,40 +2,17 @@
 //! removes only what is done, old stores get their indexes.
 
 use super::*;
-use crate::payments::model::{Amount, Currency, PaymentStatus, RefundStatus};
+use crate::payments::model::{Amount, PaymentStatus, RefundStatus};
 
 const DAY: Millis = 86_400_000;
 
 fn payment(at: Millis, unique: u64, register: &str, reference: &str, status: PaymentStatus) -> Payment {
     Payment {
-        id: PaymentId::new(at, unique),
-        status,
-        method: "smartum".into(),
         register: register.into(),
         client: register.into(),
         reference: Some(reference.into()),
-        amount: Amount(4500),
-        currency: Currency::parse("EUR").unwrap(),
-        eligible_amount: Amount(4500),
-        captured_amount: Amount(0),
-        split_captured_amount: Amount(0),
-        split_reserved_amount: Amount(0),
-        refunded_amount: Amount(0),
         transaction_id: (status == PaymentStatus::Succeeded).then(|| format!("tx_{unique}")),
-        verified: None,
-        benefit: None,
-        failure: None,
-        split_of: None,
-        lines: Vec::new(),
-        created_at: at,
-        updated_at: at,
-        expires_at: at + 60_000,
-        captured_at: None,
-        version: 1,
-        attempt: None,
-        plugin_data: None,
-        next_action: None,
-        compensation: None,
+        ..crate::payments::model::example_payment(at, unique, status)
     }
 }
 
@@ -148,7 +125,7 @@ fn retention_removes_settled_payments_with_their_refunds_and_keeps_open_work() {
     assert!(store.refund(&done_refund.id).unwrap().is_none(), "its refunds go with it");
     assert!(store.redeemed_by("tx_1").unwrap().is_none(), "its receipt reservation too");
     assert!(ids(store.payments(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "and its index entries");
-    assert!(store.refunds(RefundIndex::OfRegister("till-1"), None).all(|refund| refund.unwrap().id != done_refund.id));
+    assert!(store.refunds(RefundIndex::OfRegister("till-1")).all(|refund| refund.unwrap().id != done_refund.id));
     for kept in [&old_open, &old_refunding, &recent] {
         assert!(store.payment(&kept.id).unwrap().is_some(), "{} stays", kept.id);
     }
