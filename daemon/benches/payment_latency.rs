@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge_testkit::{Install, TILL_TOKEN};
+use posbridge_testkit::Install;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -102,23 +102,7 @@ fn payments_per_second(base: &str, smartum: &SmartumSandbox, count: usize) -> f6
             scope.spawn(move || {
                 let client = reqwest::blocking::Client::new();
                 for receipt in chunk {
-                    let created: Value = client
-                        .post(format!("{base}/v1/payments"))
-                        .bearer_auth(TILL_TOKEN)
-                        .json(&json!({"method": "smartum", "amount": 100_000, "currency": "EUR"}))
-                        .send()
-                        .unwrap()
-                        .json()
-                        .unwrap();
-                    let id = created["id"].as_str().expect("created");
-                    let paid: Value = client
-                        .post(format!("{base}/v1/payments/{id}/scan"))
-                        .bearer_auth(TILL_TOKEN)
-                        .json(&json!({"code": receipt}))
-                        .send()
-                        .unwrap()
-                        .json()
-                        .unwrap();
+                    let (_, _, paid) = posbridge_testkit::create_and_scan(&client, base, 100_000, receipt);
                     assert_eq!(paid["status"], "succeeded", "{paid}");
                 }
             });

@@ -412,23 +412,8 @@ fn timed(work: impl FnOnce()) -> Duration {
 }
 
 fn pay(client: &reqwest::blocking::Client, base: &str, register: &str, receipt: &str) {
-    let created: Value = client
-        .post(format!("{base}/v1/payments"))
-        .bearer_auth(MANAGER_TOKEN)
-        .json(&json!({"method": "smartum", "amount": 100_000, "currency": "EUR", "register": register}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = created["id"].as_str().unwrap_or_else(|| panic!("created: {created}"));
-    let paid: Value = client
-        .post(format!("{base}/v1/payments/{id}/scan"))
-        .bearer_auth(MANAGER_TOKEN)
-        .json(&json!({"code": receipt}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let payment = json!({"method": "smartum", "amount": 100_000, "currency": "EUR", "register": register});
+    let (_, _, paid) = posbridge_testkit::create_and_scan_as(client, base, MANAGER_TOKEN, &payment, receipt);
     assert_eq!(paid["status"], "succeeded", "{paid}");
 }
 
@@ -438,13 +423,7 @@ fn pay_sequentially(
     smartum: &SmartumSandbox,
     count: usize,
 ) -> ((Duration, Duration), usize) {
-    let mut times: Vec<Duration> = (0..count)
-        .map(|n| {
-            let receipt = smartum.create_receipt(100 + n as u64).jws;
-            timed(|| pay(client, &daemon.base_url, "till-1", &receipt))
-        })
-        .collect();
-    (percentiles(&mut times), count)
+    pay_while(client, daemon, smartum, |paid| paid < count)
 }
 
 /// Pays one after another until the daemon logs the end of its retention sweep, or for
@@ -456,13 +435,26 @@ fn pay_until_swept(
     at_most: Duration,
 ) -> ((Duration, Duration), usize) {
     let started = Instant::now();
+    let swept = || daemon.wait_for_log(&["retention removed old records"], Duration::ZERO).is_some();
+    let (times, paid) = pay_while(client, daemon, smartum, |_| !swept() && started.elapsed() < at_most);
+    assert!(paid >= 20, "the sweep was too short to measure payments beside it ({paid})");
+    (times, paid)
+}
+
+/// Pays at register till-1, one payment after another, while `more(payments so far)`;
+/// answers the p50 and p99 of create + scan, and how many were paid.
+fn pay_while(
+    client: &reqwest::blocking::Client,
+    daemon: &Daemon,
+    smartum: &SmartumSandbox,
+    more: impl Fn(usize) -> bool,
+) -> ((Duration, Duration), usize) {
     let mut times = Vec::new();
-    while daemon.wait_for_log(&["retention removed old records"], Duration::ZERO).is_none() && started.elapsed() < at_most {
+    while more(times.len()) {
         let receipt = smartum.create_receipt(100 + times.len() as u64).jws;
         times.push(timed(|| pay(client, &daemon.base_url, "till-1", &receipt)));
     }
     let paid = times.len();
-    assert!(paid >= 20, "the sweep was too short to measure payments beside it ({paid})");
     (percentiles(&mut times), paid)
 }
 

@@ -405,11 +405,24 @@ pub fn create_and_scan(
     amount: u64,
     code: &str,
 ) -> (Duration, Duration, serde_json::Value) {
+    let payment = serde_json::json!({"method": "smartum", "amount": amount, "currency": "EUR"});
+    create_and_scan_as(client, base_url, TILL_TOKEN, &payment, code)
+}
+
+/// [`create_and_scan`] with another client's `token` and payment body (a manager paying
+/// at a register it names).
+pub fn create_and_scan_as(
+    client: &reqwest::blocking::Client,
+    base_url: &str,
+    token: &str,
+    payment: &serde_json::Value,
+    code: &str,
+) -> (Duration, Duration, serde_json::Value) {
     let started = std::time::Instant::now();
     let created: serde_json::Value = client
         .post(format!("{base_url}/v1/payments"))
-        .bearer_auth(TILL_TOKEN)
-        .json(&serde_json::json!({"method": "smartum", "amount": amount, "currency": "EUR"}))
+        .bearer_auth(token)
+        .json(payment)
         .send()
         .expect("create")
         .json()
@@ -418,7 +431,7 @@ pub fn create_and_scan(
     let created_after = started.elapsed();
     let paid: serde_json::Value = client
         .post(format!("{base_url}/v1/payments/{id}/scan"))
-        .bearer_auth(TILL_TOKEN)
+        .bearer_auth(token)
         .json(&serde_json::json!({"code": code}))
         .send()
         .expect("scan")
