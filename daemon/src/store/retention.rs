@@ -238,6 +238,7 @@ pub async fn run(store: Store, policy: Policy) {
             Ok(totals) if totals == Totals::default() => {}
             Ok(totals) => tracing::info!(
                 payments = totals.payments,
+                refunds = totals.refunds,
                 events = totals.events,
                 idempotency = totals.idempotency,
                 "retention removed old records"
