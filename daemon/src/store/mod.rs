@@ -196,7 +196,7 @@ impl Store {
             durability: Arc::default(),
         };
         // The counter, not the journal's newest entry: retention may have emptied it.
-        let last = store.meta.get(NEXT_EVENT)?.map(|bytes| event_id(&bytes).saturating_sub(1)).unwrap_or(0);
+        let last = store.meta.get(NEXT_EVENT)?.map(|bytes| be_u64(&bytes).saturating_sub(1)).unwrap_or(0);
         store.last_event.send_replace(last);
         store.ensure_indexes()?;
         Ok(store)
@@ -205,7 +205,7 @@ impl Store {
     /// Builds the indexes from the records when the store predates them (or their
     /// layout changed): one pass at the first start of a new version, then never.
     fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let version = self.meta.get(INDEX_VERSION_KEY)?.map(|bytes| event_id(&bytes));
+        let version = self.meta.get(INDEX_VERSION_KEY)?.map(|bytes| be_u64(&bytes));
         if version == Some(INDEX_VERSION) {
             return Ok(());
         }
@@ -270,7 +270,7 @@ impl Store {
             }
             for payment in &commit.payments {
                 let key = payment.id.as_str().as_bytes();
-                let old = payments.get(key)?.map(|bytes| decode::<Payment>(key, &bytes)).transpose().map_err(abort)?;
+                let old: Option<Payment> = stored(payments, key)?;
                 if old.is_none() && payment.version > 1 {
                     // Read before a retention sweep removed it: never bring it back
                     // (without its receipt reservation and refunds).
@@ -283,17 +283,13 @@ impl Store {
             for refund in &commit.refunds {
                 let key = refund.id.as_str().as_bytes();
                 let register = refund_register(commit, payments, refund)?;
-                let old = refunds.get(key)?.map(|bytes| decode::<Refund>(key, &bytes)).transpose().map_err(abort)?;
+                let old: Option<Refund> = stored(refunds, key)?;
                 let old_keys = old.map(|old| index::refund_keys(&old, register.as_deref())).unwrap_or_default();
                 reindex(index, &old_keys, &index::refund_keys(refund, register.as_deref()))?;
                 refunds.insert(key, encode(refund))?;
             }
             for (key, record) in &commit.idempotency {
-                let old = idempotency
-                    .get(key.as_bytes())?
-                    .map(|bytes| decode::<IdempotencyRecord>(key.as_bytes(), &bytes))
-                    .transpose()
-                    .map_err(abort)?;
+                let old: Option<IdempotencyRecord> = stored(idempotency, key.as_bytes())?;
                 if let Some(old) = old {
                     index.remove(index::idempotency_time_key(old.created_at, key))?;
                 }
@@ -579,6 +575,11 @@ fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(error)
 }
 
+/// The record at `key` inside a transaction, decoded; an unreadable one aborts it.
+fn stored<T: for<'de> Deserialize<'de>>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    tree.get(key)?.map(|bytes| decode(key, &bytes)).transpose().map_err(abort)
+}
+
 /// Replaces a record's index keys.
 fn reindex(index: &TransactionalTree, old: &[Vec<u8>], new: &[Vec<u8>]) -> TxResult<()> {
     let (gone, added) = index::difference(old, new);
@@ -598,8 +599,8 @@ fn refund_register(commit: &Commit, payments: &TransactionalTree, refund: &Refun
         return Ok(Some(staged.register.clone()));
     }
     let key = payment_id.as_str().as_bytes();
-    let stored = payments.get(key)?.map(|bytes| decode::<Payment>(key, &bytes)).transpose().map_err(abort)?;
-    Ok(stored.map(|payment| payment.register))
+    let payment: Option<Payment> = stored(payments, key)?;
+    Ok(payment.map(|payment| payment.register))
 }
 
 fn reserve(redeemed: &TransactionalTree, transaction_id: &str, payment: &PaymentId) -> TxResult<()> {
@@ -621,7 +622,7 @@ fn append_events(journal: &TransactionalTree, meta: &TransactionalTree, drafts: 
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut next = meta.get(NEXT_EVENT)?.map(|bytes| event_id(&bytes)).unwrap_or(1);
+    let mut next = meta.get(NEXT_EVENT)?.map(|bytes| be_u64(&bytes)).unwrap_or(1);
     let at = crate::payments::model::now_ms();
     let mut events = Vec::with_capacity(drafts.len());
     for (kind, data) in drafts {
@@ -634,7 +635,8 @@ fn append_events(journal: &TransactionalTree, meta: &TransactionalTree, drafts: 
     Ok(events)
 }
 
-fn event_id(bytes: &[u8]) -> u64 {
+/// A big-endian u64 as stored: journal keys, the event counter, the index version.
+fn be_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::index::{self, RefundIndex};
-use super::{decode, event_id, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
+use super::{be_u64, decode, stored, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
 use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId, RefundStatus};
 
 /// What one batch removed, and whether more may be left.
@@ -70,9 +70,8 @@ impl Store {
                 let mut removed = 0;
                 for refund in &chosen {
                     let key = refund.id.as_str().as_bytes();
-                    let Some(bytes) = refunds.get(key)? else { continue };
-                    let stored: Refund = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
-                    if stored != *refund {
+                    let Some(current) = stored::<Refund>(refunds, key)? else { continue };
+                    if current != *refund {
                         continue; // changed since it was chosen
                     }
                     refunds.remove(key)?;
@@ -122,8 +121,7 @@ impl Store {
                 for time_key in &time_keys {
                     index.remove(time_key.as_slice())?;
                     let key = index::idempotency_key_of(time_key);
-                    let Some(bytes) = idempotency.get(key)? else { continue };
-                    let record: IdempotencyRecord = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    let Some(record) = stored::<IdempotencyRecord>(idempotency, key)? else { continue };
                     if record.created_at < before {
                         idempotency.remove(key)?;
                         removed += 1;
@@ -139,7 +137,7 @@ impl Store {
     /// the id the next event will have.
     pub fn oldest_event(&self) -> Result<u64, StoreError> {
         match self.journal.first()? {
-            Some((key, _)) => Ok(event_id(&key)),
+            Some((key, _)) => Ok(be_u64(&key)),
             None => Ok(*self.last_event.borrow() + 1),
         }
     }
@@ -182,16 +180,15 @@ fn remove_payment(
     its_refunds: &[Refund],
 ) -> TxResult<bool> {
     let key = chosen.id.as_str().as_bytes();
-    let Some(bytes) = payments.get(key)? else { return Ok(false) };
-    let stored: Payment = decode(key, &bytes).map_err(ConflictableTransactionError::Abort)?;
-    if stored.version != chosen.version {
+    let Some(current) = stored::<Payment>(payments, key)? else { return Ok(false) };
+    if current.version != chosen.version {
         return Ok(false); // touched meanwhile (a refund, say): look again next time
     }
     payments.remove(key)?;
-    for index_key in index::payment_keys(&stored) {
+    for index_key in index::payment_keys(&current) {
         index.remove(index_key)?;
     }
-    let receipts = stored.transaction_id.iter().chain(stored.attempt.iter().map(|attempt| &attempt.transaction_id));
+    let receipts = current.transaction_id.iter().chain(current.attempt.iter().map(|attempt| &attempt.transaction_id));
     for transaction_id in receipts {
         if redeemed.get(transaction_id.as_bytes())?.is_some_and(|holder| holder == key) {
             redeemed.remove(transaction_id.as_bytes())?;
@@ -199,7 +196,7 @@ fn remove_payment(
     }
     for refund in its_refunds {
         refunds.remove(refund.id.as_str().as_bytes())?;
-        for index_key in index::refund_keys(refund, Some(&stored.register)) {
+        for index_key in index::refund_keys(refund, Some(&current.register)) {
             index.remove(index_key)?;
         }
     }
