@@ -202,6 +202,27 @@ fn observe(commit: &Commit) {
     }
 }
 
+/// The first `limit` records that `keep` accepts, and whether one more exists: a page
+/// of a list read newest first.
+fn page<T>(
+    records: impl Iterator<Item = Result<T, StoreError>>,
+    limit: usize,
+    mut keep: impl FnMut(&T) -> Result<bool, PaymentError>,
+) -> Result<(Vec<T>, bool), PaymentError> {
+    let mut found = Vec::new();
+    for record in records {
+        let record = record?;
+        if !keep(&record)? {
+            continue;
+        }
+        if found.len() == limit {
+            return Ok((found, true));
+        }
+        found.push(record);
+    }
+    Ok((found, false))
+}
+
 /// The payment service: owns the payment lifecycle.
 pub struct Payments {
     store: Store,
@@ -529,20 +550,10 @@ impl Payments {
             (None, None, None) => vec![PaymentIndex::All],
         };
         let window = Window { from: query.from, to: query.to, before: query.starting_after.as_ref().map(|id| id.to_string()) };
-        let mut found = Vec::new();
-        for payment in self.store.payments_merged(&indexes, &window) {
-            let payment = payment?;
-            let matches = registers.as_ref().is_none_or(|registers| registers.contains(&payment.register.as_str()))
-                && query.status.is_none_or(|status| payment.status == status);
-            if !matches {
-                continue;
-            }
-            if found.len() == query.limit {
-                return Ok((found, true));
-            }
-            found.push(payment);
-        }
-        Ok((found, false))
+        page(self.store.payments_merged(&indexes, &window), query.limit, |payment| {
+            Ok(registers.as_ref().is_none_or(|registers| registers.contains(&payment.register.as_str()))
+                && query.status.is_none_or(|status| payment.status == status))
+        })
     }
 
     /// Keeps an unclaimed scan's code in memory (the last few) and answers its SHA-256,

@@ -67,18 +67,7 @@ impl Payments {
             }
             (None, None) => self.store.refunds(RefundIndex::All),
         };
-        let mut found = Vec::new();
-        for refund in refunds {
-            let refund = refund?;
-            if !self.refund_visible(&refund, registers)? {
-                continue;
-            }
-            if found.len() == limit {
-                return Ok((found, true));
-            }
-            found.push(refund);
-        }
-        Ok((found, false))
+        super::page(refunds, limit, |refund| self.refund_visible(refund, registers))
     }
 
     /// Reads a refund.
