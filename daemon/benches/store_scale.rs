@@ -184,7 +184,7 @@ fn report(what: &str, (p50, p99): (Duration, Duration)) {
 }
 
 fn iso(at: Millis) -> String {
-    posbridge_plugin_api::time::format_rfc3339_ms(at)
+    posbridge_plugin_helpers::time::format_rfc3339_ms(at)
 }
 
 /// Starts the daemon five times: the median time to its `listening` line, and the RSS
@@ -253,6 +253,7 @@ fn paid(at: Millis, unique: u64, register: usize, method: &str, amount: u64, ref
         // hold would be refused as one retention removed).
         version: 1,
         attempt: None,
+        attempts: 0,
         plugin_data: None,
         next_action: None,
         compensation: None,

@@ -4,6 +4,8 @@ use abi_stable::sabi_trait;
 use abi_stable::std_types::{RBox, RStr, RString, RVec};
 use abi_stable::StableAbi;
 
+use crate::types::Extensions;
+
 /// One HTTP header.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,7 @@ impl Header {
 
 /// An outbound HTTP request, made by the host on the plugin's behalf.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpRequest {
     /// `GET`, `POST`, `DELETE`…
     pub method: RString,
@@ -38,11 +40,13 @@ pub struct HttpRequest {
     pub timeout_ms: u64,
     /// Strings (tokens, secrets) the host must mask wherever it logs this request.
     pub redact: RVec<RString>,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
 }
 
 /// The answer to an [`HttpRequest`]. Any status code is an answer, not an error.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpResponse {
     /// HTTP status code.
     pub status: u16,
@@ -50,6 +54,8 @@ pub struct HttpResponse {
     pub headers: RVec<Header>,
     /// Response body.
     pub body: RVec<u8>,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
 }
 
 impl HttpResponse {
@@ -67,6 +73,20 @@ pub struct HostError {
     pub kind: RString,
     /// What happened, without secrets.
     pub message: RString,
+    /// `true` when the request may have reached the provider (the connection was open
+    /// and the request written, but no answer came back in time): a request that could
+    /// take money is then an unknown outcome, not a failure. `false` when it surely did
+    /// not (refused connection, unknown host, invalid request).
+    pub maybe_sent: bool,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
+}
+
+impl HostError {
+    /// A failure of `kind` (`timeout`, `connect`, `invalid_request`, `io`).
+    pub fn new(kind: &str, message: impl Into<String>, maybe_sent: bool) -> Self {
+        HostError { kind: RString::from(kind), message: RString::from(message.into()), maybe_sent, extensions: Extensions::default() }
+    }
 }
 
 impl std::fmt::Display for HostError {
@@ -77,18 +97,31 @@ impl std::fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
-/// Severity of a plugin's log line.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
+/// Severity of a plugin's log line: an open enumeration (an unknown level is logged as
+/// `INFO`).
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogLevel(pub u8);
+
+impl LogLevel {
     /// Diagnostics for developers.
-    Debug,
+    pub const DEBUG: LogLevel = LogLevel(0);
     /// Normal operation.
-    Info,
+    pub const INFO: LogLevel = LogLevel(1);
     /// Something a technician should look at.
-    Warn,
+    pub const WARN: LogLevel = LogLevel(2);
     /// Something failed.
-    Error,
+    pub const ERROR: LogLevel = LogLevel(3);
+
+    /// The level's lowercase name (`info` for an unknown one).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::DEBUG => "debug",
+            LogLevel::WARN => "warn",
+            LogLevel::ERROR => "error",
+            _ => "info",
+        }
+    }
 }
 
 /// Capabilities the host hands a plugin when it creates a payment method.
@@ -111,3 +144,12 @@ pub trait Host: Send + Sync {
 
 /// The host capabilities as an owned, thread-safe trait object.
 pub type HostBox = Host_TO<'static, RBox<()>>;
+
+impl HostBox {
+    /// Boxes a [`Host`] implementation for [`MethodSetup::host`](crate::MethodSetup) —
+    /// what a test host (see `posbridge-plugin-testkit`) or an embedding program hands a
+    /// plugin.
+    pub fn of<H: Host + 'static>(host: H) -> HostBox {
+        Host_TO::from_value(host, abi_stable::sabi_trait::TD_Opaque)
+    }
+}

@@ -22,16 +22,31 @@
 //! - **Only `abi_stable` types cross the boundary.** Memory is freed by the side that
 //!   allocated it; `RString`, `RVec` and friends take care of that.
 //! - **Outcomes are idempotent.** A host may repeat a call after a crash or a lost
-//!   answer. Use the ids it hands you (`payment_id`, `refund_id`) as idempotency keys
-//!   towards your provider, and answer [`PaymentMethod::lookup`] from the provider's
-//!   records, never from memory.
+//!   answer. Use the ids it hands you (`attempt_id` for a payment attempt, `refund_id`
+//!   for a refund) as idempotency keys towards your provider, and answer
+//!   [`PaymentMethod::lookup`] from the provider's records, never from memory.
+//! - **A request that may have been sent is never a plain failure.** Once a request
+//!   that could take money may have reached the provider, a lost answer is
+//!   [`codes::OUTCOME_UNKNOWN`] (the host looks the attempt up), never
+//!   `provider_unavailable` (which tells the cashier nothing was taken).
 //!
-//! ## Versioning
+//! `docs/plugin-failures.md` in the posbridge repository has, per operation, every code,
+//! what the host does with it and what the cash register sees; `posbridge plugin test`
+//! checks a plugin against those rules.
 //!
-//! The ABI version is this crate's major version ([`ABI_VERSION`]). Within a major
-//! version, new items are only appended, so an older host loads a newer plugin. A new
-//! major version is a new root module type; the host refuses a plugin built for another
-//! major version with a message naming both.
+//! ## Versioning: ABI v1 is frozen
+//!
+//! The ABI version is this crate's major version ([`ABI_VERSION`]), and nothing else
+//! is in this crate (helpers live in `posbridge-plugin-helpers`, the test host in
+//! `posbridge-plugin-testkit`). v1 is frozen as of 1.0.0: its types keep their fields
+//! and layout for every 1.x. Within v1, growth happens only where it was left room
+//! for: [`Extensions`] on every value type, named constants on the open enumerations
+//! ([`CardState`], [`RefundState`], [`LookupState`], [`LogLevel`]), capability bits,
+//! and trait methods or root-module fields appended after the `last_prefix_field`
+//! ones. So a plugin built against 1.0 loads into every 1.x host (a test in the
+//! repository loads one built against a pinned copy of 1.0). A new major version is
+//! a new root module type; the host refuses a plugin built for another major version
+//! with a message naming both.
 
 #![allow(non_local_definitions)] // emitted by `#[sabi_trait]` on current Rust
 
@@ -39,9 +54,6 @@ mod guard;
 mod host;
 mod method;
 mod module;
-pub mod retry;
-mod settings;
-pub mod time;
 mod types;
 
 pub use abi_stable;
@@ -51,7 +63,6 @@ pub use guard::{guard, panic_message};
 pub use host::{Header, Host, HostBox, HostError, Host_TO, HttpRequest, HttpResponse, LogLevel};
 pub use method::{ErasedPaymentMethod, ErasedPaymentMethod_TO, Guarded, PaymentMethod, PaymentMethodBox};
 pub use module::{Capabilities, Manifest, MethodInfo, MethodSetup, Plugin, PluginModV1, PluginModV1Ref, ABI_VERSION, ROOT_MODULE_NAME};
-pub use settings::Settings;
 pub use types::*;
 
 #[doc(hidden)]

@@ -38,8 +38,10 @@ pub trait PaymentMethod: Send + Sync + 'static {
     }
 
     /// Confirms an inspected code with the provider and marks it used, so it pays once.
-    /// Must be idempotent for the same `payment.payment_id`: after a lost answer the host
-    /// may call again, and the second call must report the first one's success.
+    /// Must be idempotent for the same `payment.attempt_id`: after a lost answer the host
+    /// may call again, and the second call must report the first one's success (same
+    /// transaction, nothing taken twice). A request that may have reached the provider
+    /// without an answer is `outcome_unknown`, never `provider_unavailable`.
     fn redeem(&self, payment: &PaymentContext, code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
         let _ = (payment, code, inspected);
         Err(MethodError::unsupported("scanned codes"))
@@ -76,7 +78,10 @@ pub trait PaymentMethod: Send + Sync + 'static {
         Err(MethodError::unsupported("refunds"))
     }
 
-    /// Reads the provider's record of a payment the host lost track of.
+    /// Reads the provider's record of an attempt the host lost track of. Answer
+    /// `NOT_TAKEN` only when nothing was taken and nothing of the attempt can still land
+    /// (see [`LookupState::NOT_TAKEN`](crate::LookupState::NOT_TAKEN)); "not found yet"
+    /// before `attempt_deadline_unix_ms` has passed is `IN_PROGRESS`.
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
         let _ = request;
         Err(MethodError::unsupported("status lookup"))
@@ -155,5 +160,14 @@ impl<M: PaymentMethod> ErasedPaymentMethod for Guarded<M> {
     }
     fn check_connection(&self, deadline_unix_ms: i64) -> RResult<RString, MethodError> {
         guard(|| self.0.check_connection(deadline_unix_ms)).into()
+    }
+}
+
+impl PaymentMethodBox {
+    /// Boxes a [`PaymentMethod`] behind the ABI, every call guarded against panics: what
+    /// [`export_plugin!`](crate::export_plugin) hands the host, for tests that drive a
+    /// method in-process exactly as a host would.
+    pub fn of<M: PaymentMethod>(method: M) -> PaymentMethodBox {
+        ErasedPaymentMethod_TO::from_value(Guarded(method), abi_stable::sabi_trait::TD_Opaque)
     }
 }

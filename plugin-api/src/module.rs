@@ -8,8 +8,8 @@ use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi
 
 use crate::guard::guard;
 use crate::host::HostBox;
-use crate::method::{ErasedPaymentMethod_TO, Guarded, PaymentMethod, PaymentMethodBox};
-use crate::types::MethodError;
+use crate::method::{PaymentMethod, PaymentMethodBox};
+use crate::types::{Extensions, MethodError};
 
 /// The plugin ABI major version this crate speaks: its own major version.
 pub const ABI_VERSION: u32 = 1;
@@ -75,7 +75,7 @@ impl std::ops::BitOr for Capabilities {
 
 /// One kind of payment method a plugin provides.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MethodInfo {
     /// The kind's name; a `[methods.<id>]` section picks it with `kind = "…"` when the
     /// plugin provides more than one.
@@ -84,11 +84,13 @@ pub struct MethodInfo {
     pub capabilities: Capabilities,
     /// One line for technicians (`posbridge plugins`).
     pub description: RString,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
 }
 
 /// Who a plugin is and what it provides.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
     /// The id a config names in `plugin = "…"`: lowercase, digits and `-`.
     pub id: RString,
@@ -96,6 +98,8 @@ pub struct Manifest {
     pub version: RString,
     /// The payment methods it provides (at least one).
     pub methods: RVec<MethodInfo>,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
 }
 
 /// Everything a plugin needs to create one configured payment method.
@@ -113,6 +117,8 @@ pub struct MethodSetup {
     pub config_json: RString,
     /// The host's capabilities; keep it for the method's lifetime.
     pub host: HostBox,
+    /// Values added after v1.0.
+    pub extensions: Extensions,
 }
 
 /// A plugin: its manifest, and a constructor for its payment methods.
@@ -158,7 +164,7 @@ pub extern "C" fn manifest_guarded<P: Plugin>() -> RResult<Manifest, MethodError
 /// The constructor entry point, guarded. Used by [`export_plugin!`].
 pub extern "C" fn create_guarded<P: Plugin>(setup: MethodSetup) -> RResult<PaymentMethodBox, RVec<MethodError>> {
     match guard(|| Ok(P::create(setup))) {
-        Ok(Ok(method)) => RResult::ROk(ErasedPaymentMethod_TO::from_value(Guarded(method), abi_stable::sabi_trait::TD_Opaque)),
+        Ok(Ok(method)) => RResult::ROk(PaymentMethodBox::of(method)),
         Ok(Err(problems)) => RResult::RErr(problems.into_iter().collect()),
         Err(panicked) => RResult::RErr(RVec::from(vec![panicked])),
     }

@@ -82,6 +82,7 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
             check_scannable(payment, now, "scanned")?;
             after.status = PaymentStatus::Processing;
             after.failure = None;
+            after.attempts = after.attempts.max(attempt.number);
             after.attempt = Some(attempt);
         }
         PaymentEvent::Settled(settlement) => {
@@ -206,7 +207,7 @@ mod tests {
     }
 
     fn attempt() -> Attempt {
-        Attempt { code: "code".into(), transaction_id: "tx_1".into(), amount: Some(Amount(3000)), started_at: NOW }
+        Attempt { number: 1, code: "code".into(), key: "tx_1".into(), amount: Some(Amount(3000)), started_at: NOW, ..Default::default() }
     }
 
     fn settlement(captured: u64) -> Settlement {

@@ -181,7 +181,7 @@ fn observe(commit: &Commit) {
         tracing::info!(
             payment = %payment.id,
             reference = payment.reference.as_deref().unwrap_or("-"),
-            transaction_id = payment.transaction_id.as_deref().or(payment.attempt.as_ref().map(|attempt| attempt.transaction_id.as_str())).unwrap_or("-"),
+            transaction_id = payment.transaction_id.as_deref().or(payment.attempt.as_ref().map(|attempt| attempt.transaction.as_deref().unwrap_or(&attempt.key))).unwrap_or("-"),
             method = %payment.method,
             register = %payment.register,
             status = %payment.status,
@@ -288,6 +288,7 @@ impl Payments {
     fn context(payment: &Payment, method: &Method) -> CallContext {
         CallContext {
             payment_id: payment.id.to_string(),
+            attempt_id: payment.attempt_id(),
             register: payment.register.clone(),
             reference: payment.reference.clone(),
             currency: payment.currency.as_str().to_string(),
@@ -352,10 +353,10 @@ impl Payments {
         }
         let attempt_before = before.and_then(|before| before.attempt.as_ref());
         if let Some(attempt) = after.attempt.as_ref().filter(|attempt| attempt_before != Some(*attempt)) {
-            commit.reserve.push((attempt.transaction_id.clone(), after.id.clone()));
+            commit.reserve.push((attempt.key.clone(), after.id.clone()));
         }
         if let Some(attempt) = attempt_before.filter(|_| after.attempt.is_none() && after.status != PaymentStatus::Succeeded) {
-            commit.release.push(attempt.transaction_id.clone());
+            commit.release.push(attempt.key.clone());
         }
         if let Some(transaction_id) =
             after.transaction_id.as_ref().filter(|_| before.is_none_or(|before| before.transaction_id != after.transaction_id))
@@ -455,6 +456,7 @@ impl Payments {
             captured_at: None,
             version: 1,
             attempt: None,
+            attempts: 0,
             plugin_data: None,
             next_action: None,
             compensation: None,

@@ -15,12 +15,12 @@ pub fn now_ms() -> Millis {
 
 /// RFC 3339 UTC with milliseconds, as the API writes timestamps.
 pub fn rfc3339(ms: Millis) -> String {
-    posbridge_plugin_api::time::format_rfc3339_ms(ms)
+    posbridge_plugin_helpers::time::format_rfc3339_ms(ms)
 }
 
 /// Parses the API's RFC 3339 timestamps (UTC `Z` or an offset) for list filters.
 pub fn parse_rfc3339(text: &str) -> Option<Millis> {
-    posbridge_plugin_api::time::parse_rfc3339_ms(text)
+    posbridge_plugin_helpers::time::parse_rfc3339_ms(text)
 }
 
 /// Money in minor units (cents). Never negative; arithmetic is checked.
@@ -228,16 +228,47 @@ pub struct Line {
     pub labels: Vec<String>,
 }
 
-/// What kind of attempt is under way (write-ahead record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What kind of attempt is under way (write-ahead record): everything `lookup` is
+/// handed after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Attempt {
-    /// The code as scanned (kept for a retry of `redeem` after a crash).
+    /// The attempt's number within its payment (1, 2, … after failed ones): with the
+    /// payment id, the attempt id plugins use as their idempotency key.
+    #[serde(default)]
+    pub number: u32,
+    /// The code as scanned.
     pub code: String,
-    /// The provider transaction the code refers to.
-    pub transaction_id: String,
+    /// What makes the code single-use: reserved in the store while the attempt is open
+    /// (stores written before attempts had numbers call it `transaction_id`).
+    #[serde(alias = "transaction_id")]
+    pub key: String,
+    /// The provider transaction the code names, if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
     /// The amount the code states, when signed.
     pub amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signature_verified: bool,
+    /// The plugin's opaque data from `inspect_code`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plugin_data: String,
     pub started_at: Millis,
+    /// The deadline the attempt's provider calls carried (0 in older stores).
+    #[serde(default, skip_serializing_if = "is_zero_millis")]
+    pub deadline_at: Millis,
+}
+
+fn is_zero_millis(value: &Millis) -> bool {
+    *value == 0
+}
+
+fn is_zero_count(value: &u32) -> bool {
+    *value == 0
+}
+
+/// The id of attempt `number` of payment `payment`, as plugins see it.
+pub fn attempt_id(payment: &PaymentId, number: u32) -> String {
+    format!("{payment}-{number}")
 }
 
 /// A payment as stored. Empty and zero fields are left out of the stored form (they
@@ -286,6 +317,9 @@ pub struct Payment {
     /// Write-ahead record of the attempt in flight, while `processing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Attempt>,
+    /// How many scanned-code attempts were started (the next one is numbered one more).
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub attempts: u32,
     /// The plugin's opaque data from the settlement, for refunds and lookups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_data: Option<String>,
@@ -317,6 +351,12 @@ pub struct NextAction {
 }
 
 impl Payment {
+    /// The attempt calls are about now: the open one, else the next to start (a card
+    /// payment's one attempt is number 1).
+    pub fn attempt_id(&self) -> String {
+        attempt_id(&self.id, self.attempt.as_ref().map_or(self.attempts + 1, |attempt| attempt.number))
+    }
+
     /// What the purchase still needs: the amount less what this and later split
     /// payments took.
     pub fn remaining_amount(&self) -> Amount {
@@ -409,6 +449,7 @@ pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) ->
         captured_at: None,
         version: 1,
         attempt: None,
+        attempts: 0,
         plugin_data: None,
         next_action: None,
         compensation: None,

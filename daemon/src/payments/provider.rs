@@ -30,6 +30,8 @@ impl Abilities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallContext {
     pub payment_id: String,
+    /// The attempt the call belongs to (`pay_…-N`): the plugin's idempotency key.
+    pub attempt_id: String,
     pub register: String,
     pub reference: Option<String>,
     pub currency: String,
@@ -50,12 +52,16 @@ pub struct CartItem {
 }
 
 /// What a code says before the provider is asked (checked offline).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inspected {
-    /// The provider transaction the code refers to: the receipt's reservation key.
-    pub transaction_id: String,
+    /// What makes the code single-use: reserved in the store so it pays once.
+    pub receipt_key: String,
+    /// The provider transaction the code names, when it names one before redemption.
+    pub transaction_id: Option<String>,
     pub amount: Option<u64>,
     pub signature_verified: bool,
+    /// Opaque to the engine; handed back to `redeem` and `lookup`.
+    pub plugin_data: String,
 }
 
 /// What the provider took.
@@ -120,8 +126,11 @@ pub struct RefundOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupOrder {
     pub payment: CallContext,
-    pub transaction_id: Option<String>,
+    /// The write-ahead record of a scanned code's attempt.
+    pub inspected: Option<Inspected>,
     pub plugin_data: Option<String>,
+    /// The deadline the attempt's calls carried: until then it may still land.
+    pub attempt_deadline_unix_ms: i64,
 }
 
 /// What the provider knows of an attempt.

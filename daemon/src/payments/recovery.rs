@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::machine::PaymentEvent;
 use super::model::{now_ms, Failure, Millis, Payment, PaymentId, PaymentStatus};
-use super::provider::{Found, LookupOrder, Provider};
+use super::provider::{Found, Inspected, LookupOrder, Provider};
 use super::supervisor::{backoff, JobControl, JobKey};
 use super::{failure_of, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
@@ -54,10 +54,20 @@ async fn look_up(payments: &Payments, method: &Method, id: &PaymentId, ticket: O
     if payment.status != PaymentStatus::Processing {
         return Ok(true);
     }
+    let attempt = payment.attempt.as_ref();
     let order = LookupOrder {
         payment: Payments::context(&payment, method),
-        transaction_id: payment.attempt.as_ref().map(|attempt| attempt.transaction_id.clone()),
+        inspected: attempt.map(|attempt| Inspected {
+            receipt_key: attempt.key.clone(),
+            transaction_id: attempt.transaction.clone(),
+            amount: attempt.amount.map(|amount| amount.0),
+            signature_verified: attempt.signature_verified,
+            plugin_data: attempt.plugin_data.clone(),
+        }),
         plugin_data: payment.plugin_data.clone(),
+        attempt_deadline_unix_ms: attempt
+            .filter(|attempt| attempt.deadline_at > 0)
+            .map_or_else(|| fence(&payment, method) - FENCE_MARGIN.as_millis() as i64, |attempt| attempt.deadline_at),
     };
     let answer = Record::answer(ticket, 200);
     let event = match method.lookup(order).await {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::machine::{self, PaymentEvent};
 use super::model::{now_ms, Amount, Attempt, Payment, PaymentId, PaymentStatus};
-use super::provider::{ManualEntry, Provider, ProviderError, Settlement};
+use super::provider::{CallContext, ManualEntry, Provider, ProviderError, Settlement};
 use super::supervisor::{JobControl, JobKey};
 use super::{await_answer, failure_of, outcome_unknown, receipt_used_by, recovery, Asked, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
@@ -110,19 +110,28 @@ impl Payments {
         let payment = self.load(id)?;
         machine::check_scannable(&payment, now_ms(), "scanned")?;
         let answer = Record::answer(ticket, 200);
+        // Every call of this attempt carries the next attempt's id (the payment's
+        // context before the write-ahead names it).
         let inspected = match method.inspect_code(Self::context(&payment, method), code.clone()).await {
             Ok(inspected) => inspected,
             Err(error) => return self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
         };
-        if let Some(holder) = self.store.redeemed_by(&inspected.transaction_id)?.filter(|holder| holder != id) {
+        if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key)?.filter(|holder| holder != id) {
             return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
         }
+        let started_at = now_ms();
         let attempt = Attempt {
+            number: payment.attempts + 1,
             code: code.clone(),
-            transaction_id: inspected.transaction_id.clone(),
+            key: inspected.receipt_key.clone(),
+            transaction: inspected.transaction_id.clone(),
             amount: inspected.amount.map(Amount),
-            started_at: now_ms(),
+            signature_verified: inspected.signature_verified,
+            plugin_data: inspected.plugin_data.clone(),
+            started_at,
+            deadline_at: started_at + Self::plugin_budget(method),
         };
+        let deadline = attempt.deadline_at;
         let payment = match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
             Ok(payment) => payment,
             Err(PaymentError::ReceiptAlreadyUsed { holder }) => {
@@ -130,7 +139,8 @@ impl Payments {
             }
             Err(error) => return Err(error),
         };
-        let redeemed = method.redeem(Self::context(&payment, method), code, inspected).await;
+        let context = CallContext { deadline_unix_ms: deadline, ..Self::context(&payment, method) };
+        let redeemed = method.redeem(context, code, inspected).await;
         self.finish_attempt(id, redeemed, ticket).await
     }
 

@@ -8,8 +8,8 @@ use posbridge_plugin_api::{Capabilities, RString};
 use super::{refusal, Method};
 use crate::payments::model::NextAction;
 use crate::payments::provider::{
-    Abilities, Answer, CallContext, CardProgress, CardState, CartItem, Found, Inspected, LookupOrder, ManualEntry, Provider, RefundOrder,
-    RefundOutcome, Settlement,
+    Abilities, Answer, CallContext, CardProgress, CardState, CartItem, Found, Inspected, LookupOrder, ManualEntry, Provider, ProviderError,
+    RefundOrder, RefundOutcome, Refusal, Settlement,
 };
 
 /// The engine's view of a plugin's capability bits.
@@ -35,20 +35,45 @@ fn optional(value: Option<String>) -> abi::ROption<RString> {
 fn context(payment: &CallContext) -> abi::PaymentContext {
     abi::PaymentContext {
         payment_id: text(&payment.payment_id),
+        attempt_id: text(&payment.attempt_id),
         register: text(&payment.register),
         reference: optional(payment.reference.clone()),
         currency: text(&payment.currency),
         amount_due: payment.amount_due,
         eligible_amount: payment.eligible_amount,
         deadline_unix_ms: payment.deadline_unix_ms,
+        ..Default::default()
     }
 }
 
 fn inspected_to_abi(inspected: &Inspected) -> abi::InspectedCode {
     abi::InspectedCode {
-        transaction_id: text(&inspected.transaction_id),
+        receipt_key: text(&inspected.receipt_key),
+        transaction_id: optional(inspected.transaction_id.clone()),
         amount: inspected.amount.into(),
         signature_verified: inspected.signature_verified,
+        plugin_data: text(&inspected.plugin_data),
+        ..Default::default()
+    }
+}
+
+fn inspected_from_abi(inspected: abi::InspectedCode) -> Inspected {
+    Inspected {
+        receipt_key: inspected.receipt_key.into_string(),
+        transaction_id: inspected.transaction_id.into_option().map(RString::into_string),
+        amount: inspected.amount.into_option(),
+        signature_verified: inspected.signature_verified,
+        plugin_data: inspected.plugin_data.into_string(),
+    }
+}
+
+/// A card state; one this host does not know (a newer plugin's) is still undecided.
+fn card_state(state: abi::CardState) -> CardState {
+    match state {
+        abi::CardState::AWAITING_CARD => CardState::AwaitingCard,
+        abi::CardState::SUCCEEDED => CardState::Succeeded,
+        abi::CardState::FAILED => CardState::Failed,
+        _ => CardState::Processing,
     }
 }
 
@@ -64,12 +89,7 @@ fn settlement(value: abi::Settlement) -> Settlement {
 
 fn progress(value: abi::CardProgress) -> CardProgress {
     CardProgress {
-        state: match value.state {
-            abi::CardState::AwaitingCard => CardState::AwaitingCard,
-            abi::CardState::Processing => CardState::Processing,
-            abi::CardState::Succeeded => CardState::Succeeded,
-            abi::CardState::Failed => CardState::Failed,
-        },
+        state: card_state(value.state),
         settlement: value.settlement.into_option().map(settlement),
         failure: value.failure.into_option().map(refusal),
         next_action: value
@@ -78,6 +98,24 @@ fn progress(value: abi::CardProgress) -> CardProgress {
             .map(|action| NextAction { kind: action.kind.into_string(), url: action.url.into_string() }),
         plugin_data: value.plugin_data.into_string(),
     }
+}
+
+/// A lookup answer as the engine reads it; `None` for one it cannot act on (a state
+/// from a newer plugin, or `TAKEN` without its settlement), which is looked up again.
+fn found(status: abi::ProviderStatus) -> Option<Found> {
+    Some(match status.state {
+        abi::LookupState::NOT_TAKEN => Found::NotTaken,
+        abi::LookupState::IN_PROGRESS => Found::InProgress(status.progress.into_option().map(progress).unwrap_or_else(|| CardProgress {
+            state: CardState::Processing,
+            settlement: None,
+            failure: None,
+            next_action: None,
+            plugin_data: String::new(),
+        })),
+        abi::LookupState::TAKEN => Found::Taken(settlement(status.settlement.into_option()?)),
+        abi::LookupState::REFUSED => Found::Refused(refusal(status.failure.into_option()?)),
+        _ => return None,
+    })
 }
 
 impl Provider for Method {
@@ -89,6 +127,7 @@ impl Provider for Method {
                 name: text(&line.name),
                 amount: line.amount,
                 labels: line.labels.iter().map(|label| text(label)).collect(),
+                ..Default::default()
             })
             .collect();
         self.call("eligible_amount", move |plugin| plugin.eligible_amount(cart.as_rslice())).await
@@ -97,11 +136,15 @@ impl Provider for Method {
     async fn inspect_code(&self, payment: CallContext, code: String) -> Answer<Inspected> {
         let payment = context(&payment);
         let inspected = self.call("inspect_code", move |plugin| plugin.inspect_code(&payment, code.as_str().into())).await?;
-        Ok(Inspected {
-            transaction_id: inspected.transaction_id.into_string(),
-            amount: inspected.amount.into_option(),
-            signature_verified: inspected.signature_verified,
-        })
+        if inspected.receipt_key.trim().is_empty() {
+            return Err(ProviderError::Failed(Refusal {
+                code: "plugin_error".into(),
+                message: "the plugin inspected the code but named no receipt key, so it could be redeemed twice".into(),
+                field: None,
+                retryable: false,
+            }));
+        }
+        Ok(inspected_from_abi(inspected))
     }
 
     async fn redeem(&self, payment: CallContext, code: String, inspected: Inspected) -> Answer<Settlement> {
@@ -112,7 +155,7 @@ impl Provider for Method {
 
     async fn accept_manual(&self, payment: CallContext, entry: ManualEntry) -> Answer<Settlement> {
         let payment = context(&payment);
-        let entry = abi::ManualEntry { amount: entry.amount, transaction_id: optional(entry.transaction_id) };
+        let entry = abi::ManualEntry { amount: entry.amount, transaction_id: optional(entry.transaction_id), ..Default::default() };
         self.call("accept_manual", move |plugin| plugin.accept_manual(&payment, &entry)).await.map(settlement)
     }
 
@@ -141,10 +184,11 @@ impl Provider for Method {
             captured_at_unix_ms: order.captured_at_unix_ms.into(),
             plugin_data: optional(order.plugin_data),
             deadline_unix_ms: order.deadline_unix_ms,
+            ..Default::default()
         };
         let outcome = self.call("refund", move |plugin| plugin.refund(&request)).await?;
         Ok(RefundOutcome {
-            completed: outcome.state == abi::RefundState::Succeeded,
+            completed: outcome.state == abi::RefundState::SUCCEEDED,
             provider_refund_id: outcome.provider_refund_id.into_option().map(RString::into_string),
         })
     }
@@ -152,14 +196,19 @@ impl Provider for Method {
     async fn lookup(&self, order: LookupOrder) -> Answer<Found> {
         let request = abi::LookupRequest {
             payment: context(&order.payment),
-            transaction_id: optional(order.transaction_id),
+            inspected: order.inspected.as_ref().map(inspected_to_abi).into(),
             plugin_data: optional(order.plugin_data),
+            attempt_deadline_unix_ms: order.attempt_deadline_unix_ms,
+            ..Default::default()
         };
-        Ok(match self.call("lookup", move |plugin| plugin.lookup(&request)).await? {
-            abi::ProviderStatus::NotTaken => Found::NotTaken,
-            abi::ProviderStatus::InProgress(value) => Found::InProgress(progress(value)),
-            abi::ProviderStatus::Taken(value) => Found::Taken(settlement(value)),
-            abi::ProviderStatus::Refused(error) => Found::Refused(refusal(error)),
+        let status = self.call("lookup", move |plugin| plugin.lookup(&request)).await?;
+        found(status).ok_or_else(|| {
+            ProviderError::Failed(Refusal {
+                code: "plugin_error".into(),
+                message: "the plugin's lookup answer is incomplete or in a state this posbridge does not know; asking again".into(),
+                field: None,
+                retryable: true,
+            })
         })
     }
 }

@@ -32,7 +32,7 @@ impl HostServices {
         let headers: RVec<Header> =
             response.headers().iter().map(|(name, value)| Header::new(name.as_str(), String::from_utf8_lossy(value.as_bytes()))).collect();
         let body = read_capped(response).await?;
-        Ok(HttpResponse { status, headers, body: body.into() })
+        Ok(HttpResponse { status, headers, body: body.into(), ..Default::default() })
     }
 }
 
@@ -103,30 +103,33 @@ impl Host for HostServices {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let (plugin, method_id, message) = (&self.plugin_id, &self.method_id, message.as_str());
         match level {
-            LogLevel::Debug => tracing::debug!(plugin, method_id, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, method_id, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, method_id, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, method_id, "{message}"),
+            LogLevel::DEBUG => tracing::debug!(plugin, method_id, "{message}"),
+            LogLevel::WARN => tracing::warn!(plugin, method_id, "{message}"),
+            LogLevel::ERROR => tracing::error!(plugin, method_id, "{message}"),
+            _ => tracing::info!(plugin, method_id, "{message}"),
         }
     }
 }
 
+/// A request that surely never left this machine.
 fn host_error(kind: &str, message: impl Into<String>) -> HostError {
-    HostError { kind: RString::from(kind), message: RString::from(message.into()) }
+    HostError::new(kind, message, false)
 }
 
+/// What went wrong, and whether the request may have reached the provider: only a
+/// failed connection (or a request never built) surely did not.
 fn classify(error: &reqwest::Error) -> HostError {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connect"
+    let (kind, maybe_sent) = if error.is_connect() {
+        ("connect", false)
     } else if error.is_builder() {
-        "invalid_request"
+        ("invalid_request", false)
+    } else if error.is_timeout() {
+        ("timeout", true)
     } else {
-        "io"
+        ("io", true)
     };
     // reqwest's Display includes the URL; the caller masks secrets in it.
-    host_error(kind, error.to_string())
+    HostError::new(kind, error.to_string(), maybe_sent)
 }
 
 /// Masks each of `secrets` in `text`.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use posbridge_plugin_api::{Capabilities, HostBox, Host_TO, MethodError, MethodSetup, PaymentMethodBox, RResult, RString};
+use posbridge_plugin_api::{Capabilities, HostBox, MethodError, MethodSetup, PaymentMethodBox, RResult, RString};
 
 use crate::config::{Config, Problem};
 use crate::payments::provider::{self, Abilities, ProviderError};
@@ -157,15 +157,13 @@ fn create_method(
             )]);
         }
     };
-    let host: HostBox = Host_TO::from_value(
-        HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()),
-        posbridge_plugin_api::abi_stable::sabi_trait::TD_Opaque,
-    );
+    let host = HostBox::of(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()));
     let setup = MethodSetup {
         method_id: RString::from(config.id.as_str()),
         kind: RString::from(kind.kind.as_str()),
         config_json: RString::from(config.settings.json.to_string()),
         host,
+        extensions: Default::default(),
     };
     match plugin.module.create()(setup).into_result() {
         Ok(inner) => Ok(Method {

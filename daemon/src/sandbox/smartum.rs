@@ -462,7 +462,7 @@ async fn refund(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id):
     let Some(transaction) = ledger.transactions.get_mut(&id) else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such transaction");
     };
-    if !posbridge_plugin_api::time::same_helsinki_day(transaction.created_at, now_ms()) {
+    if !posbridge_plugin_helpers::time::same_helsinki_day(transaction.created_at, now_ms()) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "refund_window_closed", "refunds are possible on the day of the payment only");
     }
     if request.amount == 0 || request.amount > transaction.amount - transaction.refunded_amount {

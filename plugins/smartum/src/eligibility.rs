@@ -22,6 +22,7 @@ mod tests {
             name: RString::from("item"),
             amount,
             labels: labels.iter().map(|label| RString::from(*label)).collect::<RVec<_>>(),
+            ..Default::default()
         }
     }
 

@@ -15,11 +15,15 @@ use posbridge_plugin_api::{
     export_plugin, Capabilities, CartLine, InspectedCode, LookupRequest, Manifest, ManualEntry, MethodError, MethodInfo, MethodSetup,
     PaymentContext, PaymentMethod, Plugin, ProviderStatus, ROption, RString, RVec, RefundOutcome, RefundRequest, RefundState, Settlement,
 };
+
+/// How long after an attempt's deadline Smartum may still commit a check it received
+/// just before (its own processing time); until then "not checked" is not final.
+const COMMIT_MARGIN_MS: i64 = 2_000;
 use serde_json::json;
 
 pub use jws::{JwsError, KeySet};
-use posbridge_plugin_api::time::parse_rfc3339_ms;
-use posbridge_plugin_api::time::same_helsinki_day;
+use posbridge_plugin_helpers::time::parse_rfc3339_ms;
+use posbridge_plugin_helpers::time::same_helsinki_day;
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, Benefit, SmartumSettings};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
@@ -55,7 +59,9 @@ impl Plugin for SmartumPlugin {
                 kind: RString::from("smartum"),
                 capabilities: CAPABILITIES,
                 description: RString::from("Smartum benefit payments: SmartumPay receipts scanned or entered by hand"),
+                ..Default::default()
             }]),
+            ..Default::default()
         }
     }
 
@@ -124,6 +130,7 @@ impl SmartumMethod {
             verified,
             benefit: ROption::RSome(RString::from(transaction.benefit.as_str())),
             plugin_data: RString::from(data.to_string()),
+            ..Default::default()
         }
     }
 
@@ -133,7 +140,7 @@ impl SmartumMethod {
             .api
             .transaction(transaction_id, payment.deadline_unix_ms)?
             .ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt's transaction"))?;
-        if transaction.check_reference.as_deref() == Some(payment.payment_id.as_str()) {
+        if transaction.check_reference.as_deref() == Some(payment.attempt_id.as_str()) {
             Ok(self.settlement(&transaction, true))
         } else {
             Err(failure("receipt_already_used", "this receipt was already used (checked at Smartum)"))
@@ -153,7 +160,7 @@ impl SmartumMethod {
     /// Marks the transaction checked with our payment id, resolving a lost answer or a
     /// 409 by reading who checked it.
     fn check_and_settle(&self, id: &str, payment: &PaymentContext) -> Result<Settlement, MethodError> {
-        match self.api.check(id, payment.payment_id.as_str(), payment.deadline_unix_ms) {
+        match self.api.check(id, payment.attempt_id.as_str(), payment.deadline_unix_ms) {
             Ok(CheckOutcome::Checked(checked)) => Ok(self.settlement(&checked, true)),
             Ok(CheckOutcome::AlreadyChecked) => self.checked_by_us(id, payment),
             Err(error) if error.code.as_str() == "outcome_unknown" => {
@@ -161,11 +168,7 @@ impl SmartumMethod {
                 // and if Smartum cannot tell, say the outcome is unknown (the host then
                 // keeps the payment `processing` and resolves it by lookup).
                 let unknown = || {
-                    MethodError::new(
-                        "outcome_unknown",
-                        format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message),
-                    )
-                    .retryable()
+                    MethodError::outcome_unknown(format!("Smartum did not confirm the check ({}); posbridge will ask again", error.message))
                 };
                 match self.api.transaction(id, payment.deadline_unix_ms) {
                     // Not checked yet: the lost request may still land, so this is not
@@ -197,14 +200,18 @@ impl PaymentMethod for SmartumMethod {
                 self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
                 Self::check_amount(claims.amount, payment)?;
                 Ok(InspectedCode {
-                    transaction_id: claims.transaction_id.into(),
+                    receipt_key: RString::from(claims.transaction_id.as_str()),
+                    transaction_id: ROption::RSome(claims.transaction_id.into()),
                     amount: ROption::RSome(claims.amount),
                     signature_verified: true,
+                    ..Default::default()
                 })
             }
-            Ok(Receipt::TransactionId(id)) => {
-                Ok(InspectedCode { transaction_id: id.into(), amount: ROption::RNone, signature_verified: false })
-            }
+            Ok(Receipt::TransactionId(id)) => Ok(InspectedCode {
+                receipt_key: RString::from(id.as_str()),
+                transaction_id: ROption::RSome(id.into()),
+                ..Default::default()
+            }),
             Err(ReceiptError::Invalid(why)) => Err(failure("invalid_code", why)),
             Err(ReceiptError::Signature(JwsError::Malformed(why))) => {
                 Err(failure("invalid_code", format!("the receipt is damaged: {why}")))
@@ -223,7 +230,7 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn redeem(&self, payment: &PaymentContext, _code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
-        let id = inspected.transaction_id.as_str();
+        let id = inspected.receipt_key.as_str();
         if !inspected.signature_verified {
             // A bare id or a URL says nothing offline: read the transaction before checking it.
             let transaction = self
@@ -264,6 +271,7 @@ impl PaymentMethod for SmartumMethod {
             verified: false,
             benefit: ROption::RSome(RString::from(self.settings.benefit.name())),
             plugin_data: RString::from(data.to_string()),
+            ..Default::default()
         })
     }
 
@@ -300,8 +308,8 @@ impl PaymentMethod for SmartumMethod {
             }
         }
         let record = self.api.refund(&transaction_id, request.amount, request.refund_id.as_str(), request.deadline_unix_ms)?;
-        let state = if record.status == "succeeded" { RefundState::Succeeded } else { RefundState::Pending };
-        Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)) })
+        let state = if record.status == "succeeded" { RefundState::SUCCEEDED } else { RefundState::PENDING };
+        Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)), ..Default::default() })
     }
 
     fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
@@ -309,15 +317,19 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
-        let Some(id) = request.transaction_id.as_ref().into_option() else { return Ok(ProviderStatus::NotTaken) };
-        let Some(transaction) = self.api.transaction(id.as_str(), request.payment.deadline_unix_ms)? else {
-            return Ok(ProviderStatus::NotTaken);
+        // A check can still land until the attempt's deadline (and Smartum's processing
+        // time) has passed: before that, "not checked" is not yet "not taken".
+        let settled = self.api.now_ms() > request.attempt_deadline_unix_ms + COMMIT_MARGIN_MS;
+        let not_checked = || if settled { ProviderStatus::not_taken() } else { ProviderStatus::in_progress(None) };
+        let Some(inspected) = request.inspected.as_ref().into_option() else { return Ok(not_checked()) };
+        let Some(transaction) = self.api.transaction(inspected.receipt_key.as_str(), request.payment.deadline_unix_ms)? else {
+            return Ok(not_checked());
         };
-        let ours = transaction.check_reference.as_deref() == Some(request.payment.payment_id.as_str());
+        let ours = transaction.check_reference.as_deref() == Some(request.payment.attempt_id.as_str());
         Ok(match transaction.status {
-            TransactionStatus::Paid => ProviderStatus::NotTaken,
-            _ if ours => ProviderStatus::Taken(self.settlement(&transaction, true)),
-            _ => ProviderStatus::Refused(failure("receipt_already_used", "this receipt was already used (checked at Smartum)")),
+            TransactionStatus::Paid => not_checked(),
+            _ if ours => ProviderStatus::taken(self.settlement(&transaction, true)),
+            _ => ProviderStatus::refused(failure("receipt_already_used", "this receipt was already used (checked at Smartum)")),
         })
     }
 }

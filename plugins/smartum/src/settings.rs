@@ -1,6 +1,7 @@
 //! The `[methods.<id>]` keys of a Smartum method (docs/configuration.md), validated at creation.
 
-use posbridge_plugin_api::{MethodError, Settings};
+use posbridge_plugin_api::MethodError;
+use posbridge_plugin_helpers::Settings;
 use std::time::Duration;
 
 /// Smartum benefit types; a venue accepts only its own.

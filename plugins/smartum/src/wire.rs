@@ -4,8 +4,8 @@
 
 use std::sync::Mutex;
 
-use posbridge_plugin_api::retry::{retry_after_ms, Backoff};
 use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
+use posbridge_plugin_helpers::retry::{retry_after_ms, Backoff};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -153,9 +153,7 @@ impl SmartumApi {
         let mut sent = false;
         let result = self.call_with_retries(method, path, body, idempotency_key, deadline_ms, &mut sent);
         match result {
-            Err(error) if error.retryable && sent && method != "GET" => {
-                Err(MethodError::new("outcome_unknown", error.message.to_string()).retryable())
-            }
+            Err(error) if error.retryable && sent && method != "GET" => Err(MethodError::outcome_unknown(error.message.to_string())),
             other => other,
         }
     }
@@ -181,8 +179,7 @@ impl SmartumApi {
                 headers.push(Header::new("Idempotency-Key", key));
             }
             let payload = body.as_ref().map(|body| body.to_string().into_bytes()).unwrap_or_default();
-            *sent = true;
-            let outcome = self.send(method, path, headers, payload, vec![token.clone()], deadline_ms);
+            let outcome = self.send(method, path, headers, payload, vec![token.clone()], deadline_ms, sent);
             match outcome {
                 Ok(response) if response.status == 401 && !refreshed => {
                     refreshed = true;
@@ -220,7 +217,7 @@ impl SmartumApi {
         ]);
         let headers = vec![Header::new("Content-Type", "application/x-www-form-urlencoded"), Header::new("Accept", "application/json")];
         let secrets = vec![self.settings.client_secret.clone(), form.clone()];
-        let response = self.send("POST", "/oauth/token", headers, form.into_bytes(), secrets, deadline_ms)?;
+        let response = self.send("POST", "/oauth/token", headers, form.into_bytes(), secrets, deadline_ms, &mut false)?;
         let body = parse_body(&response);
         match response.status {
             200 => {
@@ -238,6 +235,9 @@ impl SmartumApi {
         }
     }
 
+    /// One HTTP request; `sent` becomes `true` once Smartum may have received it (an
+    /// answer came, or the host says the request may have left before it failed).
+    #[allow(clippy::too_many_arguments)] // one request's parts, each needed
     fn send(
         &self,
         method: &str,
@@ -246,6 +246,7 @@ impl SmartumApi {
         body: Vec<u8>,
         redact: Vec<String>,
         deadline_ms: i64,
+        sent: &mut bool,
     ) -> Result<HttpResponse, MethodError> {
         let remaining = deadline_ms - self.now_ms();
         if remaining <= 0 {
@@ -259,8 +260,11 @@ impl SmartumApi {
             body: RVec::from(body),
             timeout_ms,
             redact: redact.into_iter().map(RString::from).collect(),
+            ..Default::default()
         };
-        self.host.http(request).into_result().map_err(|error| unavailable(format!("cannot reach Smartum: {}", error.kind)))
+        let answer = self.host.http(request).into_result();
+        *sent |= answer.as_ref().map_or_else(|error| error.maybe_sent, |_| true);
+        answer.map_err(|error| unavailable(format!("cannot reach Smartum: {}", error.kind)))
     }
 }
 

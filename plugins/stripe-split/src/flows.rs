@@ -39,16 +39,16 @@ impl Started {
 
 fn progress(state: CardState, started: &Started) -> CardProgress {
     let next_action = match started {
-        Started::Checkout { url, .. } if state == CardState::AwaitingCard => {
-            ROption::RSome(NextAction { kind: RString::from("show_qr"), url: RString::from(url.as_str()) })
+        Started::Checkout { url, .. } if state == CardState::AWAITING_CARD => {
+            ROption::RSome(NextAction { kind: RString::from("show_qr"), url: RString::from(url.as_str()), ..Default::default() })
         }
         _ => ROption::RNone,
     };
-    CardProgress { state, settlement: ROption::RNone, failure: ROption::RNone, next_action, plugin_data: RString::from(started.to_data()) }
+    CardProgress { state, next_action, plugin_data: RString::from(started.to_data()), ..Default::default() }
 }
 
 fn failed(error: MethodError, started: &Started) -> CardProgress {
-    CardProgress { failure: ROption::RSome(error), ..progress(CardState::Failed, started) }
+    CardProgress { failure: ROption::RSome(error), ..progress(CardState::FAILED, started) }
 }
 
 /// A succeeded PaymentIntent as a settlement.
@@ -61,13 +61,14 @@ fn succeeded(intent: &Value, started: &Started) -> CardProgress {
         verified: true,
         benefit: ROption::RSome(RString::from("card")),
         plugin_data: RString::from(data.to_string()),
+        ..Default::default()
     };
-    CardProgress { settlement: ROption::RSome(settlement), ..progress(CardState::Succeeded, started) }
+    CardProgress { settlement: ROption::RSome(settlement), ..progress(CardState::SUCCEEDED, started) }
 }
 
-/// The idempotency key of one step of one payment: a retry of the step never repeats it.
+/// The idempotency key of one step of one attempt: a retry of the step never repeats it.
 fn key(payment: &PaymentContext, step: &str) -> String {
-    format!("posbridge-{}-{step}", payment.payment_id)
+    format!("posbridge-{}-{step}", payment.attempt_id)
 }
 
 fn metadata(form: Form, prefix: &str, payment: &PaymentContext) -> Form {
@@ -108,7 +109,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
     let process = Form::new().field("payment_intent", payment_intent.as_str());
     let path = format!("/v1/terminal/readers/{reader}/process_payment_intent");
     match api.post(&path, &process, &key(payment, "process"), payment.deadline_unix_ms) {
-        Ok(Ok(_)) => Ok(progress(CardState::AwaitingCard, &started)),
+        Ok(Ok(_)) => Ok(progress(CardState::AWAITING_CARD, &started)),
         Ok(Err(error)) => {
             let failure = error.to_method_error();
             let _ = cancel_intent(api, payment, &payment_intent);
@@ -116,7 +117,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
         }
         // The reader may have the payment although the answer was lost: the host polls,
         // and the PaymentIntent and reader say what happened. Never guessed.
-        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(progress(CardState::AwaitingCard, &started)),
+        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(progress(CardState::AWAITING_CARD, &started)),
         Err(error) => Err(error),
     }
 }
@@ -143,7 +144,7 @@ fn start_checkout(api: &StripeApi, payment: &PaymentContext) -> Result<CardProgr
         session: session["id"].as_str().unwrap_or_default().to_string(),
         url: session["url"].as_str().unwrap_or_default().to_string(),
     };
-    Ok(progress(CardState::AwaitingCard, &started))
+    Ok(progress(CardState::AWAITING_CARD, &started))
 }
 
 fn read(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
@@ -158,11 +159,11 @@ pub fn poll(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Res
             match intent["status"].as_str().unwrap_or("") {
                 "succeeded" => Ok(succeeded(&intent, started)),
                 "canceled" => Ok(failed(MethodError::new("card_canceled", "the card payment was canceled"), started)),
-                "processing" | "requires_capture" => Ok(progress(CardState::Processing, started)),
+                "processing" | "requires_capture" => Ok(progress(CardState::PROCESSING, started)),
                 _ => {
                     let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
                     let verdict = from_reader_action(&reader_now["action"], &intent, started);
-                    if verdict.state != CardState::Failed {
+                    if verdict.state != CardState::FAILED {
                         return Ok(verdict);
                     }
                     // The reader moved on between the two reads (a card presented just
@@ -177,10 +178,10 @@ pub fn poll(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Res
             match (session_now["status"].as_str(), session_now["payment_intent"].as_str()) {
                 (Some("complete"), Some(intent_id)) => {
                     let intent = read(api, &format!("/v1/payment_intents/{intent_id}"), payment.deadline_unix_ms)?;
-                    Ok(if intent["status"] == "succeeded" { succeeded(&intent, started) } else { progress(CardState::Processing, started) })
+                    Ok(if intent["status"] == "succeeded" { succeeded(&intent, started) } else { progress(CardState::PROCESSING, started) })
                 }
                 (Some("expired"), _) => Ok(failed(MethodError::new("card_canceled", "the payment page expired unpaid"), started)),
-                _ => Ok(progress(CardState::AwaitingCard, started)),
+                _ => Ok(progress(CardState::AWAITING_CARD, started)),
             }
         }
     }
@@ -190,9 +191,9 @@ pub fn poll(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Res
 fn from_reader_action(action: &Value, intent: &Value, started: &Started) -> CardProgress {
     let ours = action.pointer("/process_payment_intent/payment_intent") == Some(&intent["id"]);
     match (ours, action["status"].as_str()) {
-        (true, Some("in_progress")) => progress(CardState::AwaitingCard, started),
+        (true, Some("in_progress")) => progress(CardState::AWAITING_CARD, started),
         // The card went through after the PaymentIntent was read: read it again next time.
-        (true, Some("succeeded")) => progress(CardState::Processing, started),
+        (true, Some("succeeded")) => progress(CardState::PROCESSING, started),
         (true, Some("failed")) => {
             let decline = intent.pointer("/last_payment_error/decline_code").and_then(Value::as_str).unwrap_or("generic_decline");
             let message = action["failure_message"].as_str().unwrap_or("the card was declined");
@@ -232,7 +233,7 @@ pub fn cancel(api: &StripeApi, payment: &PaymentContext, started: &Started) -> R
                 payment.deadline_unix_ms,
             )?;
             let now = poll(api, payment, started)?;
-            if now.state == CardState::Succeeded {
+            if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }
             let _ = cancel_intent(api, payment, payment_intent);
@@ -246,7 +247,7 @@ pub fn cancel(api: &StripeApi, payment: &PaymentContext, started: &Started) -> R
                 payment.deadline_unix_ms,
             )?;
             let now = poll(api, payment, started)?;
-            if now.state == CardState::Succeeded {
+            if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }
             Ok(failed(MethodError::new("card_canceled", "the payment page was closed unpaid"), started))

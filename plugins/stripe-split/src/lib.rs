@@ -47,7 +47,9 @@ impl Plugin for StripeSplitPlugin {
                 kind: RString::from("card"),
                 capabilities: CAPABILITIES,
                 description: RString::from("Card payments through Stripe: a Terminal reader, or a payment page as a QR code"),
+                ..Default::default()
             }]),
+            ..Default::default()
         }
     }
 
@@ -103,8 +105,8 @@ impl PaymentMethod for StripeMethod {
                 }
             },
         )?;
-        let state = if refund["status"] == "succeeded" { RefundState::Succeeded } else { RefundState::Pending };
-        Ok(RefundOutcome { state, provider_refund_id: refund["id"].as_str().map(RString::from).into() })
+        let state = if refund["status"] == "succeeded" { RefundState::SUCCEEDED } else { RefundState::PENDING };
+        Ok(RefundOutcome { state, provider_refund_id: refund["id"].as_str().map(RString::from).into(), ..Default::default() })
     }
 
     fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
@@ -119,15 +121,20 @@ impl PaymentMethod for StripeMethod {
     }
 
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
-        let Some(data) = request.plugin_data.as_ref().into_option() else { return Ok(ProviderStatus::NotTaken) };
+        let Some(data) = request.plugin_data.as_ref().into_option() else {
+            // Nothing was recorded of a start: until the attempt's deadline a start may
+            // still be on its way to Stripe.
+            let settled = self.api.now_ms() > request.attempt_deadline_unix_ms;
+            return Ok(if settled { ProviderStatus::not_taken() } else { ProviderStatus::in_progress(None) });
+        };
         let progress = flows::poll(&self.api, &request.payment, &started(data.as_str())?)?;
         Ok(match progress.state {
-            posbridge_plugin_api::CardState::Succeeded => match progress.settlement {
-                ROption::RSome(settlement) => ProviderStatus::Taken(settlement),
-                ROption::RNone => ProviderStatus::InProgress(progress),
+            posbridge_plugin_api::CardState::SUCCEEDED => match progress.settlement {
+                ROption::RSome(settlement) => ProviderStatus::taken(settlement),
+                ROption::RNone => ProviderStatus::in_progress(Some(progress)),
             },
-            posbridge_plugin_api::CardState::Failed => ProviderStatus::NotTaken,
-            _ => ProviderStatus::InProgress(progress),
+            posbridge_plugin_api::CardState::FAILED => ProviderStatus::not_taken(),
+            _ => ProviderStatus::in_progress(Some(progress)),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The `[methods.<id>]` keys of a Stripe card method.
 
-use posbridge_plugin_api::{MethodError, Settings};
+use posbridge_plugin_api::MethodError;
+use posbridge_plugin_helpers::Settings;
 
 /// The Stripe API version every request pins, unless configured otherwise: a response
 /// shape never changes under a running shop.

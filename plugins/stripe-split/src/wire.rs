@@ -3,8 +3,8 @@
 //! `Stripe-Version`, `Stripe-Account` for direct charges on a connected account, and an
 //! `Idempotency-Key` on every POST so a retry never creates a second object.
 
-use posbridge_plugin_api::retry::{retry_after_ms, Backoff};
 use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
+use posbridge_plugin_helpers::retry::{retry_after_ms, Backoff};
 use serde_json::Value;
 
 use crate::settings::{ChargeType, StripeSettings};
@@ -221,10 +221,11 @@ impl StripeApi {
             body: RVec::from(body),
             timeout_ms: REQUEST_TIMEOUT_MS.min(remaining as u64),
             redact: RVec::from(vec![RString::from(settings.secret_key.as_str())]),
+            ..Default::default()
         };
         self.host.http(request).into_result().map_err(|error| {
             let why = format!("cannot reach Stripe: {}", error.kind);
-            if error.kind.as_str() == "connect" {
+            if !error.maybe_sent {
                 SendFailure::NotSent(why)
             } else {
                 SendFailure::Unanswered(why)

@@ -23,7 +23,9 @@ impl Plugin for PanickyPlugin {
                 kind: RString::from("panicky"),
                 capabilities: Capabilities::SCAN,
                 description: RString::from("test plugin that panics"),
+                ..Default::default()
             }]),
+            ..Default::default()
         }
     }
 
@@ -39,11 +41,11 @@ impl Plugin for PanickyPlugin {
                 headers: RVec::new(),
                 body: RVec::new(),
                 timeout_ms: 5000,
-                redact: RVec::new(),
+                ..Default::default()
             };
             let answer = setup.host.http(request).into_result();
             let status = answer.map_err(|error| vec![MethodError::new("provider_unavailable", format!("{error:?}"))])?.status;
-            setup.host.log(posbridge_plugin_api::LogLevel::Info, format!("create reached {url}: HTTP {status}").as_str().into());
+            setup.host.log(posbridge_plugin_api::LogLevel::INFO, format!("create reached {url}: HTTP {status}").as_str().into());
         }
         Ok(PanickyMethod)
     }

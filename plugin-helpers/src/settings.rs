@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::types::MethodError;
+use posbridge_plugin_api::MethodError;
 
 /// A settings object being read. Keys asked for are remembered; [`Settings::finish`]
 /// reports the rest as unknown (usually typos).
@@ -15,7 +15,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Parses the JSON the host passed in [`MethodSetup::config_json`](crate::MethodSetup).
+    /// Parses the JSON the host passed in [`MethodSetup::config_json`](posbridge_plugin_api::MethodSetup).
     pub fn parse(json: &str) -> Result<Settings, Vec<MethodError>> {
         match serde_json::from_str::<Value>(json) {
             Ok(Value::Object(object)) => Ok(Settings::from_object(object, String::new())),

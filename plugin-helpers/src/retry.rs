@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::host::HttpResponse;
+use posbridge_plugin_api::HttpResponse;
 
 /// The delays between tries of one call.
 #[derive(Debug, Clone)]
