@@ -50,8 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a local Smartum sandbox and the daemon against it (try every flow with no
-    /// Smartum account), or, with `receipt`, pay in the sandbox "app".
+    /// Plugin development: `test` runs the conformance check on a configured method.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// USB scanners: list the HID devices present, or record one's raw reports.
     Scanners {
         #[command(subcommand)]
@@ -63,12 +66,36 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Run a local Smartum sandbox and the daemon against it (try every flow with no
+    /// Smartum account), or, with `receipt`, pay in the sandbox "app".
     Sandbox {
         /// The sandbox's receipt signing key (PKCS#8 PEM); default `sandbox/smartum-es512-private.pem` beside the config.
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
         #[command(subcommand)]
         action: Option<SandboxAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginAction {
+    /// Drive a configured method's plugin against its provider (a fake or a sandbox)
+    /// through injected faults, and fail it where it would lose or double money; exit 0
+    /// when every rule passes, 1 if not.
+    Test {
+        /// The `[methods.<id>]` to check.
+        #[arg(long)]
+        method: String,
+        /// Where to get fresh codes to scan: `POST URL {"amount", "currency"}` answers
+        /// `{"code": "..."}` (the Smartum sandbox's `/_sandbox/transactions` does).
+        #[arg(long, value_name = "URL")]
+        codes: Option<String>,
+        /// Each test payment's amount, in cents.
+        #[arg(long, default_value_t = 1000)]
+        amount: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -194,6 +221,14 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
+            Command::Plugin { action: PluginAction::Test { method, codes, amount, out } } => {
+                let options = crate::plugins::conformance::Options { method, codes, amount, out };
+                let report = crate::plugins::conformance::run(&config, &options).await?;
+                match report.failures().len() {
+                    0 => Ok(()),
+                    failed => Err(format!("{failed} conformance rule(s) failed").into()),
+                }
+            }
             Command::Sandbox { signing_key, action: None } => {
                 let key = signing_key.unwrap_or_else(|| sandbox::default_signing_key(&config));
                 sandbox::run(&config, &key).await.map_err(Into::into)

@@ -33,6 +33,8 @@ use crate::host::{FakeHost, Fault, Transport};
 const RETURN_SLACK_MS: i64 = 250;
 /// Slack allowed for a request's timeout past the call's deadline (clock granularity).
 const TIMEOUT_SLACK_MS: i64 = 50;
+/// The deadline of a redeem whose line goes down: long enough for one retry.
+const OUTAGE_BUDGET_MS: i64 = 2_000;
 
 /// Where fresh scannable codes come from: a function that pays `amount` cents at the
 /// provider's fake "app" and returns the code to scan.
@@ -418,38 +420,45 @@ impl Check<'_> {
         }
     }
 
-    /// Loses the answer of each request a redeem makes, in turn, with a fresh code each.
+    /// Loses the answer of each request a redeem makes, in turn, with a fresh code each:
+    /// once with the line back at once, once with the line down for the rest of the call.
     fn lost_answer(&mut self, redeem_requests: usize) -> Outcome {
         let mut checked = Vec::new();
-        for index in 0..redeem_requests.max(1) {
+        let cases = (0..redeem_requests.max(1)).flat_map(|index| [(index, Fault::DropAnswer), (index, Fault::DropAnswerThenOutage)]);
+        for (index, fault) in cases {
             let (payment, code, inspected) = match self.inspected_code() {
                 Ok(found) => found,
                 Err(why) => return Outcome::Skipped(why),
             };
             let before = self.host.requests().len();
-            self.host.fail_request(index, Fault::DropAnswer);
-            let answer = self.redeem(&payment, &code, &inspected);
+            self.host.fail_request(index, fault.clone());
+            // A short deadline: under an outage a plugin retries until it runs out.
+            let payment = PaymentContext { deadline_unix_ms: self.host.clock().now_unix_ms() + OUTAGE_BUDGET_MS, ..payment };
+            let answer = self.call("redeem", payment.deadline_unix_ms, |method| method.redeem(&payment, code.as_str().into(), &inspected));
             self.host.clear_faults();
             let lost = self.host.requests().get(before + index).map(|request| format!("{} {}", request.method, request.path()));
             let lost = lost.unwrap_or_else(|| format!("request {}", index + 1));
             let taken = matches!(self.lookup(&payment, &inspected, self.past()), Ok(status) if status.state == LookupState::TAKEN);
-            match answer {
-                Ok(_) => {}
-                Err(error) if error.is_outcome_unknown() => {}
-                Err(error) if taken => {
+            let said = match &answer {
+                Ok(_) => "success".to_string(),
+                Err(error) => error.code.to_string(),
+            };
+            if let Err(error) = &answer {
+                if taken && !error.is_outcome_unknown() {
                     return Outcome::Failed(format!(
-                        "redeem answered {} after the answer to {lost} was lost, but the provider took the payment: a lost answer \
-                         after the request may have been sent must be `outcome_unknown`",
+                        "redeem answered {} after the answer to {lost} was lost ({fault:?}), but the provider took the payment: a \
+                         lost answer after the request may have been sent must be `outcome_unknown`",
                         error.code
-                    ))
+                    ));
                 }
-                Err(_) => {}
             }
-            checked.push(lost);
+            let fate = if taken { "taken" } else { "nothing taken" };
+            let line = if fault == Fault::DropAnswer { "then back" } else { "then down" };
+            checked.push(format!("{lost} lost, line {line} → {said} ({fate})"));
         }
         Outcome::Passed(format!(
-            "with the answer to {} lost, redeem answered success or outcome_unknown, or nothing was taken",
-            checked.join(", then ")
+            "with an answer lost, redeem answered success or outcome_unknown, or nothing was taken: {}",
+            checked.join("; ")
         ))
     }
 

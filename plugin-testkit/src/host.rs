@@ -23,6 +23,10 @@ pub enum Fault {
     /// back (a `timeout` with `maybe_sent` true). The case that loses money when a plugin
     /// reports it as "nothing happened".
     DropAnswer,
+    /// As [`Fault::DropAnswer`], and then the line stays down: every later request is
+    /// refused until [`FakeHost::clear_faults`]. A plugin that retries cannot learn the
+    /// outcome within the call.
+    DropAnswerThenOutage,
     /// The provider answers this status (a 5xx) without acting.
     Status(u16),
     /// The provider answers 429 with `Retry-After` (seconds) without acting.
@@ -245,6 +249,9 @@ impl FakeHost {
         }
         let at = chosen?;
         let fault = faults[at].fault.clone();
+        if fault == Fault::DropAnswerThenOutage {
+            faults.push(Armed { method: None, path_contains: String::new(), fault: Fault::Refused, skip: 0, remaining: None });
+        }
         if let Some(remaining) = faults[at].remaining.as_mut() {
             *remaining -= 1;
             if *remaining == 0 {
@@ -277,7 +284,7 @@ impl FakeHost {
                 self.state.clock.advance(request.timeout_ms.min(50));
                 Err(timeout)
             }
-            Some(Fault::DropAnswer) => {
+            Some(Fault::DropAnswer | Fault::DropAnswerThenOutage) => {
                 let _lost = (self.state.transport)(request);
                 Err(timeout)
             }

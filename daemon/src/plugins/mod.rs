@@ -3,6 +3,7 @@
 //! errors by the plugin side of the ABI).
 
 mod adapter;
+pub mod conformance;
 mod host;
 mod loader;
 
@@ -136,6 +137,26 @@ fn create_method(
     http: &reqwest::Client,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Method, Vec<Problem>> {
+    let (plugin, kind) = resolve(catalog, config)?;
+    let host = HostBox::of(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()));
+    let inner = instantiate(plugin, kind, config, host)?;
+    Ok(Method {
+        id: config.id.clone(),
+        plugin_id: plugin.id.clone(),
+        plugin_version: plugin.version.clone(),
+        kind: kind.kind.clone(),
+        capabilities: kind.capabilities,
+        abilities: adapter::abilities(kind.capabilities),
+        timeout: config.timeout,
+        inner: Arc::new(inner),
+    })
+}
+
+/// The loaded plugin and the kind a `[methods.<id>]` section names.
+pub(crate) fn resolve<'a>(
+    catalog: &'a Catalog,
+    config: &crate::config::MethodConfig,
+) -> Result<(&'a LoadedPlugin, &'a MethodKind), Vec<Problem>> {
     let key = |name: &str| format!("methods.{}.{name}", config.id);
     let problem = |name: &str, message: String| Problem::new(Some(config.at.clone()), key(name), message);
     let Some(plugin) = catalog.plugins.get(&config.plugin) else {
@@ -157,27 +178,30 @@ fn create_method(
             )]);
         }
     };
-    let host = HostBox::of(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()));
-    let setup = MethodSetup {
+    Ok((plugin, kind))
+}
+
+/// The setup a plugin creates the method of `config` from, on `host`.
+pub(crate) fn setup(config: &crate::config::MethodConfig, kind: &MethodKind, host: HostBox) -> MethodSetup {
+    MethodSetup {
         method_id: RString::from(config.id.as_str()),
         kind: RString::from(kind.kind.as_str()),
         config_json: RString::from(config.settings.json.to_string()),
         host,
         extensions: Default::default(),
-    };
-    match plugin.module.create()(setup).into_result() {
-        Ok(inner) => Ok(Method {
-            id: config.id.clone(),
-            plugin_id: plugin.id.clone(),
-            plugin_version: plugin.version.clone(),
-            kind: kind.kind.clone(),
-            capabilities: kind.capabilities,
-            abilities: adapter::abilities(kind.capabilities),
-            timeout: config.timeout,
-            inner: Arc::new(inner),
-        }),
-        Err(complaints) => Err(complaints.iter().map(|complaint| locate(config, complaint)).collect()),
     }
+}
+
+/// Asks the plugin to create the method; its complaints come back at their lines.
+fn instantiate(
+    plugin: &LoadedPlugin,
+    kind: &MethodKind,
+    config: &crate::config::MethodConfig,
+    host: HostBox,
+) -> Result<PaymentMethodBox, Vec<Problem>> {
+    plugin.module.create()(setup(config, kind, host))
+        .into_result()
+        .map_err(|complaints| complaints.iter().map(|complaint| locate(config, complaint)).collect())
 }
 
 /// A plugin's complaint about its settings, placed at the line of the key it names.
