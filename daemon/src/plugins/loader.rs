@@ -200,7 +200,10 @@ fn load_file(file: &Path, config: &PluginsConfig) -> Result<LoadedPlugin, String
     // is then never reused, so no later `/proc/self/fd/N` names a library loaded before
     // (the dynamic loader knows libraries by that name).
     std::mem::forget(opened);
-    let module = header.init_root_module::<PluginModV1Ref>().map_err(|error| describe(&error))?;
+    let module = header.init_root_module::<PluginModV1Ref>().map_err(|error| {
+        tracing::debug!(file = %file.display(), report = %error, "abi_stable's full report on a refused plugin");
+        describe(&error)
+    })?;
     let manifest = module.manifest()().into_result().map_err(|error| format!("its manifest failed: {error}"))?;
     let plugin = from_manifest(manifest, file, sha256, module)?;
     if let Some(pinned_id) = pinned_as {
@@ -250,8 +253,9 @@ fn describe(error: &LibraryError) -> String {
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
             format!("built for posbridge plugin ABI {actual_version}, but this posbridge speaks plugin ABI {ours}; rebuild it against posbridge-plugin-api {ours}")
         }
-        LibraryError::AbiInstability(_) => format!(
-            "its plugin ABI layout differs from posbridge plugin ABI {ours} (built against a modified or mismatched posbridge-plugin-api, or not a posbridge plugin)"
+        LibraryError::AbiInstability(report) => format!(
+            "its plugin ABI layout differs from posbridge plugin ABI {ours}{} (built against a modified or mismatched posbridge-plugin-api, or not a posbridge plugin)",
+            first_difference(&report.to_string()).map(|found| format!(": {found}")).unwrap_or_default()
         ),
         LibraryError::InvalidAbiHeader(header) => {
             format!("built with an incompatible abi_stable (header {}.{}); rebuild it against posbridge-plugin-api {ours}", header.abi_major, header.abi_minor)
@@ -263,6 +267,45 @@ fn describe(error: &LibraryError) -> String {
     }
 }
 
+/// The type whose layout differs, from abi_stable's report: the most specific error
+/// (a field added or missing rather than a container's size that follows from it), as
+/// `Settlement (too many fields)`. `None` when the report's shape is not recognised.
+fn first_difference(report: &str) -> Option<String> {
+    const FOLLOWS: &str = "incompatible type size";
+    let findings: Vec<(&str, Vec<&str>)> = report
+        .split("Layout of expected type:")
+        .skip(1)
+        .filter_map(|block| {
+            let type_name = block.lines().find_map(|line| line.trim().strip_prefix("type:"))?;
+            let errors: Vec<&str> = block.lines().filter_map(|line| line.trim().strip_prefix("Error:")).map(str::trim).collect();
+            Some((type_name.trim(), errors))
+        })
+        .filter(|(_, errors)| !errors.is_empty())
+        .collect();
+    let specific =
+        findings.iter().find_map(|(type_name, errors)| errors.iter().find(|error| **error != FOLLOWS).map(|error| (*type_name, *error)));
+    let (type_name, error) = specific.or_else(|| findings.first().map(|(type_name, errors)| (*type_name, errors[0])))?;
+    Some(format!("{type_name} ({error})"))
+}
+
 fn first_line(text: &str) -> String {
     text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("unknown error").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn the_most_specific_layout_error_names_the_type() {
+        let report = "Layout of expected type:\n  type:ROption\nError:incompatible type size\n\
+                      Layout of expected type:\n  type:Settlement\nLayout of found type:\n  type:Settlement\n\
+                      Error:incompatible type size\nError:too many fields\nExpected:\n 7\n";
+        assert_eq!(first_difference(report).as_deref(), Some("Settlement (too many fields)"));
+        assert_eq!(
+            first_difference("Layout of expected type:\n type:X\nError:incompatible type size\n").as_deref(),
+            Some("X (incompatible type size)")
+        );
+        assert_eq!(first_difference("something else entirely"), None);
+    }
 }
