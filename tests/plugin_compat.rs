@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
 /// Builds tests/compat/plugin-1.0 into its own target directory beside this build's.
 fn build_old_plugin() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = Path::new(BIN).parent().and_then(Path::parent).expect("target dir").join("compat");
+    let target = Path::new(BIN).parent().and_then(Path::parent).expect("target dir").join("outside");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(["build", "--locked", "--manifest-path"])

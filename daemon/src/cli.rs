@@ -50,7 +50,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Plugin development: `test` runs the conformance check on a configured method.
+    /// Plugin development: `new` makes a plugin crate from the template, `test` runs the
+    /// conformance check on a configured method.
     Plugin {
         #[command(subcommand)]
         action: PluginAction,
@@ -79,6 +80,19 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginAction {
+    /// Make a plugin crate from posbridge's template (a voucher provider with a fake, its
+    /// tests and the conformance check), ready to build and test.
+    New {
+        /// The plugin's name: its crate name and plugin id (lowercase letters, digits, '-').
+        name: String,
+        /// Where to put it (default: ./NAME); must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The posbridge checkout whose plugin-api, plugin-helpers and plugin-testkit the
+        /// plugin depends on (default: the one this posbridge was built from).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
     /// Drive a configured method's plugin against its provider (a fake or a sandbox)
     /// through injected faults, and fail it where it would lose or double money; exit 0
     /// when every rule passes, 1 if not.
@@ -192,6 +206,9 @@ pub fn main() -> ExitCode {
     if let Some(Command::Scanners { action }) = &cli.command {
         return scanners_command(action);
     }
+    if let Some(Command::Plugin { action: PluginAction::New { name, dir, sdk } }) = &cli.command {
+        return new_plugin(name, dir.as_deref(), sdk.as_deref());
+    }
     let Some(config) = cli.global.config.clone() else {
         eprintln!("posbridge: no configuration given; pass --config FILE (or set POSBRIDGE_CONFIG)");
         return ExitCode::from(2);
@@ -221,6 +238,7 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
+            Command::Plugin { action: PluginAction::New { .. } } => Ok(()),
             Command::Plugin { action: PluginAction::Test { method, codes, amount, out } } => {
                 let options = crate::plugins::conformance::Options { method, codes, amount, out };
                 let report = crate::plugins::conformance::run(&config, &options).await?;
@@ -248,6 +266,26 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("posbridge: {}: {error}", config.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_plugin(name: &str, dir: Option<&Path>, sdk: Option<&Path>) -> ExitCode {
+    use crate::plugins::template;
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(name));
+    let Some(sdk) = sdk.map(Path::to_path_buf).or_else(template::default_sdk) else {
+        eprintln!("posbridge plugin new: this posbridge was not built from a checkout that is still here; give --sdk DIR");
+        return ExitCode::from(2);
+    };
+    match template::generate(name, &dir, &sdk) {
+        Ok(files) => {
+            println!("{}: plugin {name} made ({} files), depending on the SDK in {}", dir.display(), files.len(), sdk.display());
+            println!("next: cd {} && cargo test   (then see README.md for `posbridge plugin test`)", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("posbridge plugin new: {error}");
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@ mod adapter;
 pub mod conformance;
 mod host;
 mod loader;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
