@@ -6,8 +6,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output};
+use std::time::Duration;
 
-use posbridge_testkit::{all_output, free_port};
+use posbridge_testkit::{all_output, free_port, private, set_mode, Install};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
 
@@ -72,4 +74,41 @@ fn a_plugin_made_from_the_template_outside_the_workspace_builds_tests_and_passes
     assert!(checked.status.success(), "{report}");
     assert!(report.contains("plugin acme-voucher 0.1.0"), "{report}");
     assert!(report.contains("0 failed, 10 passed, 0 skipped"), "{report}");
+
+    sandbox_runs_the_fake_beside_the_daemon(&target);
+}
+
+/// `posbridge sandbox` starts the plugin's fake from `[[sandbox.providers]]`, waits for
+/// it, and the daemon takes a voucher payment through the plugin: the integrator's quick
+/// start is the project's.
+fn sandbox_runs_the_fake_beside_the_daemon(target: &Path) {
+    let install = Install::new(BIN);
+    let plugin = install.plugins_dir().join("libacme_voucher.so");
+    std::fs::copy(target.join("debug/libacme_voucher.so"), &plugin).unwrap();
+    set_mode(&plugin, 0o644);
+    install.write("acme.key", "fake-api-key-0123456789\n");
+    private(&install.path().join("acme.key"));
+    let port = free_port();
+    let fake = target.join("debug/fake-provider");
+    install.configure(&format!(
+        "[methods.acme]\nplugin = \"acme-voucher\"\napi_url = \"http://127.0.0.1:{port}\"\napi_key_file = \"acme.key\"\n\n\
+         [[sandbox.providers]]\nname = \"acme-voucher\"\nurl = \"http://127.0.0.1:{port}\"\n\
+         command = [\"{}\", \"127.0.0.1:{port}\", \"fake-api-key-0123456789\"]\n",
+        fake.display()
+    ));
+    let daemon = install.start_command(&["sandbox"]);
+    assert!(daemon.wait_for_output("Fake acme-voucher: http://127.0.0.1", Duration::from_secs(30)).is_some(), "{:?}", daemon.output());
+    let minted: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{port}/_fake/codes"))
+        .json(&json!({"amount": 1200}))
+        .send()
+        .and_then(|response| response.json())
+        .expect("the sandbox started the fake");
+    let (status, payment) = daemon.post("/v1/payments", &json!({"method": "acme", "amount": 2000, "currency": "EUR"}));
+    assert_eq!(status, 201, "{payment}");
+    let scan = format!("/v1/payments/{}/scan", payment["id"].as_str().unwrap());
+    let (status, paid) = daemon.post(&scan, &json!({"code": minted["code"]}));
+    assert_eq!((status, paid["status"].as_str(), paid["captured_amount"].as_u64()), (200, Some("succeeded"), Some(1200)), "{paid}");
+    assert!(daemon.terminate().success(), "the sandbox ends, and its fake with it");
+    assert!(reqwest::blocking::get(format!("http://127.0.0.1:{port}/health")).is_err(), "the fake was stopped with the sandbox");
 }

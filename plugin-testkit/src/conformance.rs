@@ -7,7 +7,7 @@
 //!
 //! | rule | fails when |
 //! |---|---|
-//! | `capabilities` | a capability the manifest promises answers `unsupported` |
+//! | `capabilities` | a capability the manifest promises answers `unsupported`, or codes are scanned without `status_lookup` |
 //! | `redeem_repeat` | a redeem repeated with the same attempt id is refused or takes a second transaction |
 //! | `lost_answer` | a redeem whose answer was lost is reported as anything but success or `outcome_unknown` although the provider took it |
 //! | `lookup_taken` | a lookup answers anything but `TAKEN` for an attempt the provider took |
@@ -320,6 +320,13 @@ impl Check<'_> {
             let inspected = InspectedCode { receipt_key: "posbridge-conformance-unknown".into(), ..Default::default() };
             let answer = self.lookup(&payment, &inspected, self.past()).map(|_| ());
             probe(self, "status_lookup", code_of(&answer));
+        }
+        if self.has(Capabilities::SCAN) && !self.has(Capabilities::STATUS_LOOKUP) {
+            return Outcome::Failed(
+                "the method scans codes but does not declare status_lookup: after a lost answer or a crash the host could never \
+                 learn whether the code paid, and the payment would stay processing"
+                    .into(),
+            );
         }
         if unsupported.is_empty() {
             Outcome::Passed(format!("every promised capability answers ({})", tried.join(", ")))

@@ -91,9 +91,10 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Co
     let scanners = scanners(top.tables(p, "scanners"), p);
     let registers = registers(top.tables(p, "registers"), &scanners, p);
     let methods = methods(top.table(p, "methods"), p);
+    let sandbox = sandbox(top.table(p, "sandbox"), p);
     top.finish(p);
     let warnings = warnings(&server, root);
-    Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods, warnings }
+    Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods, sandbox, warnings }
 }
 
 /// What deserves a warning without stopping the daemon: a non-loopback address, and
@@ -324,6 +325,61 @@ fn client_token(s: &mut Section<'_>, p: &mut Problems) -> Option<ClientToken> {
         },
         (None, _) => s.secret(p, "token", "token_file").map(ClientToken::Secret),
     }
+}
+
+/// The address of an `http://` URL on this machine (`http://127.0.0.1:PORT`), where a
+/// sandbox fake listens.
+pub fn loopback_address(url: &str) -> Option<SocketAddr> {
+    let host_port = url.strip_prefix("http://")?.trim_end_matches('/');
+    host_port.parse().ok().filter(|address: &SocketAddr| address.ip().is_loopback())
+}
+
+/// `[sandbox]`: third-party fake providers `posbridge sandbox` runs beside its own.
+fn sandbox(section: Option<Section<'_>>, p: &mut Problems) -> SandboxConfig {
+    let Some(mut s) = section else { return SandboxConfig::default() };
+    let mut seen = HashSet::new();
+    let providers = s
+        .tables(p, "providers")
+        .into_iter()
+        .filter_map(|mut provider| {
+            let name = provider.required_string(p, "name");
+            if let Some(name) = &name {
+                check_unique(&mut seen, name, &provider, "name", p);
+            }
+            let url = provider.required_string(p, "url");
+            let address = url.as_deref().and_then(|url| {
+                let address = loopback_address(url);
+                if address.is_none() {
+                    p.add(
+                        &provider.value_at("url"),
+                        &provider.key_path("url"),
+                        format!("expected http://127.0.0.1:PORT (a fake listens on this machine), found {url:?}"),
+                    );
+                }
+                address
+            });
+            let command = provider.string_list(p, "command");
+            if command.as_ref().is_some_and(Vec::is_empty) {
+                p.add(
+                    &provider.value_at("command"),
+                    &provider.key_path("command"),
+                    "expected the program and its arguments, found an empty list",
+                );
+            }
+            let dir = provider.path(p, "dir").unwrap_or_else(|| provider.location().base_dir().to_path_buf());
+            let startup_timeout = provider.duration(p, "startup_timeout").unwrap_or(Duration::from_secs(120));
+            provider.finish(p);
+            Some(FakeProviderConfig {
+                name: name?,
+                address: address?,
+                command: command.filter(|command| !command.is_empty()),
+                dir,
+                startup_timeout,
+            })
+        })
+        .collect();
+    s.finish(p);
+    SandboxConfig { providers }
 }
 
 fn scanners(sections: Vec<Section<'_>>, p: &mut Problems) -> Vec<ScannerConfig> {

@@ -23,6 +23,8 @@ pub struct Config {
     pub scanners: Vec<ScannerConfig>,
     /// Payment methods by the id the POS uses.
     pub methods: BTreeMap<String, MethodConfig>,
+    /// What `posbridge sandbox` runs besides its own fakes.
+    pub sandbox: SandboxConfig,
     /// Things worth a technician's attention that do not stop the daemon.
     pub warnings: Vec<String>,
 }
@@ -211,4 +213,27 @@ impl std::fmt::Debug for PluginSettings {
         keys.sort();
         f.debug_struct("PluginSettings").field("keys", &keys).finish_non_exhaustive()
     }
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// `[[sandbox.providers]]`: an integrator's fake providers.
+    pub providers: Vec<FakeProviderConfig>,
+}
+
+/// One `[[sandbox.providers]]`: a fake provider `posbridge sandbox` starts (with
+/// `command`) or expects already running, and waits for before starting the daemon.
+#[derive(Debug, Clone)]
+pub struct FakeProviderConfig {
+    /// Shown in the sandbox's banner.
+    pub name: String,
+    /// Where it listens (loopback only).
+    pub address: std::net::SocketAddr,
+    /// The program and its arguments; `None` when it runs on its own.
+    pub command: Option<Vec<String>>,
+    /// The command's working directory (default: the config file's).
+    pub dir: std::path::PathBuf,
+    /// How long it may take to listen (a `cargo run` may build first).
+    pub startup_timeout: Duration,
 }

@@ -109,6 +109,8 @@ impl Payments {
             (None, None) => method.start_card(context).await,
             (None, Some(failure)) => return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await,
             (Some(data), None) => method.poll_card(context, data).await,
+            // A method that cannot cancel is followed until the provider ends the payment.
+            (Some(data), Some(_)) if !method.abilities.cancel => method.poll_card(context, data).await,
             (Some(data), Some(failure)) => {
                 tracing::info!(payment = %id, reason = %failure.code, "canceling the card payment at the provider");
                 let progress = method.cancel_card(context, data).await;

@@ -29,7 +29,9 @@ pub const TABLE: &[(&str, FailureClass)] = &[
     ("plugin_error", class(502, true, true, false)),
     ("provider_unavailable", class(503, true, false, false)),
     ("provider_error", class(502, true, false, true)),
-    ("plugin_panicked", class(502, false, false, true)),
+    // A panic may come after the plugin's request left: what the provider did is unknown
+    // (a redeem is looked up, a refund resent with its id), never assumed undone.
+    ("plugin_panicked", class(502, false, true, false)),
     ("unsupported", class(502, false, false, true)),
     ("receipt_already_used", class(409, false, false, true)),
     ("method_not_configured", class(409, true, false, false)),
@@ -69,6 +71,27 @@ mod tests {
         assert_eq!(class_of("card_declined"), REFUSAL);
         assert_eq!(class_of("refund_window_closed").http_status, 422);
         assert_eq!(class_of("receipt_already_used").http_status, 409);
+    }
+
+    /// docs/api.md prints this table for POS developers; a row that drifts is a lie.
+    #[test]
+    fn the_api_documentation_prints_this_table() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).expect("docs/api.md");
+        let yes_no = |flag: bool| if flag { "yes" } else { "no" };
+        for (code, class) in TABLE {
+            let row = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{code}` |")))
+                .unwrap_or_else(|| panic!("{code} is not in docs/api.md"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let flags: Vec<&str> = cells[3..6].iter().map(|cell| cell.split_whitespace().next().unwrap_or_default()).collect();
+            let expected = [yes_no(class.retryable), yes_no(class.outcome_unknown), yes_no(class.replayable)];
+            assert_eq!(
+                (cells[2], flags.as_slice()),
+                (class.http_status.to_string().as_str(), &expected[..]),
+                "docs/api.md row of {code}: {row}"
+            );
+        }
     }
 
     #[test]

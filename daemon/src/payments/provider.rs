@@ -17,6 +17,8 @@ pub struct Abilities {
     pub refund: bool,
     pub refund_without_cache: bool,
     pub lookup: bool,
+    /// Abandons a started card payment at the provider.
+    pub cancel: bool,
 }
 
 impl Abilities {

@@ -76,8 +76,16 @@ impl JobControl {
         self.stop.is_cancelled()
     }
 
-    /// Waits `delay`, cut short by a cancel request; `false` when shutting down.
+    /// Waits `delay`, cut short by a cancel request made meanwhile (once the cancel is
+    /// known, later pauses last their full delay, so a job acting on it is paced, not
+    /// spun); `false` when shutting down.
     pub async fn pause(&self, delay: Duration) -> bool {
+        if self.cancel.is_cancelled() {
+            return tokio::select! {
+                _ = tokio::time::sleep(delay) => true,
+                _ = self.stop.cancelled() => false,
+            };
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
             _ = self.cancel.cancelled() => true,

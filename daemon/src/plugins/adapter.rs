@@ -21,6 +21,7 @@ pub(super) fn abilities(capabilities: Capabilities) -> Abilities {
         refund: capabilities.contains(Capabilities::REFUND),
         refund_without_cache: capabilities.contains(Capabilities::REFUND_WITHOUT_CACHE),
         lookup: capabilities.contains(Capabilities::STATUS_LOOKUP),
+        cancel: capabilities.contains(Capabilities::CANCEL),
     }
 }
 

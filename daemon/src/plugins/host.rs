@@ -44,7 +44,8 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HostErr
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| classify(&error))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(host_error("io", format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes")));
+            // The provider received the request and answered: the request was sent.
+            return Err(HostError::new("io", format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"), true));
         }
         body.extend_from_slice(&chunk);
     }

@@ -5,6 +5,7 @@
 mod form;
 pub mod smartum;
 pub mod stripe;
+mod third_party;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,12 +65,10 @@ fn setting(method: &MethodConfig, key: &str) -> Option<String> {
     method.settings.json.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// The first `smartum` method and the loopback address its `api_url` names.
-fn smartum_side(config: &Config, signing_key: &Path) -> Result<SmartumSide, SandboxError> {
-    let method =
-        config.methods.values().find(|method| method.plugin == "smartum").ok_or_else(|| {
-            SandboxError::Setup("the config has no [methods.<id>] with plugin = \"smartum\" to point at the sandbox".into())
-        })?;
+/// The first `smartum` method and the loopback address its `api_url` names; `None`
+/// when the config has no Smartum method (a sandbox of third-party fakes only).
+fn smartum_side(config: &Config, signing_key: &Path) -> Result<Option<SmartumSide>, SandboxError> {
+    let Some(method) = config.methods.values().find(|method| method.plugin == "smartum") else { return Ok(None) };
     let api_url = setting(method, "api_url").unwrap_or_default();
     let host_port = api_url.strip_prefix("http://").map(|rest| rest.trim_end_matches('/')).unwrap_or("");
     let listen: SocketAddr = host_port.parse().ok().filter(|address: &SocketAddr| address.ip().is_loopback()).ok_or_else(|| {
@@ -89,7 +88,7 @@ fn smartum_side(config: &Config, signing_key: &Path) -> Result<SmartumSide, Sand
         signing_key: Some(key),
         ..SandboxOptions::default()
     };
-    Ok(SmartumSide { listen, options })
+    Ok(Some(SmartumSide { listen, options }))
 }
 
 /// The sandbox signing key beside the config, unless given.
@@ -100,26 +99,32 @@ pub fn default_signing_key(config_path: &Path) -> PathBuf {
 /// The `stripe-split` method whose `api_url` is a loopback address, if any.
 fn stripe_side(config: &Config) -> Option<(SocketAddr, StripeOptions)> {
     let method = config.methods.values().find(|method| method.plugin == "stripe-split")?;
-    let listen = loopback_address(&setting(method, "api_url").unwrap_or_default())?;
+    let listen = crate::config::loopback_address(&setting(method, "api_url").unwrap_or_default())?;
     let mut options = StripeOptions { secret_key: setting(method, "secret_key").unwrap_or_default(), ..StripeOptions::default() };
     options.connected_accounts.extend(setting(method, "connected_account"));
     options.readers.extend(setting(method, "reader"));
     Some((listen, options))
 }
 
-fn loopback_address(api_url: &str) -> Option<SocketAddr> {
-    let host_port = api_url.strip_prefix("http://")?.trim_end_matches('/');
-    host_port.parse().ok().filter(|address: &SocketAddr| address.ip().is_loopback())
-}
-
 /// Runs the sandbox Smartum (and Stripe, when a card method points at a loopback
 /// address) and the daemon until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path, signing_key: &Path) -> Result<(), SandboxError> {
     let config = config::load(config_path).map_err(StartError::from)?;
-    let side = smartum_side(&config, signing_key)?;
-    let sandbox = SmartumSandbox::start(side.listen, side.options)
-        .map_err(|error| SandboxError::Setup(format!("cannot listen on {}: {error}", side.listen)))?;
-    println!("Sandbox Smartum: {} (venue {}, benefit {})", sandbox.url(), config_venue(&config), config_benefit(&config));
+    let fakes = third_party::start(&config.sandbox.providers).await?;
+    let sandbox = match smartum_side(&config, signing_key)? {
+        Some(side) => {
+            let sandbox = SmartumSandbox::start(side.listen, side.options)
+                .map_err(|error| SandboxError::Setup(format!("cannot listen on {}: {error}", side.listen)))?;
+            println!("Sandbox Smartum: {} (venue {}, benefit {})", sandbox.url(), config_venue(&config), config_benefit(&config));
+            Some(sandbox)
+        }
+        None if fakes.is_empty() => {
+            return Err(SandboxError::Setup(
+                "the config has no [methods.<id>] with plugin = \"smartum\" and no [[sandbox.providers]] to run".into(),
+            ))
+        }
+        None => None,
+    };
     let stripe = match stripe_side(&config) {
         Some((listen, options)) => {
             let stripe = StripeSandbox::start(listen, options)
@@ -130,9 +135,11 @@ pub async fn run(config_path: &Path, signing_key: &Path) -> Result<(), SandboxEr
         None => None,
     };
     println!("posbridge API:   http://{}  (token: the file named by [[clients]] token_file)", config.server.listen);
-    println!("Pay in the app:  posbridge sandbox receipt --config {} --amount 3000", config_path.display());
+    if sandbox.is_some() {
+        println!("Pay in the app:  posbridge sandbox receipt --config {} --amount 3000", config_path.display());
+    }
     runtime::serve(config_path).await?;
-    drop((sandbox, stripe));
+    drop((sandbox, stripe, fakes));
     Ok(())
 }
 

@@ -22,8 +22,6 @@ const COMMIT_MARGIN_MS: i64 = 2_000;
 use serde_json::json;
 
 pub use jws::{JwsError, KeySet};
-use posbridge_plugin_helpers::time::parse_rfc3339_ms;
-use posbridge_plugin_helpers::time::same_helsinki_day;
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, Benefit, SmartumSettings};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
@@ -285,28 +283,9 @@ impl PaymentMethod for SmartumMethod {
                 failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits").with_field("transaction_id")
             );
         }
-        let now = self.api.now_ms();
-        // The window runs from the day the customer paid Smartum (the transaction's
-        // creation), which the settlement data carries; else ask Smartum.
-        let paid_at = Self::cached_field(request, "created_at").and_then(|text| parse_rfc3339_ms(&text));
-        let captured_at = match paid_at {
-            Some(at) => Some(at),
-            None => self
-                .api
-                .transaction(&transaction_id, request.deadline_unix_ms)?
-                .ok_or_else(|| failure("invalid_code", "Smartum does not know this transaction").with_field("transaction_id"))?
-                .created_at
-                .as_deref()
-                .and_then(parse_rfc3339_ms),
-        };
-        if let Some(at) = captured_at {
-            if !same_helsinki_day(at, now) {
-                return Err(failure(
-                    "refund_window_closed",
-                    "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)",
-                ));
-            }
-        }
+        // Smartum decides the refund window (same day) and answers `refund_window_closed`:
+        // a check here against today's date would refuse the resend, after midnight, of
+        // a refund whose answer was lost, though the first one may have been made.
         let record = self.api.refund(&transaction_id, request.amount, request.refund_id.as_str(), request.deadline_unix_ms)?;
         let state = if record.status == "succeeded" { RefundState::SUCCEEDED } else { RefundState::PENDING };
         Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)), ..Default::default() })

@@ -111,7 +111,11 @@ impl SmartumApi {
         let body = json!({"venue": self.settings.venue_id, "reference": reference});
         let (status, answer) = self.call("POST", &format!("/v1/transactions/{id}/check"), Some(body), None, deadline_ms)?;
         match status {
-            200 | 201 => data::<Transaction>(&answer).map(CheckOutcome::Checked),
+            // Smartum says it checked the receipt, in words we cannot read: the money may be
+            // taken, so the outcome is unknown (a lookup settles it), not a failure.
+            200 | 201 => data::<Transaction>(&answer)
+                .map(CheckOutcome::Checked)
+                .map_err(|error| MethodError::outcome_unknown(format!("{}; posbridge will look the receipt up", error.message))),
             409 => Ok(CheckOutcome::AlreadyChecked),
             404 => Err(MethodError::new("invalid_code", "Smartum does not know this receipt's transaction")),
             _ => Err(unexpected(status, &answer)),
