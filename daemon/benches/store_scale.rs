@@ -240,6 +240,7 @@ fn paid(at: Millis, unique: u64, register: usize, method: &str, amount: u64, ref
         split_reserved_amount: Amount(0),
         refunded_amount: Amount(0),
         transaction_id: Some(if card { format!("pi_3Q{unique:022}") } else { format!("tx_{unique:016x}") }),
+        receipt_key: None,
         verified: (!card).then_some(true),
         benefit: (!card).then(|| "lunch".into()),
         failure: None,

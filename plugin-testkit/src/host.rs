@@ -239,19 +239,22 @@ impl FakeHost {
     /// The fault the next request meets, used up if it was armed once.
     fn take_fault(&self, request: &HttpRequest) -> Option<Fault> {
         let mut faults = lock(&self.state.faults);
+        // Every armed fault this request matches counts it; the first one due fires.
         let mut chosen = None;
         for (at, armed) in faults.iter_mut().enumerate().filter(|(_, armed)| armed.matches(request)) {
-            if armed.skip == 0 {
-                chosen = Some(at);
-                break;
+            match armed.skip {
+                0 if chosen.is_none() => chosen = Some(at),
+                0 => {}
+                _ => armed.skip -= 1,
             }
-            armed.skip -= 1;
         }
         let at = chosen?;
         let fault = faults[at].fault.clone();
         if fault == Fault::DropAnswerThenOutage {
-            faults.push(Armed { method: None, path_contains: String::new(), fault: Fault::Refused, skip: 0, remaining: None });
+            // The outage comes first from now on, before any fault armed earlier.
+            faults.insert(0, Armed { method: None, path_contains: String::new(), fault: Fault::Refused, skip: 0, remaining: None });
         }
+        let at = if fault == Fault::DropAnswerThenOutage { at + 1 } else { at };
         if let Some(remaining) = faults[at].remaining.as_mut() {
             *remaining -= 1;
             if *remaining == 0 {
@@ -367,6 +370,23 @@ mod tests {
         let limited = host.http(request("GET", "http://fake/x")).into_result().unwrap();
         assert_eq!((limited.status, limited.header("Retry-After")), (429, Some("3")));
         assert_eq!(reached.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn indexed_faults_count_every_request_whatever_order_they_were_armed_in() {
+        let host = ok_host(Arc::new(AtomicI64::new(0)));
+        host.fail_request(1, Fault::Refused);
+        host.fail_request(0, Fault::Status(503));
+        host.fail_request(2, Fault::DropAnswerThenOutage);
+        let statuses: Vec<String> = (0..5)
+            .map(|_| match host.http(request("POST", "http://fake/x")).into_result() {
+                Ok(answer) => answer.status.to_string(),
+                Err(error) => error.kind.to_string(),
+            })
+            .collect();
+        assert_eq!(statuses, ["503", "connect", "timeout", "connect", "connect"], "the line stays down after the drop");
+        host.clear_faults();
+        assert!(host.http(request("POST", "http://fake/x")).into_result().is_ok());
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
             }
             after.status = PaymentStatus::Succeeded;
             after.captured_amount = Amount(settlement.captured_amount);
+            after.receipt_key =
+                payment.attempt.as_ref().map(|attempt| attempt.key.clone()).filter(|key| Some(key) != settlement.transaction_id.as_ref());
             after.transaction_id = settlement.transaction_id;
             after.verified = Some(settlement.verified);
             after.benefit = settlement.benefit;

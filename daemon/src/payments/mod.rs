@@ -445,6 +445,7 @@ impl Payments {
             split_reserved_amount: Amount(0),
             refunded_amount: Amount(0),
             transaction_id: None,
+            receipt_key: None,
             verified: None,
             benefit: None,
             failure: None,

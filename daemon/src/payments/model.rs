@@ -298,6 +298,10 @@ pub struct Payment {
     pub refunded_amount: Amount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
+    /// The code's receipt key when it is not the transaction id (a voucher number): it
+    /// stays reserved with the settled payment, and retention frees it with the payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -438,6 +442,7 @@ pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) ->
         split_reserved_amount: Amount(0),
         refunded_amount: Amount(0),
         transaction_id: None,
+        receipt_key: None,
         verified: None,
         benefit: None,
         failure: None,
@@ -459,6 +464,18 @@ pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payment stored mid-attempt before attempts had numbers and receipt keys still
+    /// loads, its reserved receipt under `key`, as attempt 0 (what its lookup names).
+    #[test]
+    fn an_attempt_stored_before_attempt_ids_still_loads() {
+        let mut stored = serde_json::to_value(example_payment(1_700_000_000_000, 7, PaymentStatus::Processing)).unwrap();
+        stored["attempt"] = serde_json::json!({"code": "eyJ…", "transaction_id": "tx_0123456789abcdef", "amount": 3000, "started_at": 1_700_000_000_500i64});
+        let payment: Payment = serde_json::from_value(stored).expect("an older record loads");
+        let attempt = payment.attempt.clone().expect("the attempt");
+        assert_eq!((attempt.key.as_str(), attempt.number, attempt.deadline_at), ("tx_0123456789abcdef", 0, 0));
+        assert_eq!(payment.attempt_id(), format!("{}-0", payment.id));
+    }
 
     #[test]
     fn ids_sort_in_creation_order_and_parse() {

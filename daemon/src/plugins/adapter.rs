@@ -105,6 +105,8 @@ fn progress(value: abi::CardProgress) -> CardProgress {
 /// from a newer plugin, or `TAKEN` without its settlement), which is looked up again.
 fn found(status: abi::ProviderStatus) -> Option<Found> {
     Some(match status.state {
+        // "Nothing taken" alongside a settlement or a failure contradicts itself: ask again.
+        abi::LookupState::NOT_TAKEN if status.settlement.is_some() || status.failure.is_some() => return None,
         abi::LookupState::NOT_TAKEN => Found::NotTaken,
         abi::LookupState::IN_PROGRESS => Found::InProgress(status.progress.into_option().map(progress).unwrap_or_else(|| CardProgress {
             state: CardState::Processing,

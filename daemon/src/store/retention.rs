@@ -188,7 +188,7 @@ fn remove_payment(
     for index_key in index::payment_keys(&current) {
         index.remove(index_key)?;
     }
-    let receipts = current.transaction_id.iter().chain(current.attempt.iter().map(|attempt| &attempt.key));
+    let receipts = current.transaction_id.iter().chain(&current.receipt_key).chain(current.attempt.iter().map(|attempt| &attempt.key));
     for transaction_id in receipts {
         if redeemed.get(transaction_id.as_bytes())?.is_some_and(|holder| holder == key) {
             redeemed.remove(transaction_id.as_bytes())?;

@@ -81,6 +81,17 @@ impl Plugin for SmartumPlugin {
     }
 }
 
+/// Whether Smartum's `check_reference` names this payment: any of its attempts (a check
+/// of an earlier attempt that landed late paid this payment all the same), or the bare
+/// payment id that checks carried before attempts had ids.
+fn checked_by_payment(reference: Option<&str>, payment: &PaymentContext) -> bool {
+    let payment_id = payment.payment_id.as_str();
+    reference.is_some_and(|reference| {
+        reference == payment_id
+            || reference.strip_prefix(payment_id).and_then(|rest| rest.strip_prefix('-')).is_some_and(|n| n.parse::<u32>().is_ok())
+    })
+}
+
 fn failure(code: &str, message: impl Into<String>) -> MethodError {
     MethodError::new(code, message)
 }
@@ -138,7 +149,7 @@ impl SmartumMethod {
             .api
             .transaction(transaction_id, payment.deadline_unix_ms)?
             .ok_or_else(|| failure("invalid_code", "Smartum does not know this receipt's transaction"))?;
-        if transaction.check_reference.as_deref() == Some(payment.attempt_id.as_str()) {
+        if checked_by_payment(transaction.check_reference.as_deref(), payment) {
             Ok(self.settlement(&transaction, true))
         } else {
             Err(failure("receipt_already_used", "this receipt was already used (checked at Smartum)"))
@@ -304,7 +315,7 @@ impl PaymentMethod for SmartumMethod {
         let Some(transaction) = self.api.transaction(inspected.receipt_key.as_str(), request.payment.deadline_unix_ms)? else {
             return Ok(not_checked());
         };
-        let ours = transaction.check_reference.as_deref() == Some(request.payment.attempt_id.as_str());
+        let ours = checked_by_payment(transaction.check_reference.as_deref(), &request.payment);
         Ok(match transaction.status {
             TransactionStatus::Paid => not_checked(),
             _ if ours => ProviderStatus::taken(self.settlement(&transaction, true)),
@@ -314,3 +325,20 @@ impl PaymentMethod for SmartumMethod {
 }
 
 export_plugin!(SmartumPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_by_any_attempt_of_the_payment_or_by_its_bare_id_is_ours() {
+        let payment = PaymentContext { payment_id: "pay_01ABC".into(), attempt_id: "pay_01ABC-2".into(), ..Default::default() };
+        for ours in ["pay_01ABC-2", "pay_01ABC-1", "pay_01ABC"] {
+            assert!(checked_by_payment(Some(ours), &payment), "{ours}");
+        }
+        for theirs in ["pay_01ABD-1", "pay_01ABC1", "pay_01ABC-x", "pay_01ABC-1-2", ""] {
+            assert!(!checked_by_payment(Some(theirs), &payment), "{theirs}");
+        }
+        assert!(!checked_by_payment(None, &payment));
+    }
+}

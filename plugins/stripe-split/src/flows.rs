@@ -67,8 +67,12 @@ fn succeeded(intent: &Value, started: &Started) -> CardProgress {
 }
 
 /// The idempotency key of one step of one attempt: a retry of the step never repeats it.
+/// A card payment has one attempt; its first keeps the payment-id keys used before
+/// attempts had ids, so a payment in flight across an upgrade is not started twice.
 fn key(payment: &PaymentContext, step: &str) -> String {
-    format!("posbridge-{}-{step}", payment.attempt_id)
+    let first_attempt = format!("{}-1", payment.payment_id);
+    let owner = if payment.attempt_id == first_attempt.as_str() { payment.payment_id.as_str() } else { payment.attempt_id.as_str() };
+    format!("posbridge-{owner}-{step}")
 }
 
 fn metadata(form: Form, prefix: &str, payment: &PaymentContext) -> Form {

@@ -41,7 +41,7 @@ fn a_lost_answer_with_the_line_down_is_an_unknown_outcome_that_lookup_resolves()
     let payment = build::payment(&host, 2000);
     let inspected = method.inspect_code(&payment, &code).unwrap();
     host.fail_next("POST", "/redeem", Fault::DropAnswerThenOutage);
-    let payment = posbridge_plugin_api::PaymentContext { deadline_unix_ms: host.clock().now_unix_ms() + 600, ..payment };
+    let payment = posbridge_plugin_api::PaymentContext { deadline_unix_ms: host.clock().now_unix_ms() + 2_000, ..payment };
     let lost = method.redeem(&payment, &code, &inspected).unwrap_err();
     assert!(lost.is_outcome_unknown(), "{lost}");
     host.clear_faults();
@@ -53,7 +53,7 @@ fn a_lost_answer_with_the_line_down_is_an_unknown_outcome_that_lookup_resolves()
 fn a_provider_that_cannot_be_reached_took_nothing() {
     let (method, host, fake) = method();
     let code = fake.issue(800);
-    let payment = posbridge_plugin_api::PaymentContext { deadline_unix_ms: host.clock().now_unix_ms() + 400, ..build::payment(&host, 2000) };
+    let payment = posbridge_plugin_api::PaymentContext { deadline_unix_ms: host.clock().now_unix_ms() + 1_000, ..build::payment(&host, 2000) };
     host.fail_all("", "", Fault::Refused);
     let error = method.redeem(&payment, &code, &method.inspect_code(&payment, &code).unwrap()).unwrap_err();
     assert_eq!(error.code.as_str(), "provider_unavailable");

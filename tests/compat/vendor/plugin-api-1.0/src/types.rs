@@ -253,8 +253,15 @@ pub struct Settlement {
 /// Where a card (or other asynchronous) payment stands: an open enumeration, so a later
 /// v1.x may add states (an older host treats an unknown state like `PROCESSING`).
 #[repr(transparent)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CardState(pub u8);
+
+/// The cautious state: still deciding (never read as an outcome).
+impl Default for CardState {
+    fn default() -> Self {
+        CardState::PROCESSING
+    }
+}
 
 impl CardState {
     /// The reader or payment page waits for the customer.
@@ -337,8 +344,15 @@ pub struct RefundRequest {
 /// How a refund stands at the provider: an open enumeration (an older host treats an
 /// unknown state like `PENDING`).
 #[repr(transparent)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RefundState(pub u8);
+
+/// The cautious state: not done yet (a forgotten state never marks money returned).
+impl Default for RefundState {
+    fn default() -> Self {
+        RefundState::PENDING
+    }
+}
 
 impl RefundState {
     /// The money is on its way back.
@@ -363,8 +377,15 @@ pub struct RefundOutcome {
 /// What the provider's records say of an attempt: an open enumeration (an older host
 /// treats an unknown state as "no answer yet" and looks again).
 #[repr(transparent)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LookupState(pub u8);
+
+/// The cautious state: ask again (a forgotten state never says "nothing was taken").
+impl Default for LookupState {
+    fn default() -> Self {
+        LookupState::IN_PROGRESS
+    }
+}
 
 impl LookupState {
     /// Nothing was taken and nothing can be any more: the provider has no trace of the
