@@ -114,6 +114,8 @@ pub struct RefundOrder {
     pub captured_at_unix_ms: Option<i64>,
     pub plugin_data: Option<String>,
     pub deadline_unix_ms: i64,
+    /// When the POS asked for the refund (its first send): a resend is judged by it.
+    pub requested_at_unix_ms: i64,
 }
 
 /// The provider's answer to a refund.

@@ -252,6 +252,7 @@ impl Payments {
             captured_at_unix_ms: payment.as_ref().and_then(|payment| payment.captured_at),
             plugin_data: payment.as_ref().and_then(|payment| payment.plugin_data.clone()),
             deadline_unix_ms: now_ms() + Payments::plugin_budget(method),
+            requested_at_unix_ms: refund.created_at,
         };
         match method.refund(order).await {
             Ok(outcome) => {

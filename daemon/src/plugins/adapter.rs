@@ -178,7 +178,7 @@ impl Provider for Method {
     }
 
     async fn refund(&self, order: RefundOrder) -> Answer<RefundOutcome> {
-        let request = abi::RefundRequest {
+        let mut request = abi::RefundRequest {
             refund_id: text(&order.refund_id),
             payment_id: optional(order.payment_id),
             transaction_id: optional(order.transaction_id),
@@ -189,6 +189,7 @@ impl Provider for Method {
             deadline_unix_ms: order.deadline_unix_ms,
             ..Default::default()
         };
+        request.set_requested_at_unix_ms(order.requested_at_unix_ms);
         let outcome = self.call("refund", move |plugin| plugin.refund(&request)).await?;
         Ok(RefundOutcome {
             completed: outcome.state == abi::RefundState::SUCCEEDED,

@@ -22,6 +22,7 @@ const COMMIT_MARGIN_MS: i64 = 2_000;
 use serde_json::json;
 
 pub use jws::{JwsError, KeySet};
+use posbridge_plugin_helpers::time::{parse_rfc3339_ms, same_helsinki_day};
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, Benefit, SmartumSettings};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
@@ -294,9 +295,25 @@ impl PaymentMethod for SmartumMethod {
                 failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits").with_field("transaction_id")
             );
         }
-        // Smartum decides the refund window (same day) and answers `refund_window_closed`:
-        // a check here against today's date would refuse the resend, after midnight, of
-        // a refund whose answer was lost, though the first one may have been made.
+        // The window runs from the day the customer paid Smartum (the transaction's
+        // creation), which the settlement data carries; else ask Smartum. It is judged at
+        // the time the refund was asked for: a resend after midnight of a refund whose
+        // answer was lost must not be refused, as the first send may have been made.
+        let asked_at = request.requested_at_unix_ms().unwrap_or_else(|| self.api.now_ms());
+        let paid_at = Self::cached_field(request, "created_at").and_then(|text| parse_rfc3339_ms(&text));
+        let captured_at = match paid_at {
+            Some(at) => Some(at),
+            None => self
+                .api
+                .transaction(&transaction_id, request.deadline_unix_ms)?
+                .ok_or_else(|| failure("invalid_code", "Smartum does not know this transaction").with_field("transaction_id"))?
+                .created_at
+                .as_deref()
+                .and_then(parse_rfc3339_ms),
+        };
+        if captured_at.is_some_and(|at| !same_helsinki_day(at, asked_at)) {
+            return Err(failure("refund_window_closed", "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)"));
+        }
         let record = self.api.refund(&transaction_id, request.amount, request.refund_id.as_str(), request.deadline_unix_ms)?;
         let state = if record.status == "succeeded" { RefundState::SUCCEEDED } else { RefundState::PENDING };
         Ok(RefundOutcome { state, provider_refund_id: ROption::RSome(RString::from(record.id)), ..Default::default() })
@@ -329,6 +346,53 @@ export_plugin!(SmartumPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A method on a test host whose Smartum answers tokens and refunds, at `now`.
+    fn method_at(now: i64) -> (SmartumMethod, posbridge_plugin_testkit::FakeHost) {
+        use posbridge_plugin_api::{Header, HttpResponse};
+        let host = posbridge_plugin_testkit::FakeHost::new(|request| {
+            let body = if request.url.ends_with("/oauth/token") {
+                r#"{"access_token": "at_test", "token_type": "Bearer", "expires_in": 300}"#
+            } else {
+                r#"{"data": {"id": "rf_1", "status": "succeeded"}}"#
+            };
+            let headers = RVec::from(vec![Header::new("content-type", "application/json")]);
+            Ok(HttpResponse { status: 200, headers, body: RVec::from(body.as_bytes().to_vec()), ..Default::default() })
+        })
+        .with_clock(posbridge_plugin_testkit::Clock::manual(now));
+        let pem = include_str!("../../../config/sandbox/smartum-es512.pem").replace('\n', "\\n");
+        let settings = format!(
+            r#"{{"api_url": "http://127.0.0.1:9", "client_id": "c", "client_secret": "secret-0123456789", "venue_id": "ven_pDmadXvNHA6XWoew", "benefit": "exercise", "jwt_keys": [{{"kid": "k1", "pem": "{pem}"}}]}}"#
+        );
+        let method = SmartumPlugin::create(posbridge_plugin_testkit::build::setup("smartum", "smartum", &settings, &host))
+            .unwrap_or_else(|problems| panic!("{problems:?}"));
+        (method, host)
+    }
+
+    #[test]
+    fn the_same_day_window_is_judged_when_the_refund_was_asked_for_not_at_a_resend() {
+        // Paid 23:50 Helsinki time on 2026-11-25 (21:50 UTC); now is the next day.
+        let paid_at = parse_rfc3339_ms("2026-11-25T21:50:00Z").unwrap();
+        let next_day = parse_rfc3339_ms("2026-11-25T22:30:00Z").unwrap();
+        let (method, host) = method_at(next_day);
+        let settlement = Settlement {
+            transaction_id: ROption::RSome("tx_R60D21hL60bj5N1v".into()),
+            captured_amount: 1000,
+            plugin_data: json!({"transaction_id": "tx_R60D21hL60bj5N1v", "created_at": "2026-11-25T21:50:00Z"}).to_string().into(),
+            ..Default::default()
+        };
+        let payment = posbridge_plugin_testkit::build::payment(&host, 1000);
+        let mut resent = posbridge_plugin_testkit::build::refund(&host, &payment, &settlement, 400);
+        resent.set_requested_at_unix_ms(paid_at + 5 * 60_000);
+        assert_eq!(method.refund(&resent).map(|outcome| outcome.state), Ok(RefundState::SUCCEEDED), "asked on the day: sent");
+
+        let mut late = posbridge_plugin_testkit::build::refund(&host, &payment, &settlement, 400);
+        late.set_requested_at_unix_ms(next_day);
+        let refused = method.refund(&late).unwrap_err();
+        assert_eq!(refused.code.as_str(), "refund_window_closed");
+        let refund_posts = host.requests().iter().filter(|request| request.path().ends_with("/refunds")).count();
+        assert_eq!(refund_posts, 1, "the late refund was refused without asking Smartum");
+    }
 
     #[test]
     fn a_check_by_any_attempt_of_the_payment_or_by_its_bare_id_is_ours() {

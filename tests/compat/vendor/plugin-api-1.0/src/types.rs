@@ -341,6 +341,24 @@ pub struct RefundRequest {
     pub extensions: Extensions,
 }
 
+impl RefundRequest {
+    /// Extension name of [`RefundRequest::requested_at_unix_ms`] (added in 1.0).
+    pub const REQUESTED_AT: &'static str = "requested_at_unix_ms";
+
+    /// When the POS asked for this refund (Unix ms): a resend after a lost answer
+    /// carries the first request's time, so a rule such as "refunds on the day of the
+    /// payment" is judged at the request, not at the resend. `None` from a host that
+    /// does not say.
+    pub fn requested_at_unix_ms(&self) -> Option<i64> {
+        self.extensions.get(Self::REQUESTED_AT).and_then(|json| json.parse().ok())
+    }
+
+    /// Sets [`RefundRequest::requested_at_unix_ms`] (the host does).
+    pub fn set_requested_at_unix_ms(&mut self, at: i64) {
+        self.extensions.set(Self::REQUESTED_AT, at.to_string());
+    }
+}
+
 /// How a refund stands at the provider: an open enumeration (an older host treats an
 /// unknown state like `PENDING`).
 #[repr(transparent)]
