@@ -45,7 +45,7 @@ plugin = "smartum"
 api_url = "https://api.staging.smartum.fi"
 client_id = "demo"
 client_secret = "{CLIENT_SECRET}"
-venue_id = "ven_tooShort"
+venue_id = "ven_not a venue"
 benefit = "exercise"
 [[methods.smartum.jwt_keys]]
 kid = "k1"
@@ -87,7 +87,7 @@ plugin = "smartum"
 api_url = "https://api.staging.smartum.fi"
 client_id = "demo"
 client_secret_file = "smartum.secret"
-venue_id = "ven_tooShort"
+venue_id = "ven_not a venue"
 benefit = "sauna"
 eligible_lable = "smartum"
 "#,
@@ -100,7 +100,6 @@ eligible_lable = "smartum"
     let file = install.config_path().display().to_string();
     for (needle, key) in [
         ("venue_id =", "methods.smartum.venue_id"),
-        ("benefit =", "methods.smartum.benefit"),
         ("eligible_lable =", "methods.smartum.eligible_lable"),
         ("[methods.smartum]", "methods.smartum.jwt_keys"),
     ] {
@@ -108,6 +107,9 @@ eligible_lable = "smartum"
         assert!(text.contains(&expected), "no {expected:?} in:\n{text}");
     }
     assert!(!text.contains("smartum-secret-from-file-55aa"), "{text}");
+    // A benefit Smartum is not known to use is a warning: Smartum may name more.
+    assert!(!text.contains("`methods.smartum.benefit`"), "{text}");
+    assert!(text.contains("benefit \"sauna\" is not one Smartum is known to use"), "{text}");
 }
 
 #[test]
@@ -198,4 +200,19 @@ fn the_shipped_example_config_is_valid() {
     };
     assert_eq!(methods(&token), 200, "the new till token opens the API");
     assert_eq!(methods(&office), 200, "so does the office's, from its file");
+}
+
+#[test]
+fn a_missing_plugin_directory_is_one_located_problem_among_the_others() {
+    let install = posbridge_testkit::Install::new(BIN);
+    install.write(
+        "posbridge.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"data\"\n\n[plugins]\ndir = \"no-such-dir\"\n\n[payments]\nscan_timeout = \"soon\"\n",
+    );
+    let output = install.run(&["check"]);
+    let text = posbridge_testkit::all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("posbridge.toml:8: `plugins.dir`: the plugin directory"), "located at its line: {text}");
+    assert!(text.contains("no-such-dir does not exist"), "{text}");
+    assert!(text.contains("`payments.scan_timeout`"), "the other problem is reported too: {text}");
 }

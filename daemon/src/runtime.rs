@@ -66,7 +66,13 @@ pub fn prepare_config(config_path: &Path, previous: Option<&Catalog>) -> Result<
             }
             catalog
         }
-        None => plugins::load_directory(&config.plugins)?,
+        None => match plugins::load_directory(&config.plugins) {
+            Ok(catalog) => catalog,
+            // The config already placed an unreadable directory at its line; without
+            // plugins no method can be checked, so report what is known, together.
+            Err(_) if !problems.is_empty() => return Err(ConfigError(problems).into()),
+            Err(error) => return Err(error.into()),
+        },
     };
     let runtime = tokio::runtime::Handle::current();
     let created = std::thread::scope(|scope| {

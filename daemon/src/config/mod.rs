@@ -222,6 +222,16 @@ fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> 
 fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PluginsConfig {
     let mut s = or_empty(section, &EMPTY, "plugins", root_at);
     let dir = s.path(p, "dir").unwrap_or_else(|| root_at.base_dir().join("plugins"));
+    // Reported here, at its line, with every other problem (not as a stop after them).
+    if let Err(error) = std::fs::read_dir(&dir) {
+        let why = match error.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => "cannot be read by this user".to_string(),
+            _ if !dir.is_dir() => "is not a directory".to_string(),
+            _ => format!("cannot be read ({error})"),
+        };
+        p.add(&s.value_at("dir"), &s.key_path("dir"), format!("the plugin directory {} {why}", dir.display()));
+    }
     let mut pinned = BTreeMap::new();
     if let Some(pins) = s.table(p, "pinned") {
         for entry in pins.remaining() {

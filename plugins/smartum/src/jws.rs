@@ -28,6 +28,13 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// The configured `kid`s, sorted (for a message naming them).
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+
     /// Parses PEM public keys (SubjectPublicKeyInfo, P-521). Answers the `kid`s whose
     /// PEM is not a P-521 public key.
     pub fn from_pems(pems: &[(String, String)]) -> Result<KeySet, Vec<String>> {

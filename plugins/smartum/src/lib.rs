@@ -24,7 +24,7 @@ use serde_json::json;
 pub use jws::{JwsError, KeySet};
 use posbridge_plugin_helpers::time::{parse_rfc3339_ms, same_helsinki_day};
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
-pub use settings::{is_smartum_id, Benefit, SmartumSettings};
+pub use settings::{is_smartum_id, RefundWindow, SmartumSettings, KNOWN_BENEFITS};
 use wire::{CheckOutcome, SmartumApi, Transaction, TransactionStatus};
 
 /// The plugin as the host loads it.
@@ -65,7 +65,11 @@ impl Plugin for SmartumPlugin {
     }
 
     fn create(setup: MethodSetup) -> Result<SmartumMethod, Vec<MethodError>> {
-        let settings = SmartumSettings::parse(setup.config_json.as_str())?;
+        let (settings, warnings) = SmartumSettings::parse(setup.config_json.as_str());
+        for warning in &warnings {
+            setup.host.log(posbridge_plugin_api::LogLevel::WARN, warning.as_str().into());
+        }
+        let settings = settings?;
         let pems: Vec<(String, String)> = settings.jwt_keys.iter().map(|key| (key.kid.clone(), key.pem.clone())).collect();
         let keys = KeySet::from_pems(&pems).map_err(|bad_kids| {
             bad_kids
@@ -93,6 +97,19 @@ fn checked_by_payment(reference: Option<&str>, payment: &PaymentContext) -> bool
     })
 }
 
+/// The settlement, noting in its stored data that the receipt's offline claims were not
+/// understood (the payment was confirmed online only).
+fn noted(settlement: Settlement, inspected: &InspectedCode) -> Settlement {
+    let not_understood = serde_json::from_str::<serde_json::Value>(inspected.plugin_data.as_str())
+        .ok()
+        .filter(|data| data["offline_claims"] == "not_understood");
+    let Some(note) = not_understood else { return settlement };
+    let mut data = serde_json::from_str::<serde_json::Value>(settlement.plugin_data.as_str()).unwrap_or_else(|_| json!({}));
+    data["offline_claims"] = json!("not_understood");
+    data["offline_claims_why"] = note["why"].clone();
+    Settlement { plugin_data: RString::from(data.to_string()), ..settlement }
+}
+
 fn failure(code: &str, message: impl Into<String>) -> MethodError {
     MethodError::new(code, message)
 }
@@ -103,10 +120,10 @@ impl SmartumMethod {
         if venue != self.settings.venue_id {
             return Err(failure("wrong_venue", format!("the receipt was paid to another venue ({venue}), not this one")));
         }
-        if benefit != self.settings.benefit.name() {
+        if benefit != self.settings.benefit {
             return Err(failure(
                 "wrong_benefit",
-                format!("the receipt is a {benefit} benefit; this venue takes {}", self.settings.benefit.name()),
+                format!("the receipt is a {benefit} benefit; this venue takes {}", self.settings.benefit),
             ));
         }
         if currency != payment.currency.as_str() {
@@ -217,6 +234,18 @@ impl PaymentMethod for SmartumMethod {
                     ..Default::default()
                 })
             }
+            Ok(Receipt::SignedUnreadable { transaction_id, why }) => {
+                // Signed by Smartum, but not in the shape assumed: Smartum decides online
+                // (amount, venue, benefit), and the payment records it.
+                self.api.log_warning(&format!("a signed receipt's claims were not understood ({why}); confirming {transaction_id} online"));
+                Ok(InspectedCode {
+                    receipt_key: RString::from(transaction_id.as_str()),
+                    transaction_id: ROption::RSome(transaction_id.into()),
+                    signature_verified: true,
+                    plugin_data: RString::from(json!({"offline_claims": "not_understood", "why": why}).to_string()),
+                    ..Default::default()
+                })
+            }
             Ok(Receipt::TransactionId(id)) => Ok(InspectedCode {
                 receipt_key: RString::from(id.as_str()),
                 transaction_id: ROption::RSome(id.into()),
@@ -229,10 +258,9 @@ impl PaymentMethod for SmartumMethod {
             Err(ReceiptError::Signature(JwsError::WrongAlgorithm(alg))) => {
                 Err(failure("bad_signature", format!("the receipt is signed with {alg:?}; Smartum signs with ES512")))
             }
-            Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => Err(failure(
-                "bad_signature",
-                format!("the receipt is signed with an unknown key ({kid:?}); check the configured Smartum keys"),
-            )),
+            Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => {
+                Err(failure("bad_signature", format!("receipt signed with key {kid:?}; configured keys: {}", self.keys.kids().join(", "))))
+            }
             Err(ReceiptError::Signature(JwsError::BadSignature)) => {
                 Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
             }
@@ -241,8 +269,9 @@ impl PaymentMethod for SmartumMethod {
 
     fn redeem(&self, payment: &PaymentContext, _code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
         let id = inspected.receipt_key.as_str();
-        if !inspected.signature_verified {
-            // A bare id or a URL says nothing offline: read the transaction before checking it.
+        if inspected.amount.is_none() {
+            // A bare id, a URL, or a signed receipt whose claims were not understood says
+            // nothing checkable offline: read the transaction before checking it.
             let transaction = self
                 .api
                 .transaction(id, payment.deadline_unix_ms)?
@@ -259,7 +288,7 @@ impl PaymentMethod for SmartumMethod {
         }
         // A signed receipt's venue, benefit, currency and amount were verified offline
         // (`inspect_code`); the check is its online confirmation.
-        self.check_and_settle(id, payment)
+        self.check_and_settle(id, payment).map(|settlement| noted(settlement, inspected))
     }
 
     fn accept_manual(&self, payment: &PaymentContext, entry: &ManualEntry) -> Result<Settlement, MethodError> {
@@ -270,8 +299,9 @@ impl PaymentMethod for SmartumMethod {
         let transaction_id = entry.transaction_id.as_ref().into_option().map(|id| id.trim().to_string());
         if let Some(id) = &transaction_id {
             if !is_smartum_id(id, "tx_") {
-                return Err(failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits")
-                    .with_field("transaction_id"));
+                return Err(
+                    failure("invalid_code", "a Smartum transaction id is tx_ followed by letters or digits").with_field("transaction_id")
+                );
             }
         }
         let data = json!({"transaction_id": transaction_id, "amount": entry.amount, "verified": false});
@@ -279,7 +309,7 @@ impl PaymentMethod for SmartumMethod {
             transaction_id: transaction_id.map(RString::from).into(),
             captured_amount: entry.amount,
             verified: false,
-            benefit: ROption::RSome(RString::from(self.settings.benefit.name())),
+            benefit: ROption::RSome(RString::from(self.settings.benefit.as_str())),
             plugin_data: RString::from(data.to_string()),
             ..Default::default()
         })
@@ -292,7 +322,7 @@ impl PaymentMethod for SmartumMethod {
         };
         if !is_smartum_id(&transaction_id, "tx_") {
             return Err(
-                failure("invalid_code", "a Smartum transaction id is tx_ followed by 16 letters or digits").with_field("transaction_id")
+                failure("invalid_code", "a Smartum transaction id is tx_ followed by letters or digits").with_field("transaction_id")
             );
         }
         // The window runs from the day the customer paid Smartum (the transaction's
@@ -311,7 +341,8 @@ impl PaymentMethod for SmartumMethod {
                 .as_deref()
                 .and_then(parse_rfc3339_ms),
         };
-        if captured_at.is_some_and(|at| !same_helsinki_day(at, asked_at)) {
+        let local_window = self.settings.refund_window == RefundWindow::SameDayHelsinki;
+        if local_window && captured_at.is_some_and(|at| !same_helsinki_day(at, asked_at)) {
             return Err(failure("refund_window_closed", "Smartum refunds are possible on the day of the payment only (Europe/Helsinki)"));
         }
         let record = self.api.refund(&transaction_id, request.amount, request.refund_id.as_str(), request.deadline_unix_ms)?;

@@ -3,6 +3,7 @@
 
 use crate::jws::{JwsError, KeySet};
 use crate::settings::is_smartum_id;
+use crate::wire::claims;
 
 /// The claims of a signed receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,10 @@ pub struct ReceiptClaims {
 pub enum Receipt {
     /// A JWS whose signature verified.
     Signed(ReceiptClaims),
+    /// A JWS whose signature verified but whose claims are not in the assumed shape:
+    /// the transaction id found in it, to be confirmed online; `why` says what was not
+    /// understood.
+    SignedUnreadable { transaction_id: String, why: String },
     /// A transaction id (bare or from a URL): confirmed online only.
     TransactionId(String),
 }
@@ -44,8 +49,13 @@ pub fn parse(code: &str, keys: &KeySet) -> Result<Receipt, ReceiptError> {
             .ok_or_else(|| ReceiptError::Invalid("the URL carries no Smartum transaction id".into()));
     }
     if code.matches('.').count() == 2 {
-        let claims = keys.verify(code).map_err(ReceiptError::Signature)?;
-        return claims_of(&claims).map(Receipt::Signed);
+        let payload = keys.verify(code).map_err(ReceiptError::Signature)?;
+        return match claims_of(&payload) {
+            Ok(claims) => Ok(Receipt::Signed(claims)),
+            Err(why) => transaction_in(&payload)
+                .map(|transaction_id| Receipt::SignedUnreadable { transaction_id, why: why.clone() })
+                .ok_or_else(|| ReceiptError::Invalid(format!("the signed receipt names no Smartum transaction (tx_…): {why}"))),
+        };
     }
     Err(ReceiptError::Invalid("not a SmartumPay receipt (expected a signed receipt, a tx_ id or a receipt URL)".into()))
 }
@@ -61,20 +71,47 @@ fn transaction_id_from_url(url: &str) -> Option<String> {
     [from_query, from_path].into_iter().flatten().find(|candidate| is_smartum_id(candidate, "tx_")).map(str::to_string)
 }
 
-fn claims_of(claims: &serde_json::Value) -> Result<ReceiptClaims, ReceiptError> {
-    let text = |name: &str| claims.get(name).and_then(|value| value.as_str()).map(str::to_string);
-    let missing = |name: &str| ReceiptError::Invalid(format!("the signed receipt has no valid `{name}` claim"));
-    if text("iss").as_deref() != Some("smartum") {
-        return Err(missing("iss"));
-    }
-    let transaction_id = text("jti").filter(|id| is_smartum_id(id, "tx_")).ok_or_else(|| missing("jti"))?;
+/// The claims in the assumed shape, or what is missing. `iss` is not required: nothing
+/// public says what Smartum puts there, and the signature already proves the issuer.
+fn claims_of(payload: &serde_json::Value) -> Result<ReceiptClaims, String> {
+    let text = |name: &str| payload.get(name).and_then(|value| value.as_str()).map(str::to_string);
+    let missing = |name: &str| format!("no valid `{name}` claim");
+    let transaction_id = text(claims::TRANSACTION).filter(|id| is_smartum_id(id, "tx_")).ok_or_else(|| missing(claims::TRANSACTION))?;
     Ok(ReceiptClaims {
         transaction_id,
-        venue: text("venue").ok_or_else(|| missing("venue"))?,
-        benefit: text("benefit").ok_or_else(|| missing("benefit"))?,
-        amount: claims.get("amount").and_then(|amount| amount.as_u64()).ok_or_else(|| missing("amount"))?,
-        currency: text("currency").ok_or_else(|| missing("currency"))?,
+        venue: text(claims::VENUE).ok_or_else(|| missing(claims::VENUE))?,
+        benefit: text(claims::BENEFIT).ok_or_else(|| missing(claims::BENEFIT))?,
+        amount: payload.get(claims::AMOUNT).and_then(|amount| amount.as_u64()).ok_or_else(|| missing(claims::AMOUNT))?,
+        currency: text(claims::CURRENCY).ok_or_else(|| missing(claims::CURRENCY))?,
     })
+}
+
+/// A transaction id anywhere in a verified payload: under the assumed claim or an alias,
+/// in a URL, or as any `tx_…` string.
+fn transaction_in(payload: &serde_json::Value) -> Option<String> {
+    let named = std::iter::once(claims::TRANSACTION).chain(claims::TRANSACTION_ALIASES);
+    let by_name = named.filter_map(|name| payload.get(name).and_then(|value| value.as_str())).find(|id| is_smartum_id(id, "tx_"));
+    by_name.map(str::to_string).or_else(|| {
+        let mut strings = Vec::new();
+        collect_strings(payload, &mut strings);
+        strings.iter().find_map(|text| {
+            let url = (text.starts_with("https://") || text.starts_with("http://")).then(|| transaction_id_from_url(text)).flatten();
+            url.or_else(|| {
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .find(|word| is_smartum_id(word, "tx_"))
+                    .map(str::to_string)
+            })
+        })
+    })
+}
+
+fn collect_strings<'v>(value: &'v serde_json::Value, found: &mut Vec<&'v str>) {
+    match value {
+        serde_json::Value::String(text) => found.push(text),
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_strings(item, found)),
+        serde_json::Value::Object(map) => map.values().for_each(|item| collect_strings(item, found)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_is_found_in_claims_of_another_shape() {
+        let renamed = serde_json::json!({"transaction": "tx_R60D21hL60bj5N1v", "venue_id": "ven_x", "sum": 1200});
+        assert_eq!(transaction_in(&renamed).as_deref(), Some("tx_R60D21hL60bj5N1v"));
+        let in_url = serde_json::json!({"receipt": {"link": "https://pay.smartum.fi/r?tx=tx_abc-1"}});
+        assert_eq!(transaction_in(&in_url).as_deref(), Some("tx_abc-1"));
+        let in_text = serde_json::json!({"note": "paid (tx_Q9, exercise)"});
+        assert_eq!(transaction_in(&in_text).as_deref(), Some("tx_Q9"));
+        assert_eq!(transaction_in(&serde_json::json!({"sum": 5})), None);
+        assert!(claims_of(&renamed).unwrap_err().contains("`jti`"));
+    }
+
+    #[test]
     fn bare_and_url_forms() {
         let tx = "tx_R60D21hL60bj5N1v";
         assert_eq!(parse(tx, &no_keys()), Ok(Receipt::TransactionId(tx.into())));
@@ -94,6 +143,7 @@ mod tests {
         assert_eq!(parse(&format!("https://pay.smartum.fi/r?lang=fi&tx={tx}#top"), &no_keys()), Ok(Receipt::TransactionId(tx.into())));
         assert!(matches!(parse("https://example.com/nothing", &no_keys()), Err(ReceiptError::Invalid(_))));
         assert!(matches!(parse("hello", &no_keys()), Err(ReceiptError::Invalid(_))));
-        assert!(matches!(parse("tx_short", &no_keys()), Err(ReceiptError::Invalid(_))));
+        assert_eq!(parse("tx_short", &no_keys()), Ok(Receipt::TransactionId("tx_short".into())), "no fixed length");
+        assert!(matches!(parse("tx_", &no_keys()), Err(ReceiptError::Invalid(_))));
     }
 }

@@ -11,6 +11,25 @@ use serde_json::{json, Value};
 
 use crate::settings::SmartumSettings;
 
+/// The claims of a signed receipt, as assumed (Smartum has not published the payload):
+/// when a verified receipt does not carry them, the plugin reads what it can find and
+/// asks Smartum online (docs/smartum.md).
+pub mod claims {
+    /// The transaction id (`tx_…`): the receipt's unique id, a JWT `jti`.
+    pub const TRANSACTION: &str = "jti";
+    /// Other names a transaction id may come under, tried in order before any `tx_…`
+    /// string in the payload.
+    pub const TRANSACTION_ALIASES: [&str; 4] = ["transaction", "transaction_id", "tx", "id"];
+    /// The venue paid (`ven_…`).
+    pub const VENUE: &str = "venue";
+    /// The benefit type (`exercise`…).
+    pub const BENEFIT: &str = "benefit";
+    /// The amount in cents.
+    pub const AMOUNT: &str = "amount";
+    /// ISO 4217.
+    pub const CURRENCY: &str = "currency";
+}
+
 /// Renew the access token this long before it expires.
 const TOKEN_RENEW_MARGIN_MS: i64 = 60_000;
 /// First retry delay after a 429 or 5xx; doubled each time, up to `MAX_BACKOFF_MS`.
@@ -87,6 +106,11 @@ impl SmartumApi {
     /// The host's clock.
     pub fn now_ms(&self) -> i64 {
         self.host.now_unix_ms()
+    }
+
+    /// A line for the technician in the daemon's log.
+    pub fn log_warning(&self, message: &str) {
+        self.host.log(posbridge_plugin_api::LogLevel::WARN, message.into());
     }
 
     /// Asks for a fresh access token: proves the URL and the client credentials.
