@@ -80,3 +80,53 @@ fn a_receipt_signed_with_an_unknown_key_names_the_configured_keys() {
     assert_eq!(message, format!("receipt signed with key \"rotated-2027\"; configured keys: {}", smartum.kid()), "{scanned}");
     assert_eq!(smartum.transaction(&paid.transaction_id).unwrap().status, "paid", "nothing was redeemed");
 }
+
+/// The same Smartum method configured with keys from a JWKS instead of a PEM.
+fn shop_with_keys(keys_config: impl Fn(&SmartumSandbox, &Install) -> String) -> (Install, SmartumSandbox, Daemon) {
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let smartum = SmartumSandbox::start(listen, SandboxOptions::default()).expect("sandbox");
+    let install = Install::new(BIN);
+    install.add_plugin("posbridge-plugin-smartum");
+    let section = smartum.config_section(install.path(), "").unwrap();
+    let without_pem = section.split("[[methods.smartum.jwt_keys]]").next().unwrap().to_string();
+    install.configure(&format!("{without_pem}{}\n", keys_config(&smartum, &install)));
+    let daemon = install.start();
+    (install, smartum, daemon)
+}
+
+fn standard_claims(transaction_id: &str, amount: u64) -> Value {
+    let options = SandboxOptions::default();
+    json!({"jti": transaction_id, "venue": options.venue_id, "benefit": options.benefit, "amount": amount, "currency": "EUR"})
+}
+
+#[test]
+fn a_jwks_file_with_two_keys_verifies_receipts_signed_with_either() {
+    let rotated = p521::ecdsa::SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+    let rotated_for_config = rotated.clone();
+    let (_install, smartum, daemon) = shop_with_keys(move |smartum, install| {
+        let sandbox_key = serde_json::from_str::<Value>(&smartum.jwks()).unwrap()["keys"][0].clone();
+        let document = json!({"keys": [sandbox_key, posbridge::sandbox::smartum::public_jwk(&rotated_for_config, "rotated-2027")]});
+        install.write("smartum-jwks.json", &document.to_string());
+        "jwks_file = \"smartum-jwks.json\"".to_string()
+    });
+    let first = smartum.create_receipt(700);
+    let signed_by_sandbox = pay(&daemon, &first.jws);
+    assert_eq!(signed_by_sandbox["status"], "succeeded", "{signed_by_sandbox}");
+    let second = smartum.create_receipt(800);
+    let header = json!({"alg": "ES512", "typ": "JWT", "kid": "rotated-2027"});
+    let code = posbridge::sandbox::smartum::sign_receipt(&rotated, &header, &standard_claims(&second.transaction_id, 800));
+    let signed_by_rotated = pay(&daemon, &code);
+    assert_eq!(
+        (signed_by_rotated["status"].as_str(), signed_by_rotated["captured_amount"].as_u64()),
+        (Some("succeeded"), Some(800)),
+        "{signed_by_rotated}"
+    );
+}
+
+#[test]
+fn keys_published_at_a_jwks_url_are_fetched_at_start() {
+    let (_install, smartum, daemon) = shop_with_keys(|smartum, _| format!("jwks_url = \"{}/.well-known/jwks.json\"", smartum.url()));
+    let receipt = smartum.create_receipt(600);
+    let scanned = pay(&daemon, &receipt.jws);
+    assert_eq!(scanned["status"], "succeeded", "{scanned}");
+}

@@ -46,6 +46,11 @@ impl Settings {
         self.object.get(key).cloned()
     }
 
+    /// Whether the technician wrote `key` (for keys that are optional as a group).
+    pub fn has(&self, key: &str) -> bool {
+        self.object.contains_key(key)
+    }
+
     /// An optional string.
     pub fn string(&mut self, key: &str) -> Option<String> {
         match self.value(key)? {

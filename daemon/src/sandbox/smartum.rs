@@ -167,6 +167,11 @@ impl SmartumSandbox {
         public_key_pem(&self.shared.key)
     }
 
+    /// The sandbox's key as a JWKS document (what `/.well-known/jwks.json` serves).
+    pub fn jwks(&self) -> String {
+        json!({"keys": [public_jwk(&self.shared.key, &self.shared.options.kid)]}).to_string()
+    }
+
     /// A `[methods.smartum]` section for a posbridge config in `dir` that talks to this
     /// sandbox: writes `smartum.secret` and `smartum-es512.pem` there; `extra` lines go
     /// into the section.
@@ -268,6 +273,27 @@ impl Drop for SmartumSandbox {
 }
 
 /// A PEM public key for a signing key.
+/// A public key as a JWK (`kty` EC, `crv` P-521) with its `kid`.
+pub fn public_jwk(key: &SigningKey, kid: &str) -> Value {
+    let verifying = VerifyingKey::from(key);
+    let jwk = p521::PublicKey::from_affine(*verifying.as_affine()).map(|public| public.to_jwk_string()).unwrap_or_default();
+    let mut jwk: Value = serde_json::from_str(&jwk).unwrap_or_else(|_| json!({}));
+    jwk["kid"] = json!(kid);
+    jwk["alg"] = json!("ES512");
+    jwk["use"] = json!("sig");
+    jwk
+}
+
+/// A receipt signed with `key` (a test's second key, say) rather than the sandbox's.
+pub fn sign_receipt(key: &SigningKey, header: &Value, claims: &Value) -> String {
+    sign_with(key, header, claims)
+}
+
+/// `GET /.well-known/jwks.json`: the sandbox's signing key, as Smartum would publish it.
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({"keys": [public_jwk(&shared.key, &shared.options.kid)]})).into_response()
+}
+
 pub fn public_key_pem(key: &SigningKey) -> String {
     let verifying = VerifyingKey::from(key);
     p521::PublicKey::from_affine(*verifying.as_affine())
@@ -318,6 +344,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/transactions/{id}/check", post(check))
         .route("/v1/transactions/{id}/refunds", post(refund))
         .route("/_sandbox/transactions", post(sandbox_create))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(shared)
 }
 

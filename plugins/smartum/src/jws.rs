@@ -35,6 +35,39 @@ impl KeySet {
         kids
     }
 
+    /// Adds the keys of a JWKS document (`{"keys": [{"kty": "EC", "crv": "P-521", "kid",
+    /// "x", "y"}, …]}`), replacing keys of the same `kid`. Answers how many were added,
+    /// or every key that could not be used, with why.
+    pub fn add_jwks(&mut self, document: &str) -> Result<usize, Vec<String>> {
+        let parsed: serde_json::Value =
+            serde_json::from_str(document).map_err(|error| vec![format!("not a JWKS document (JSON): {error}")])?;
+        let Some(entries) = parsed.get("keys").and_then(|keys| keys.as_array()) else {
+            return Err(vec!["not a JWKS document: no \"keys\" array".to_string()]);
+        };
+        let mut bad = Vec::new();
+        let mut added = 0;
+        for (index, entry) in entries.iter().enumerate() {
+            let Some(kid) = entry.get("kid").and_then(|kid| kid.as_str()) else {
+                bad.push(format!("key {index} has no kid"));
+                continue;
+            };
+            // The key parser takes the key's own members only (not kid, alg, use…).
+            let key_only = serde_json::json!({"kty": entry.get("kty"), "crv": entry.get("crv"), "x": entry.get("x"), "y": entry.get("y")});
+            match p521::PublicKey::from_jwk_str(&key_only.to_string()).map(|key| VerifyingKey::from_affine(*key.as_affine())) {
+                Ok(Ok(key)) => {
+                    self.keys.insert(kid.to_string(), key);
+                    added += 1;
+                }
+                _ => bad.push(format!("key {kid:?} is not a P-521 (ES512) public key")),
+            }
+        }
+        if bad.is_empty() {
+            Ok(added)
+        } else {
+            Err(bad)
+        }
+    }
+
     /// Parses PEM public keys (SubjectPublicKeyInfo, P-521). Answers the `kid`s whose
     /// PEM is not a P-521 public key.
     pub fn from_pems(pems: &[(String, String)]) -> Result<KeySet, Vec<String>> {

@@ -33,7 +33,9 @@ pub struct SmartumPlugin;
 /// One configured Smartum method (one venue and benefit).
 pub struct SmartumMethod {
     settings: SmartumSettings,
-    keys: KeySet,
+    /// Smartum's public keys by `kid`: configured PEMs and JWKS, and the JWKS at
+    /// `jwks_url` as last fetched.
+    keys: std::sync::RwLock<KeySet>,
     api: SmartumApi,
 }
 
@@ -71,7 +73,7 @@ impl Plugin for SmartumPlugin {
         }
         let settings = settings?;
         let pems: Vec<(String, String)> = settings.jwt_keys.iter().map(|key| (key.kid.clone(), key.pem.clone())).collect();
-        let keys = KeySet::from_pems(&pems).map_err(|bad_kids| {
+        let mut keys = KeySet::from_pems(&pems).map_err(|bad_kids| {
             bad_kids
                 .iter()
                 .map(|kid| {
@@ -81,8 +83,22 @@ impl Plugin for SmartumPlugin {
                 })
                 .collect::<Vec<_>>()
         })?;
+        if let Some(document) = &settings.jwks {
+            keys.add_jwks(document).map_err(|bad| {
+                bad.into_iter()
+                    .map(|why| MethodError::new("invalid_config", format!("Smartum's JWKS: {why}")).with_field("jwks"))
+                    .collect::<Vec<_>>()
+            })?;
+        }
         let api = SmartumApi::new(setup.host, settings.clone());
-        Ok(SmartumMethod { settings, keys, api })
+        let method = SmartumMethod { settings, keys: std::sync::RwLock::new(keys), api };
+        if let Err(why) = method.refresh_keys(method.api.now_ms() + 5_000) {
+            // Not fatal: the configured keys still work, and doctor fetches again.
+            method.api.log_warning(&format!(
+                "{why}; receipts signed with other keys are refused until `posbridge doctor` or a restart fetches them"
+            ));
+        }
+        Ok(method)
     }
 }
 
@@ -115,6 +131,17 @@ fn failure(code: &str, message: impl Into<String>) -> MethodError {
 }
 
 impl SmartumMethod {
+    /// Fetches the JWKS at `jwks_url`, if configured, and adds its keys. Answers how many.
+    fn refresh_keys(&self, deadline_ms: i64) -> Result<usize, String> {
+        let Some(url) = &self.settings.jwks_url else { return Ok(0) };
+        let document = self
+            .api
+            .fetch_public(url, deadline_ms)
+            .map_err(|error| format!("cannot fetch Smartum's keys from {url}: {}", error.message))?;
+        let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.add_jwks(&document).map_err(|bad| format!("Smartum's keys at {url}: {}", bad.join("; ")))
+    }
+
     /// The venue, benefit and currency a receipt must carry to pay here.
     fn check_claims(&self, venue: &str, benefit: &str, currency: &str, payment: &PaymentContext) -> Result<(), MethodError> {
         if venue != self.settings.venue_id {
@@ -222,7 +249,8 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn inspect_code(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
-        match receipt::parse(code, &self.keys) {
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match receipt::parse(code, &keys) {
             Ok(Receipt::Signed(claims)) => {
                 self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
                 Self::check_amount(claims.amount, payment)?;
@@ -259,7 +287,7 @@ impl PaymentMethod for SmartumMethod {
                 Err(failure("bad_signature", format!("the receipt is signed with {alg:?}; Smartum signs with ES512")))
             }
             Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => {
-                Err(failure("bad_signature", format!("receipt signed with key {kid:?}; configured keys: {}", self.keys.kids().join(", "))))
+                Err(failure("bad_signature", format!("receipt signed with key {kid:?}; configured keys: {}", keys.kids().join(", "))))
             }
             Err(ReceiptError::Signature(JwsError::BadSignature)) => {
                 Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
@@ -351,7 +379,16 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
-        self.api.check_credentials(deadline_unix_ms).map(RString::from)
+        let credentials = self.api.check_credentials(deadline_unix_ms)?;
+        let fetched = match &self.settings.jwks_url {
+            Some(url) => {
+                let count = self.refresh_keys(deadline_unix_ms).map_err(|why| failure("provider_unavailable", why))?;
+                format!("; {count} key(s) from {url}")
+            }
+            None => String::new(),
+        };
+        let kids = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).kids().join(", ");
+        Ok(RString::from(format!("{credentials}{fetched}; receipts verify with keys {kids}")))
     }
 
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {

@@ -38,6 +38,10 @@ pub struct SmartumSettings {
     pub eligible_label: String,
     pub refund_window: RefundWindow,
     pub jwt_keys: Vec<JwtKey>,
+    /// A JWKS document of Smartum's keys (`jwks_file = "…"` in the config).
+    pub jwks: Option<String>,
+    /// Where Smartum publishes its JWKS, fetched at start and by `posbridge doctor`.
+    pub jwks_url: Option<String>,
     /// Per request to Smartum (the host's method timeout bounds the whole call).
     pub request_timeout: Duration,
 }
@@ -108,8 +112,14 @@ impl SmartumSettings {
             }
             Some(JwtKey { kid: kid?, pem: pem? })
         });
-        if jwt_keys.is_empty() {
-            s.problem("jwt_keys", "at least one [[methods.<id>.jwt_keys]] entry (kid and pem_file) is needed to verify receipts");
+        let jwks = s.string("jwks");
+        let jwks_url = if s.has("jwks_url") { s.provider_url("jwks_url", None) } else { None };
+        if jwt_keys.is_empty() && jwks.is_none() && jwks_url.is_none() {
+            s.problem(
+                "jwt_keys",
+                "Smartum's public keys are needed to verify receipts: [[methods.<id>.jwt_keys]] entries (kid and pem_file), \
+                 jwks_file (a JWKS document) or jwks_url",
+            );
         }
         s.finish()?;
         let missing = || vec![MethodError::new("invalid_config", "incomplete settings")];
@@ -122,6 +132,8 @@ impl SmartumSettings {
             eligible_label,
             refund_window,
             jwt_keys,
+            jwks,
+            jwks_url,
             request_timeout,
         };
         Ok(settings)

@@ -108,6 +108,26 @@ impl SmartumApi {
         self.host.now_unix_ms()
     }
 
+    /// `GET url` without credentials (Smartum's published keys), as text.
+    pub fn fetch_public(&self, url: &str, deadline_ms: i64) -> Result<String, MethodError> {
+        let remaining = deadline_ms - self.now_ms();
+        if remaining <= 0 {
+            return Err(unavailable("no time left to fetch"));
+        }
+        let request = HttpRequest {
+            method: RString::from("GET"),
+            url: RString::from(url),
+            headers: RVec::from(vec![Header::new("Accept", "application/json")]),
+            timeout_ms: (self.settings.request_timeout.as_millis() as u64).min(remaining as u64),
+            ..Default::default()
+        };
+        let response = self.host.http(request).into_result().map_err(|error| unavailable(format!("{}: {}", error.kind, error.message)))?;
+        if response.status != 200 {
+            return Err(unavailable(format!("HTTP {}", response.status)));
+        }
+        String::from_utf8(response.body.to_vec()).map_err(|_| provider_error("the answer is not text"))
+    }
+
     /// A line for the technician in the daemon's log.
     pub fn log_warning(&self, message: &str) {
         self.host.log(posbridge_plugin_api::LogLevel::WARN, message.into());
