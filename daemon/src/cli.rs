@@ -50,6 +50,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a method's plugin understands of a code (a receipt's form, header, claims,
+    /// signature and checks, and what the provider would be asked), without redeeming it.
+    Inspect {
+        /// The `[methods.<id>]` whose plugin reads the code.
+        #[arg(long)]
+        method: String,
+        /// Read the code from a QR code in this image (PNG or JPEG) instead.
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+        /// The code as scanned; `-` (or nothing) reads it from stdin.
+        code: Option<String>,
+    },
     /// Plugin development: `new` makes a plugin crate from the template, `test` runs the
     /// conformance check on a configured method.
     Plugin {
@@ -239,6 +251,18 @@ pub fn main() -> ExitCode {
             }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
             Command::Plugin { action: PluginAction::New { .. } } => Ok(()),
+            Command::Inspect { method, image, code } => {
+                let code = code_to_inspect(image.as_deref(), code)?;
+                let (lines, accepted) = crate::plugins::inspect::run(&config, &method, code).await?;
+                for line in lines {
+                    println!("{line}");
+                }
+                if accepted {
+                    Ok(())
+                } else {
+                    Err("the code was refused".into())
+                }
+            }
             Command::Plugin { action: PluginAction::Test { method, codes, amount, out } } => {
                 let options = crate::plugins::conformance::Options { method, codes, amount, out };
                 let report = crate::plugins::conformance::run(&config, &options).await?;
@@ -267,6 +291,23 @@ pub fn main() -> ExitCode {
         Err(error) => {
             eprintln!("posbridge: {}: {error}", config.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The code `inspect` is given: from an image's QR code, the argument, or stdin.
+fn code_to_inspect(image: Option<&Path>, code: Option<String>) -> Result<String, Box<dyn std::error::Error>> {
+    if let Some(image) = image {
+        let bytes = std::fs::read(image).map_err(|error| format!("cannot read {}: {error}", image.display()))?;
+        let found = crate::qr_images::decode(&bytes).map_err(|error| format!("{}: {error}", image.display()))?;
+        return found.codes.into_iter().next().ok_or_else(|| format!("{}: no QR code found", image.display()).into());
+    }
+    match code.as_deref() {
+        Some(code) if code != "-" => Ok(code.to_string()),
+        _ => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            Ok(text.trim().to_string())
         }
     }
 }

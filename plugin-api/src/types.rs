@@ -231,6 +231,14 @@ pub struct InspectedCode {
     pub extensions: Extensions,
 }
 
+impl InspectedCode {
+    /// Extension (on an `InspectedCode`, or on the `MethodError` of a refused code) where
+    /// a plugin describes, as a JSON object, what it understood of the code: shown by
+    /// `posbridge inspect` (keys such as `form`, `header`, `claims`, `signature`,
+    /// `checks`, `online`, `result`; never a secret).
+    pub const EXPLANATION: &'static str = "explanation";
+}
+
 /// A settled payment leg: what the provider took, and what to remember about it.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]

@@ -5,6 +5,7 @@
 mod adapter;
 pub mod conformance;
 mod host;
+pub mod inspect;
 mod loader;
 pub mod template;
 
@@ -194,7 +195,7 @@ pub(crate) fn setup(config: &crate::config::MethodConfig, kind: &MethodKind, hos
 }
 
 /// Asks the plugin to create the method; its complaints come back at their lines.
-fn instantiate(
+pub(crate) fn instantiate(
     plugin: &LoadedPlugin,
     kind: &MethodKind,
     config: &crate::config::MethodConfig,

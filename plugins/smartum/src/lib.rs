@@ -16,6 +16,9 @@ use posbridge_plugin_api::{
     PaymentContext, PaymentMethod, Plugin, ProviderStatus, ROption, RString, RVec, RefundOutcome, RefundRequest, RefundState, Settlement,
 };
 
+/// The extension under which `inspect_code` describes what it understood.
+const EXPLANATION: &str = posbridge_plugin_api::InspectedCode::EXPLANATION;
+
 /// How long after an attempt's deadline Smartum may still commit a check it received
 /// just before (its own processing time); until then "not checked" is not final.
 const COMMIT_MARGIN_MS: i64 = 2_000;
@@ -131,6 +134,100 @@ fn failure(code: &str, message: impl Into<String>) -> MethodError {
 }
 
 impl SmartumMethod {
+    /// Parses a code and checks what can be checked offline.
+    fn inspect(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match receipt::parse(code, &keys) {
+            Ok(Receipt::Signed(claims)) => {
+                self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
+                Self::check_amount(claims.amount, payment)?;
+                Ok(InspectedCode {
+                    receipt_key: RString::from(claims.transaction_id.as_str()),
+                    transaction_id: ROption::RSome(claims.transaction_id.into()),
+                    amount: ROption::RSome(claims.amount),
+                    signature_verified: true,
+                    ..Default::default()
+                })
+            }
+            Ok(Receipt::SignedUnreadable { transaction_id, why }) => {
+                // Signed by Smartum, but not in the shape assumed: Smartum decides online
+                // (amount, venue, benefit), and the payment records it.
+                self.api.log_warning(&format!("a signed receipt's claims were not understood ({why}); confirming {transaction_id} online"));
+                Ok(InspectedCode {
+                    receipt_key: RString::from(transaction_id.as_str()),
+                    transaction_id: ROption::RSome(transaction_id.into()),
+                    signature_verified: true,
+                    plugin_data: RString::from(json!({"offline_claims": "not_understood", "why": why}).to_string()),
+                    ..Default::default()
+                })
+            }
+            Ok(Receipt::TransactionId(id)) => Ok(InspectedCode {
+                receipt_key: RString::from(id.as_str()),
+                transaction_id: ROption::RSome(id.into()),
+                ..Default::default()
+            }),
+            Err(ReceiptError::Invalid(why)) => Err(failure("invalid_code", why)),
+            Err(ReceiptError::Signature(JwsError::Malformed(why))) => {
+                Err(failure("invalid_code", format!("the receipt is damaged: {why}")))
+            }
+            Err(ReceiptError::Signature(JwsError::WrongAlgorithm(alg))) => {
+                Err(failure("bad_signature", format!("the receipt is signed with {alg:?}; Smartum signs with ES512")))
+            }
+            Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => {
+                Err(failure("bad_signature", format!("receipt signed with key {kid:?}; configured keys: {}", keys.kids().join(", "))))
+            }
+            Err(ReceiptError::Signature(JwsError::BadSignature)) => {
+                Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
+            }
+        }
+    }
+
+    /// What `inspect_code` understood of `code`, for `posbridge inspect`: the form, the
+    /// JWS header and claims (what the customer's phone shows anyway), the signature, the
+    /// checks, and what Smartum would be asked. Never a secret.
+    fn explain(&self, code: &str, result: &Result<InspectedCode, MethodError>) -> serde_json::Value {
+        let code = code.trim();
+        let jws = code.matches('.').count() == 2 && !code.contains("://");
+        let form = if jws {
+            "signed receipt (JWS)"
+        } else if code.starts_with("https://") || code.starts_with("http://") {
+            "receipt URL"
+        } else if code.starts_with("tx_") {
+            "transaction id"
+        } else {
+            "not a SmartumPay receipt"
+        };
+        let mut explanation = json!({"form": form});
+        if let Some((header, claims)) = jws.then(|| KeySet::peek(code)).flatten() {
+            explanation["header"] = json!({"alg": header["alg"], "kid": header["kid"]});
+            explanation["claims"] = claims;
+        }
+        match result {
+            Ok(inspected) => {
+                let tx = inspected.receipt_key.as_str();
+                if jws {
+                    explanation["signature"] = json!("verified (ES512, a configured key)");
+                }
+                let (checks, mut online) = match inspected.amount.into_option() {
+                    Some(_) => ("venue, benefit, currency and amount checked offline", Vec::new()),
+                    None => ("none offline: Smartum decides amount, venue and benefit", vec![format!("GET /v1/transactions/{tx}")]),
+                };
+                online.push(format!("POST /v1/transactions/{tx}/check"));
+                explanation["transaction_id"] = json!(tx);
+                explanation["checks"] = json!(checks);
+                explanation["online"] = json!(online);
+                explanation["result"] = json!("accepted: scanning it at a payment redeems it");
+            }
+            Err(error) => {
+                if jws && error.code == "bad_signature" {
+                    explanation["signature"] = json!(error.message.as_str());
+                }
+                explanation["result"] = json!(format!("refused: {}: {}", error.code, error.message));
+            }
+        }
+        explanation
+    }
+
     /// Fetches the JWKS at `jwks_url`, if configured, and adds its keys. Answers how many.
     fn refresh_keys(&self, deadline_ms: i64) -> Result<usize, String> {
         let Some(url) = &self.settings.jwks_url else { return Ok(0) };
@@ -249,50 +346,13 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn inspect_code(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match receipt::parse(code, &keys) {
-            Ok(Receipt::Signed(claims)) => {
-                self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
-                Self::check_amount(claims.amount, payment)?;
-                Ok(InspectedCode {
-                    receipt_key: RString::from(claims.transaction_id.as_str()),
-                    transaction_id: ROption::RSome(claims.transaction_id.into()),
-                    amount: ROption::RSome(claims.amount),
-                    signature_verified: true,
-                    ..Default::default()
-                })
-            }
-            Ok(Receipt::SignedUnreadable { transaction_id, why }) => {
-                // Signed by Smartum, but not in the shape assumed: Smartum decides online
-                // (amount, venue, benefit), and the payment records it.
-                self.api.log_warning(&format!("a signed receipt's claims were not understood ({why}); confirming {transaction_id} online"));
-                Ok(InspectedCode {
-                    receipt_key: RString::from(transaction_id.as_str()),
-                    transaction_id: ROption::RSome(transaction_id.into()),
-                    signature_verified: true,
-                    plugin_data: RString::from(json!({"offline_claims": "not_understood", "why": why}).to_string()),
-                    ..Default::default()
-                })
-            }
-            Ok(Receipt::TransactionId(id)) => Ok(InspectedCode {
-                receipt_key: RString::from(id.as_str()),
-                transaction_id: ROption::RSome(id.into()),
-                ..Default::default()
-            }),
-            Err(ReceiptError::Invalid(why)) => Err(failure("invalid_code", why)),
-            Err(ReceiptError::Signature(JwsError::Malformed(why))) => {
-                Err(failure("invalid_code", format!("the receipt is damaged: {why}")))
-            }
-            Err(ReceiptError::Signature(JwsError::WrongAlgorithm(alg))) => {
-                Err(failure("bad_signature", format!("the receipt is signed with {alg:?}; Smartum signs with ES512")))
-            }
-            Err(ReceiptError::Signature(JwsError::UnknownKey(kid))) => {
-                Err(failure("bad_signature", format!("receipt signed with key {kid:?}; configured keys: {}", keys.kids().join(", "))))
-            }
-            Err(ReceiptError::Signature(JwsError::BadSignature)) => {
-                Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
-            }
+        let mut result = self.inspect(payment, code);
+        let explanation = self.explain(code, &result).to_string();
+        match &mut result {
+            Ok(inspected) => inspected.extensions.set(EXPLANATION, explanation),
+            Err(error) => error.extensions.set(EXPLANATION, explanation),
         }
+        result
     }
 
     fn redeem(&self, payment: &PaymentContext, _code: &str, inspected: &InspectedCode) -> Result<Settlement, MethodError> {
