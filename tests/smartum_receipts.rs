@@ -130,3 +130,30 @@ fn keys_published_at_a_jwks_url_are_fetched_at_start() {
     let scanned = pay(&daemon, &receipt.jws);
     assert_eq!(scanned["status"], "succeeded", "{scanned}");
 }
+
+#[test]
+fn the_status_shows_the_last_refused_codes_hashed_with_why() {
+    let (_install, smartum, daemon) = shop();
+    let garbage = "SMARTUM-NOT-A-RECEIPT-0042";
+    assert_eq!(pay(&daemon, garbage)["failure"]["code"], "invalid_code");
+    let paid = smartum.create_receipt(500);
+    let options = SandboxOptions::default();
+    let claims =
+        json!({"jti": paid.transaction_id, "venue": options.venue_id, "benefit": options.benefit, "amount": 500, "currency": "EUR"});
+    let unknown_key = smartum.sign(&header(&smartum, Some("rotated-2027")), &claims);
+    assert_eq!(pay(&daemon, &unknown_key)["failure"]["code"], "bad_signature");
+
+    let (status, body) = daemon.get_json("/v1/status");
+    assert_eq!(status, 200, "{body}");
+    let refused = body["refused_codes"].as_array().expect("refused codes");
+    assert_eq!(refused.len(), 2, "{body}");
+    assert_eq!((refused[0]["reason"].as_str(), refused[0]["method"].as_str()), (Some("bad_signature"), Some("smartum")), "newest first");
+    assert!(refused[0]["message"].as_str().unwrap().contains("rotated-2027"));
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(garbage.as_bytes()));
+    assert_eq!(refused[1]["code_sha256"], &digest[..16]);
+    let text = body.to_string();
+    assert!(!text.contains(garbage) && !text.contains(&unknown_key), "never the code itself: {text}");
+    let page = daemon.get("/").text().unwrap();
+    assert!(page.contains("id=\"refused-codes\""), "the status page has the table");
+}

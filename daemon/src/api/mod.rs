@@ -462,6 +462,9 @@ struct StatusView {
     /// Work (card payments, lookups, refunds, compensations) waiting for a method that
     /// is not configured since the last start.
     waiting_for_method: Vec<crate::payments::Orphan>,
+    /// The last 20 scanned codes a method's plugin could not read (hashed, with why),
+    /// newest first: a first real receipt that differs from what the plugin expects.
+    refused_codes: Vec<crate::payments::RefusedCode>,
 }
 
 /// A plugin library as the status shows it.
@@ -500,6 +503,7 @@ async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) ->
         plugins,
         last_config_error: state.config_error(),
         waiting_for_method: state.payments.orphans(),
+        refused_codes: state.payments.refused_codes(),
     })
 }
 

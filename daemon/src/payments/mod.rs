@@ -224,6 +224,24 @@ fn page<T>(
 }
 
 /// The payment service: owns the payment lifecycle.
+/// How many refused codes the status page shows.
+pub const REFUSED_CODES_KEPT: usize = 20;
+
+/// A scanned code a plugin refused, as the status page shows it: never the code itself
+/// (a receipt is a bearer token until redeemed), only the start of its SHA-256.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct RefusedCode {
+    /// RFC 3339.
+    pub at: String,
+    pub method: String,
+    pub register: String,
+    /// The first 16 hex digits of the SHA-256 of the code as scanned (trimmed).
+    pub code_sha256: String,
+    /// The failure code (`invalid_code`, `bad_signature`, `wrong_venue`…).
+    pub reason: String,
+    pub message: String,
+}
+
 pub struct Payments {
     store: Store,
     live: Live,
@@ -236,6 +254,8 @@ pub struct Payments {
     orphans: Mutex<BTreeMap<String, Orphan>>,
     /// Recent unclaimed scan codes by their SHA-256 (never stored).
     unclaimed: Mutex<std::collections::VecDeque<(String, String)>>,
+    /// The last codes a plugin could not read, for the status page (hashed, never the code).
+    refused_codes: Mutex<std::collections::VecDeque<RefusedCode>>,
     /// This service, for the jobs it starts.
     me: Weak<Payments>,
 }
@@ -251,6 +271,7 @@ impl Payments {
             jobs: Arc::new(Supervisor::default()),
             orphans: Mutex::new(BTreeMap::new()),
             unclaimed: Mutex::default(),
+            refused_codes: Mutex::default(),
             me: me.clone(),
         })
     }
@@ -570,6 +591,32 @@ impl Payments {
         }
         recent.push_back((digest.clone(), code.to_string()));
         digest
+    }
+
+    /// Notes a code the method's plugin refused to read (a receipt that does not parse,
+    /// verify or match), keeping the last [`REFUSED_CODES_KEPT`]: a technician meeting a
+    /// first real receipt sees why without anyone copying the code.
+    pub(crate) fn note_refused_code(&self, method: &str, register: &str, code: &str, failure: &Failure) {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(code.trim().as_bytes()));
+        let refused = RefusedCode {
+            at: model::rfc3339(now_ms()),
+            method: method.to_string(),
+            register: register.to_string(),
+            code_sha256: digest[..16].to_string(),
+            reason: failure.code.clone(),
+            message: failure.message.clone(),
+        };
+        let mut recent = self.refused_codes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() == REFUSED_CODES_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(refused);
+    }
+
+    /// The codes refused lately, newest first.
+    pub fn refused_codes(&self) -> Vec<RefusedCode> {
+        self.refused_codes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().rev().cloned().collect()
     }
 
     /// The code of a recent unclaimed scan, by its SHA-256.

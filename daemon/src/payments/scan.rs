@@ -114,7 +114,13 @@ impl Payments {
         // context before the write-ahead names it).
         let inspected = match method.inspect_code(Self::context(&payment, method), code.clone()).await {
             Ok(inspected) => inspected,
-            Err(error) => return self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+            Err(error) => {
+                let failure = failure_of(&error);
+                if matches!(error, ProviderError::Failed(_)) && !error.retryable() {
+                    self.note_refused_code(&payment.method, &payment.register, &code, &failure);
+                }
+                return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
+            }
         };
         if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key)?.filter(|holder| holder != id) {
             return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;

@@ -11,6 +11,24 @@ use serde_json::{json, Value};
 
 use crate::settings::SmartumSettings;
 
+/// The API's paths below the configured root, as assumed (docs/smartum.md lists each,
+/// marked assumed; a test keeps the two in step).
+pub mod paths {
+    /// Client-credentials token.
+    pub const TOKEN: &str = "/oauth/token";
+    /// One transaction.
+    pub const TRANSACTION: &str = "/v1/transactions/{tx}";
+    /// Marking a transaction checked (redeemed).
+    pub const CHECK: &str = "/v1/transactions/{tx}/check";
+    /// Refunding part or all of a transaction.
+    pub const REFUNDS: &str = "/v1/transactions/{tx}/refunds";
+
+    /// `path` for transaction `id`.
+    pub fn of(path: &str, id: &str) -> String {
+        path.replace("{tx}", id)
+    }
+}
+
 /// The claims of a signed receipt, as assumed (Smartum has not published the payload):
 /// when a verified receipt does not carry them, the plugin reads what it can find and
 /// asks Smartum online (docs/smartum.md).
@@ -142,7 +160,7 @@ impl SmartumApi {
 
     /// Looks a transaction up; `None` when Smartum does not know it.
     pub fn transaction(&self, id: &str, deadline_ms: i64) -> Result<Option<Transaction>, MethodError> {
-        let (status, body) = self.call("GET", &format!("/v1/transactions/{id}"), None, None, deadline_ms)?;
+        let (status, body) = self.call("GET", &paths::of(paths::TRANSACTION, id), None, None, deadline_ms)?;
         match status {
             200 => data::<Transaction>(&body).map(Some),
             404 => Ok(None),
@@ -153,7 +171,7 @@ impl SmartumApi {
     /// Marks a transaction checked (redeemed) with our payment id as the reference.
     pub fn check(&self, id: &str, reference: &str, deadline_ms: i64) -> Result<CheckOutcome, MethodError> {
         let body = json!({"venue": self.settings.venue_id, "reference": reference});
-        let (status, answer) = self.call("POST", &format!("/v1/transactions/{id}/check"), Some(body), None, deadline_ms)?;
+        let (status, answer) = self.call("POST", &paths::of(paths::CHECK, id), Some(body), None, deadline_ms)?;
         match status {
             // Smartum says it checked the receipt, in words we cannot read: the money may be
             // taken, so the outcome is unknown (a lookup settles it), not a failure.
@@ -169,8 +187,7 @@ impl SmartumApi {
     /// Refunds `amount` of a transaction; `idempotency_key` makes a retry safe.
     pub fn refund(&self, id: &str, amount: u64, idempotency_key: &str, deadline_ms: i64) -> Result<RefundRecord, MethodError> {
         let body = json!({"amount": amount});
-        let (status, answer) =
-            self.call("POST", &format!("/v1/transactions/{id}/refunds"), Some(body), Some(idempotency_key), deadline_ms)?;
+        let (status, answer) = self.call("POST", &paths::of(paths::REFUNDS, id), Some(body), Some(idempotency_key), deadline_ms)?;
         match (status, error_code(&answer).as_deref()) {
             (200 | 201, _) => data::<RefundRecord>(&answer),
             (422, Some("refund_window_closed")) => Err(MethodError::new(
@@ -265,7 +282,7 @@ impl SmartumApi {
         ]);
         let headers = vec![Header::new("Content-Type", "application/x-www-form-urlencoded"), Header::new("Accept", "application/json")];
         let secrets = vec![self.settings.client_secret.clone(), form.clone()];
-        let response = self.send("POST", "/oauth/token", headers, form.into_bytes(), secrets, deadline_ms, &mut false)?;
+        let response = self.send("POST", paths::TOKEN, headers, form.into_bytes(), secrets, deadline_ms, &mut false)?;
         let body = parse_body(&response);
         match response.status {
             200 => {
@@ -359,6 +376,28 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// docs/smartum.md is the contract a correction from Smartum is checked against: each
+    /// path and claim this file assumes is in its table, marked assumed.
+    #[test]
+    fn the_contract_doc_lists_every_assumed_path_and_claim() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/smartum.md")).expect("docs/smartum.md");
+        let row_with = |needle: &str| doc.lines().find(|line| line.starts_with('|') && line.contains(needle)).map(str::to_string);
+        let status = |row: &str| row.trim_end_matches('|').rsplit('|').next().unwrap_or_default().trim().to_string();
+        for path in [paths::TOKEN, paths::TRANSACTION, paths::CHECK, paths::REFUNDS] {
+            let row = row_with(&format!("{{root}}{path}`")).unwrap_or_else(|| panic!("docs/smartum.md has no row for {path}"));
+            assert!(status(&row).starts_with("assumed"), "{path} is not marked assumed: {row}");
+        }
+        let claims_row = row_with("JWS claims").expect("a row for the receipt's claims");
+        assert!(status(&claims_row).starts_with("assumed"), "{claims_row}");
+        for claim in [claims::TRANSACTION, claims::VENUE, claims::BENEFIT, claims::AMOUNT, claims::CURRENCY] {
+            assert!(claims_row.contains(&format!("`{claim}`")), "claim {claim} is not in {claims_row}");
+        }
+        let aliases_row = row_with("an alias").expect("a row for tolerant reading");
+        for alias in claims::TRANSACTION_ALIASES {
+            assert!(aliases_row.contains(&format!("`{alias}`")), "alias {alias} is not in {aliases_row}");
+        }
+    }
+
     use super::*;
 
     #[test]
