@@ -34,6 +34,9 @@ fn request_ids_ids_on_log_lines_and_outcome_metrics() {
         .unwrap();
     assert_eq!(scanned.headers()["x-request-id"], "pos-till1-000123", "the caller's id comes back");
 
+    // The answer can overtake the log line that records it: wait for the line.
+    let logged = daemon.wait_for_log(&["payment updated", "\"status\":\"succeeded\""], std::time::Duration::from_secs(10));
+    assert!(logged.is_some(), "the succeeded change is logged: {:?}", daemon.log());
     let lines: Vec<Value> = daemon.log().iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
     let succeeded = lines
         .iter()
