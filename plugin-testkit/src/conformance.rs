@@ -280,7 +280,7 @@ impl Check<'_> {
         let mut unsupported = Vec::new();
         let payment = self.payment();
         let deadline = payment.deadline_unix_ms;
-        let mut probe = |_: &mut Self, name: &'static str, answer: &str| {
+        let mut probe = |name: &'static str, answer: &str| {
             tried.push(name);
             if answer == posbridge_plugin_api::codes::UNSUPPORTED {
                 unsupported.push(name);
@@ -288,22 +288,22 @@ impl Check<'_> {
         };
         if self.has(Capabilities::SCAN) {
             let answer = self.inspect(&payment, "posbridge-conformance-not-a-code").map(|_| ());
-            probe(self, "scan", code_of(&answer));
+            probe("scan", code_of(&answer));
         }
         if self.has(Capabilities::MANUAL_ENTRY) {
             let entry = posbridge_plugin_api::ManualEntry { amount: 1, ..Default::default() };
             let answer = self.call("accept_manual", deadline, |method| method.accept_manual(&payment, &entry)).map(|_| ());
-            probe(self, "manual_entry", code_of(&answer));
+            probe("manual_entry", code_of(&answer));
         }
         if self.has(Capabilities::CARD) {
             let started = self.call("start_card", deadline, |method| method.start_card(&payment));
-            probe(self, "card", code_of(&started));
+            probe("card", code_of(&started));
             if self.has(Capabilities::CANCEL) {
                 let data = started.as_ref().map(|progress: &CardProgress| progress.plugin_data.to_string()).unwrap_or_default();
                 let payment = build::again(&self.host, &payment);
                 let canceled =
                     self.call("cancel_card", payment.deadline_unix_ms, |method| method.cancel_card(&payment, data.as_str().into()));
-                probe(self, "cancel", code_of(&canceled));
+                probe("cancel", code_of(&canceled));
             }
         }
         for (capability, name) in [(Capabilities::REFUND, "refund"), (Capabilities::REFUND_WITHOUT_CACHE, "refund_without_cache")] {
@@ -315,13 +315,13 @@ impl Check<'_> {
                     request.plugin_data = posbridge_plugin_api::ROption::RNone;
                 }
                 let answer = self.call("refund", request.deadline_unix_ms, |method| method.refund(&request)).map(|_| ());
-                probe(self, name, code_of(&answer));
+                probe(name, code_of(&answer));
             }
         }
         if self.has(Capabilities::STATUS_LOOKUP) {
             let inspected = InspectedCode { receipt_key: "posbridge-conformance-unknown".into(), ..Default::default() };
             let answer = self.lookup(&payment, &inspected, self.past()).map(|_| ());
-            probe(self, "status_lookup", code_of(&answer));
+            probe("status_lookup", code_of(&answer));
         }
         if self.has(Capabilities::SCAN) && !self.has(Capabilities::STATUS_LOOKUP) {
             return Outcome::Failed(

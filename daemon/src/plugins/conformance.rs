@@ -9,7 +9,7 @@ use std::sync::Arc;
 use posbridge_plugin_api::{Host, HttpRequest, RResult};
 use posbridge_plugin_testkit::conformance::{self, CodeSource, Report, Subject};
 
-use super::{http_client, load_directory, resolve, HostServices};
+use super::tool::{self, ToolError, ToolTarget};
 
 /// What `posbridge plugin test` was asked.
 #[derive(Debug, Clone)]
@@ -24,40 +24,15 @@ pub struct Options {
     pub out: Option<PathBuf>,
 }
 
-/// Why the check could not run at all (a failed rule is in the report instead).
-#[derive(Debug, thiserror::Error)]
-pub enum ConformanceError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    PluginDirectory(#[from] super::DirectoryError),
-    #[error("no method {wanted:?} in the config (methods: {known})")]
-    UnknownMethod { wanted: String, known: String },
-    #[error("{0}")]
-    Method(String),
-    #[error("cannot write the report to {path}: {source}")]
-    Report { path: PathBuf, source: std::io::Error },
-    #[error("the check did not finish: {0}")]
-    Aborted(String),
-}
-
 /// Loads the method's plugin, runs every rule, prints the report (and writes it to
 /// `--out`). `Ok(report)` whether or not a rule failed; the caller sets the exit code.
-pub async fn run(config_path: &Path, options: &Options) -> Result<Report, ConformanceError> {
-    let config = crate::config::load(config_path)?;
-    let catalog = load_directory(&config.plugins)?;
-    let method_config = config.methods.get(&options.method).ok_or_else(|| ConformanceError::UnknownMethod {
-        wanted: options.method.clone(),
-        known: config.methods.keys().cloned().collect::<Vec<_>>().join(", "),
-    })?;
-    let (plugin, kind) = resolve(&catalog, method_config)
-        .map_err(|problems| ConformanceError::Method(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
-    let http = http_client(config.server.proxy.as_deref()).map_err(|error| ConformanceError::Method(error.to_string()))?;
+pub async fn run(config_path: &Path, options: &Options) -> Result<Report, ToolError> {
+    let ToolTarget { method, plugin, kind, services } = tool::target(config_path, &options.method)?;
     let runtime = tokio::runtime::Handle::current();
-    let services = Arc::new(HostServices::new(&plugin.id, &method_config.id, http, runtime.clone()));
+    let services = Arc::new(services);
     let module = plugin.module;
-    let (method_id, kind_name, capabilities) = (method_config.id.clone(), kind.kind.clone(), kind.capabilities);
-    let config_json = method_config.settings.json.to_string();
+    let (method_id, kind_name, capabilities) = (method.id.clone(), kind.kind.clone(), kind.capabilities);
+    let config_json = method.settings.json.to_string();
     let (codes_url, amount) = (options.codes.clone(), options.amount);
     println!("posbridge plugin test: method {method_id:?}, plugin {} {} ({})", plugin.id, plugin.version, plugin.file.display());
     let report = tokio::task::spawn_blocking(move || {
@@ -78,11 +53,11 @@ pub async fn run(config_path: &Path, options: &Options) -> Result<Report, Confor
         conformance::run(&subject)
     })
     .await
-    .map_err(|error| ConformanceError::Aborted(error.to_string()))?;
+    .map_err(|error| ToolError::Aborted(error.to_string()))?;
     println!("{report}");
     if let Some(path) = &options.out {
         let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|source| ConformanceError::Report { path: path.clone(), source })?;
+        std::fs::write(path, text + "\n").map_err(|source| ToolError::Report { path: path.clone(), source })?;
     }
     Ok(report)
 }

@@ -9,22 +9,15 @@ use std::sync::Arc;
 use posbridge_plugin_api::{InspectedCode, PaymentContext, RString};
 use serde_json::Value;
 
-use super::conformance::ConformanceError as InspectError;
-use super::{http_client, instantiate, load_directory, resolve, HostServices};
+use super::instantiate;
+use super::tool::{self, ToolError};
 
 /// Loads `method`'s plugin and asks it about `code`; answers the lines to print and
 /// whether the code was accepted.
-pub async fn run(config_path: &Path, method: &str, code: String) -> Result<(Vec<String>, bool), InspectError> {
-    let config = crate::config::load(config_path)?;
-    let catalog = load_directory(&config.plugins)?;
-    let method_config = config.methods.get(method).ok_or_else(|| InspectError::UnknownMethod {
-        wanted: method.to_string(),
-        known: config.methods.keys().cloned().collect::<Vec<_>>().join(", "),
-    })?;
-    let (plugin, kind) = resolve(&catalog, method_config).map_err(problems)?;
-    let http = http_client(config.server.proxy.as_deref()).map_err(|error| InspectError::Method(error.to_string()))?;
-    let services = HostServices::new(&plugin.id, &method_config.id, http, tokio::runtime::Handle::current());
-    let created = instantiate(plugin, kind, method_config, posbridge_plugin_api::HostBox::of(services)).map_err(problems)?;
+pub async fn run(config_path: &Path, method: &str, code: String) -> Result<(Vec<String>, bool), ToolError> {
+    let target = tool::target(config_path, method)?;
+    let host = posbridge_plugin_api::HostBox::of(target.services);
+    let created = instantiate(&target.plugin, &target.kind, &target.method, host).map_err(ToolError::problems)?;
     let created = Arc::new(created);
     let answer = tokio::task::spawn_blocking(move || {
         // A payment that may take anything: inspect reports the code, not a purchase.
@@ -41,7 +34,7 @@ pub async fn run(config_path: &Path, method: &str, code: String) -> Result<(Vec<
         created.inspect_code(&payment, code.as_str().into()).into_result()
     })
     .await
-    .map_err(|error| InspectError::Aborted(error.to_string()))?;
+    .map_err(|error| ToolError::Aborted(error.to_string()))?;
     let accepted = answer.is_ok();
     let explanation = match &answer {
         Ok(inspected) => inspected.extensions.get(InspectedCode::EXPLANATION),
@@ -52,10 +45,6 @@ pub async fn run(config_path: &Path, method: &str, code: String) -> Result<(Vec<
         None => plain(&answer),
     };
     Ok((lines, accepted))
-}
-
-fn problems(problems: Vec<crate::config::Problem>) -> InspectError {
-    InspectError::Method(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
 }
 
 /// The explanation as `key: value` lines, known keys first, in a fixed order.

@@ -8,6 +8,7 @@ mod host;
 pub mod inspect;
 mod loader;
 pub mod template;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
