@@ -216,3 +216,34 @@ impl Provider for Method {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown state is never read as a final one: a newer plugin's lookup state is
+    /// "ask again", its card state "still deciding", and a self-contradicting NOT_TAKEN
+    /// (one carrying a settlement) is not believed.
+    #[test]
+    fn unknown_or_contradictory_states_are_never_final() {
+        assert_eq!(found(abi::ProviderStatus { state: abi::LookupState(9), ..Default::default() }), None);
+        let contradictory = abi::ProviderStatus { settlement: abi::ROption::RSome(Default::default()), ..abi::ProviderStatus::not_taken() };
+        assert_eq!(found(contradictory), None);
+        assert_eq!(found(abi::ProviderStatus::taken(abi::Settlement::default())).map(|found| matches!(found, Found::Taken(_))), Some(true));
+        assert_eq!(
+            found(abi::ProviderStatus { state: abi::LookupState::TAKEN, ..Default::default() }),
+            None,
+            "TAKEN without its settlement"
+        );
+        assert_eq!(card_state(abi::CardState(9)), CardState::Processing);
+        assert_eq!(card_state(abi::CardState::FAILED), CardState::Failed);
+    }
+
+    /// Values built with `..Default::default()` start in the cautious state.
+    #[test]
+    fn the_open_enumerations_default_to_the_cautious_state() {
+        assert_eq!(abi::ProviderStatus::default().state, abi::LookupState::IN_PROGRESS);
+        assert_eq!(abi::RefundOutcome::default().state, abi::RefundState::PENDING);
+        assert_eq!(abi::CardProgress::default().state, abi::CardState::PROCESSING);
+    }
+}
