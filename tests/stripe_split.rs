@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use posbridge::sandbox::{SandboxOptions, SmartumSandbox, StripeFaults, StripeOptions, StripeSandbox};
-use posbridge_testkit::{Daemon, Install};
+use posbridge::sandbox::{endpoint_of, SandboxOptions, SmartumSandbox, StripeFaults, StripeOptions, StripeSandbox};
+use posbridge_testkit::{more_tills, till_token, Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -26,9 +26,13 @@ fn any_port() -> SocketAddr {
 impl Shop {
     /// Smartum and a Stripe card method; `card_extra` goes into `[methods.card]`.
     fn new(card_extra: &str, config_extra: &str) -> Shop {
-        let options = SandboxOptions::default();
-        let smartum = SmartumSandbox::start(any_port(), options.clone()).unwrap();
-        let stripe = StripeSandbox::start(any_port(), StripeOptions::default()).unwrap();
+        Shop::with_stripe(StripeOptions::default(), card_extra, config_extra)
+    }
+
+    /// A shop whose fake Stripe has `options` (readers, rate limit).
+    fn with_stripe(options: StripeOptions, card_extra: &str, config_extra: &str) -> Shop {
+        let smartum = SmartumSandbox::start(any_port(), SandboxOptions::default()).unwrap();
+        let stripe = StripeSandbox::start(any_port(), options).unwrap();
         let install = Install::new(BIN);
         install.add_plugin("posbridge-plugin-smartum");
         install.add_plugin("posbridge-plugin-stripe-split");
@@ -333,6 +337,22 @@ fn the_fake_stripe_is_strict() {
         .unwrap();
     assert_eq!(busy.status(), 400);
     assert_eq!(busy.json::<Value>().unwrap()["error"]["code"], "terminal_reader_busy");
+
+    // Stripe's rate limit (test mode: 25 requests a second): the rest answer 429, saying
+    // which limit, and are not carried out.
+    let intents_before = stripe.payment_intents().len();
+    let answers: Vec<reqwest::blocking::Response> = (0..40)
+        .map(|_| client.get(format!("{}/v1/payment_intents/{intent}", stripe.url())).bearer_auth("sk_test_sandbox").send().unwrap())
+        .collect();
+    let limited: Vec<&reqwest::blocking::Response> = answers.iter().filter(|answer| answer.status() == 429).collect();
+    assert!(!limited.is_empty(), "40 requests at once meet the limit");
+    assert!(limited.iter().all(|answer| answer.headers()["stripe-rate-limited-reason"] == "global-rate"));
+    assert!(stripe.rate_limited() >= limited.len() as u64);
+    let (status, refused) = post("amount=100&currency=eur", None, form);
+    if status == 429 {
+        assert_eq!(refused["error"]["type"], "invalid_request_error", "{refused}");
+    }
+    assert_eq!(stripe.payment_intents().len(), intents_before + usize::from(status == 200), "a limited request creates nothing");
 }
 
 #[test]
@@ -431,4 +451,103 @@ fn a_retried_card_create_answers_the_current_state_instead_of_waiting_for_the_ca
     shop.stripe.present_card(READER, "4242424242424242").unwrap();
     assert_eq!(shop.settled(&first)["status"], "succeeded");
     assert_eq!(shop.stripe.charges(), 1);
+}
+
+/// Till `number`'s reader in the multi-till tests.
+fn reader_of(number: usize) -> String {
+    format!("tmr_Till{number}")
+}
+
+/// A shop of `tills` tills, each with its own reader, against a fake Stripe answering
+/// at most `rate_limit` requests a second.
+fn shop_of_tills(tills: usize, rate_limit: u32) -> Shop {
+    let readers: Vec<String> = (1..=tills).map(reader_of).collect();
+    let by_register: Vec<String> = (1..=tills).map(|number| format!("\"till-{number}\" = \"{}\"", reader_of(number))).collect();
+    let options = StripeOptions { readers, rate_limit, ..StripeOptions::default() };
+    Shop::with_stripe(options, &format!("readers = {{ {} }}\ntimeout = \"10s\"", by_register.join(", ")), &more_tills(tills))
+}
+
+/// A card payment of `amount` at till `number`: (HTTP status, payment).
+fn card_at(shop: &Shop, number: usize, amount: u64) -> (u16, Value) {
+    shop.daemon().post_as(&till_token(number), "/v1/payments", &json!({"method": "card", "amount": amount, "currency": "EUR"}))
+}
+
+/// The amount of the PaymentIntent a reader is working on.
+fn amount_on_reader(shop: &Shop, reader: &str) -> Value {
+    let intent = shop.stripe.reader(reader).unwrap()["action"]["process_payment_intent"]["payment_intent"].clone();
+    shop.stripe.payment_intent(intent.as_str().expect("the reader has a payment")).unwrap()["amount"].clone()
+}
+
+#[test]
+fn each_till_pays_on_its_own_reader_and_a_busy_reader_refuses_at_once() {
+    let shop = shop_of_tills(2, 25);
+    let (status, first) = card_at(&shop, 1, 1200);
+    assert_eq!((status, first["status"].as_str()), (201, Some("awaiting_card")), "{first}");
+    let (_, second) = card_at(&shop, 2, 3400);
+    assert_eq!(second["status"], "awaiting_card", "{second}");
+    assert!(shop.stripe.wait_for_reader_action(&reader_of(1), WAIT) && shop.stripe.wait_for_reader_action(&reader_of(2), WAIT));
+    assert_eq!(amount_on_reader(&shop, &reader_of(1)), 1200, "till-1's payment is on till-1's reader");
+    assert_eq!(amount_on_reader(&shop, &reader_of(2)), 3400);
+
+    // Till 1 again while its reader waits for the customer: refused at once, and no
+    // PaymentIntent is made for it.
+    let intents = shop.stripe.payment_intents().len();
+    let (status, busy) = card_at(&shop, 1, 500);
+    assert_eq!((status, busy["status"].as_str()), (201, Some("failed")), "{busy}");
+    assert_eq!(busy["failure"]["code"], "reader_busy", "{busy}");
+    assert!(busy["failure"]["message"].as_str().unwrap().contains(id(&first)), "names the payment holding the reader: {busy}");
+    assert_eq!(shop.stripe.payment_intents().len(), intents, "nothing was sent to Stripe for it");
+
+    shop.stripe.present_card(&reader_of(2), "4242424242424242").unwrap();
+    let paid = shop.daemon().follow_as(&till_token(2), id(&second), 0, &["awaiting_card", "processing"]);
+    assert_eq!((paid["status"].as_str(), paid["captured_amount"].as_u64()), (Some("succeeded"), Some(3400)), "{paid}");
+    shop.stripe.present_card(&reader_of(1), "4242424242424242").unwrap();
+    assert_eq!(shop.settled(&first)["status"], "succeeded");
+    // Paid: the reader takes till 1's next payment.
+    let (_, next) = card_at(&shop, 1, 700);
+    assert_eq!(next["status"], "awaiting_card", "{next}");
+    assert!(shop.stripe.wait_for_reader_action(&reader_of(1), WAIT));
+    assert_eq!(amount_on_reader(&shop, &reader_of(1)), 700);
+}
+
+#[test]
+fn a_waiting_card_payment_reads_only_the_reader_until_the_card_is_presented() {
+    let shop = Shop::with_reader("");
+    let (_, card) = shop.daemon().post("/v1/payments", &json!({"method": "card", "amount": 1500, "currency": "EUR"}));
+    let reader_reads = "GET /v1/terminal/readers/{id}";
+    assert!(shop.stripe.wait_for_requests(reader_reads, 3, WAIT), "the payment is followed");
+    let before_tap = shop.stripe.requests().len();
+    shop.stripe.present_card(READER, "4242424242424242").unwrap();
+    assert_eq!(shop.settled(&card)["status"], "succeeded");
+    let endpoints: Vec<String> = shop.stripe.requests().iter().map(|(method, path)| endpoint_of(method, path)).collect();
+    let intent_reads = |requests: &[String]| requests.iter().filter(|endpoint| *endpoint == "GET /v1/payment_intents/{id}").count();
+    assert_eq!(intent_reads(&endpoints[..before_tap]), 0, "while the reader waits only the reader is read: {endpoints:?}");
+    assert_eq!(intent_reads(&endpoints[before_tap..]), 1, "the PaymentIntent is read once the reader's action changed: {endpoints:?}");
+    assert!(endpoints[2..before_tap].iter().all(|endpoint| endpoint == reader_reads), "{endpoints:?}");
+}
+
+#[test]
+fn stripe_rate_limits_slow_every_till_but_fail_no_payment() {
+    let tills = 4;
+    // Far below what four tills starting and waiting at once send.
+    let shop = shop_of_tills(tills, 3);
+    let started: Vec<Value> = std::thread::scope(|scope| {
+        let shop = &shop;
+        let starts: Vec<_> = (1..=tills).map(|number| scope.spawn(move || card_at(shop, number, 1000 + number as u64).1)).collect();
+        starts.into_iter().map(|start| start.join().unwrap()).collect()
+    });
+    for (index, payment) in started.iter().enumerate() {
+        assert_eq!(payment["status"], "awaiting_card", "till {}: {payment}", index + 1);
+        assert!(shop.stripe.wait_for_reader_action(&reader_of(index + 1), WAIT), "till {} reached its reader", index + 1);
+    }
+    for number in 1..=tills {
+        shop.stripe.present_card(&reader_of(number), "4242424242424242").unwrap();
+    }
+    for (index, payment) in started.iter().enumerate() {
+        let paid = shop.daemon().follow_as(&till_token(index + 1), id(payment), 0, &["awaiting_card", "processing"]);
+        assert_eq!(paid["status"], "succeeded", "till {}: {paid}", index + 1);
+    }
+    assert!(shop.stripe.rate_limited() > 0, "the fake's limit was met");
+    assert_eq!((shop.stripe.payment_intents().len(), shop.stripe.charges()), (tills, tills), "each paid once");
+    assert!(shop.daemon().wait_for_log(&["limited this account's request rate"], WAIT).is_some(), "the slow-down is logged");
 }

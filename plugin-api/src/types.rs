@@ -312,6 +312,24 @@ pub struct CardProgress {
     pub extensions: Extensions,
 }
 
+impl CardProgress {
+    /// Extension name of [`CardProgress::poll_after_ms`] (added in 1.0).
+    pub const POLL_AFTER_MS: &'static str = "poll_after_ms";
+
+    /// How long the host should wait before the next `poll_card` (milliseconds): the
+    /// plugin knows when the provider is likely to have news and what its request budget
+    /// allows. The host keeps it within 100 ms–10 s; `None` means the host's default
+    /// (every 250 ms).
+    pub fn poll_after_ms(&self) -> Option<u64> {
+        self.extensions.get(Self::POLL_AFTER_MS).and_then(|json| json.parse().ok())
+    }
+
+    /// Sets [`CardProgress::poll_after_ms`].
+    pub fn set_poll_after_ms(&mut self, milliseconds: u64) {
+        self.extensions.set(Self::POLL_AFTER_MS, milliseconds.to_string());
+    }
+}
+
 /// A cashier's manual entry of a payment seen on the customer's screen.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]

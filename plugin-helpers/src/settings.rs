@@ -123,6 +123,25 @@ impl Settings {
         }
     }
 
+    /// A table of strings by name (`readers = { "till-1" = "tmr_…" }`), in name order;
+    /// a value that is not a string is reported as `key.name`.
+    pub fn strings_by_name(&mut self, key: &str) -> Vec<(String, String)> {
+        let Some(value) = self.value(key) else { return Vec::new() };
+        let Value::Object(entries) = value else {
+            self.problem(key, format!("expected a table of names to strings, found {}", type_name(&value)));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, value) in entries {
+            match value {
+                Value::String(text) => out.push((name, text)),
+                other => self.problem(&format!("{key}.{name}"), format!("expected a string, found {}", type_name(&other))),
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// An array of tables (`[[methods.x.keys]]`), each read with `read`; problems inside
     /// are named `key[index].inner`.
     pub fn tables<T>(&mut self, key: &str, mut read: impl FnMut(&mut Settings) -> Option<T>) -> Vec<T> {

@@ -196,6 +196,29 @@ id = "till-1"
     .to_string()
 }
 
+/// The client token of till `number` (`till-1` is [`TILL_TOKEN`]).
+pub fn till_token(number: usize) -> String {
+    if number == 1 {
+        TILL_TOKEN.to_string()
+    } else {
+        format!("test-till-{number}-token-0123456789abcdef")
+    }
+}
+
+/// Config for tills 2 to `count`: a client and a register each, named `till-N`, holding
+/// [`till_token`]`(N)`.
+pub fn more_tills(count: usize) -> String {
+    (2..=count)
+        .map(|number| {
+            format!(
+                "[[clients]]\nname = \"till-{number}\"\ntoken = \"{}\"\n\n[[registers]]\nid = \"till-{number}\"\n",
+                till_token(number)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A running daemon. Killed when dropped.
 pub struct Daemon {
     child: Child,

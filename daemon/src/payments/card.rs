@@ -16,7 +16,8 @@ use super::supervisor::{JobControl, JobHandle, JobKey};
 use super::{await_answer, failure_of, outcome_unknown, Asked, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
 
-/// How often a waiting card payment is asked about.
+/// How often a waiting card payment is asked about, unless its plugin says when (its
+/// `poll_after`: it knows the provider's request budget and when news is likely).
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
 type Reply = oneshot::Sender<Result<Payment, PaymentError>>;
@@ -61,7 +62,7 @@ impl Payments {
         control: JobControl,
     ) {
         loop {
-            let result = self.card_step(&method, &id, ticket.take().as_ref(), &control).await;
+            let (result, poll_after) = self.card_step(&method, &id, ticket.take().as_ref(), &control).await;
             let settled = matches!(&result, Ok(payment) if !waiting(payment));
             match reply.take() {
                 Some(reply) => {
@@ -73,24 +74,25 @@ impl Payments {
                     }
                 }
             }
-            if settled || !control.pause(POLL_EVERY).await {
+            if settled || !control.pause(poll_after.unwrap_or(POLL_EVERY)).await {
                 return;
             }
         }
     }
 
     /// One look at the provider: start, poll, or cancel (time is up, or the POS asked).
+    /// Answers the payment after it, and when the plugin wants to be asked again.
     async fn card_step(
         &self,
         method: &Method,
         id: &PaymentId,
         ticket: Option<&Ticket>,
         control: &JobControl,
-    ) -> Result<Payment, PaymentError> {
-        let payment = self.load(id)?;
-        if !waiting(&payment) {
-            return Ok(payment);
-        }
+    ) -> (Result<Payment, PaymentError>, Option<Duration>) {
+        let payment = match self.load(id) {
+            Ok(payment) if waiting(&payment) => payment,
+            other => return (other, None),
+        };
         let context = Self::context(&payment, method);
         let stop = if control.cancel_requested() {
             Some(Failure { code: "canceled".into(), message: "the POS canceled the card payment".into(), retryable: false })
@@ -104,26 +106,28 @@ impl Payments {
             None
         };
         let answer = Record::answer(ticket, 201);
-        let progress = match (payment.plugin_data.clone(), stop) {
+        let (progress, failure_override) = match (payment.plugin_data.clone(), stop) {
             // The start's answer was lost: repeat it (same idempotency keys, same objects).
-            (None, None) => method.start_card(context).await,
-            (None, Some(failure)) => return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await,
-            (Some(data), None) => method.poll_card(context, data).await,
+            (None, None) => (method.start_card(context).await, None),
+            (None, Some(failure)) => return (self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await, None),
+            (Some(data), None) => (method.poll_card(context, data).await, None),
             // A method that cannot cancel is followed until the provider ends the payment.
-            (Some(data), Some(_)) if !method.abilities.cancel => method.poll_card(context, data).await,
+            (Some(data), Some(_)) if !method.abilities.cancel => (method.poll_card(context, data).await, None),
             (Some(data), Some(failure)) => {
                 tracing::info!(payment = %id, reason = %failure.code, "canceling the card payment at the provider");
-                let progress = method.cancel_card(context, data).await;
-                return match progress {
-                    Ok(progress) => self.apply_card(id, progress, Some(failure), answer).await,
-                    Err(error) => Err(error.into()),
-                };
+                match method.cancel_card(context, data).await {
+                    Ok(progress) => (Ok(progress), Some(failure)),
+                    Err(error) => return (Err(error.into()), None),
+                }
             }
         };
         match progress {
-            Ok(progress) => self.apply_card(id, progress, None, answer).await,
-            Err(error) if is_transient(&error) => self.load(id),
-            Err(error) => self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+            Ok(progress) => {
+                let poll_after = progress.poll_after;
+                (self.apply_card(id, progress, failure_override, answer).await, poll_after)
+            }
+            Err(error) if is_transient(&error) => (self.load(id), None),
+            Err(error) => (self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await, None),
         }
     }
 

@@ -94,6 +94,8 @@ pub struct CardProgress {
     pub failure: Option<Refusal>,
     pub next_action: Option<NextAction>,
     pub plugin_data: String,
+    /// When the plugin wants to be asked again; `None`: the host's default pace.
+    pub poll_after: Option<Duration>,
 }
 
 /// A cashier's manual entry.

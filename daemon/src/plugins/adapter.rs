@@ -2,6 +2,8 @@
 //! [`Provider`](crate::payments::provider::Provider). Every conversion between engine
 //! values and ABI values happens here and nowhere else.
 
+use std::time::Duration;
+
 use posbridge_plugin_api as abi;
 use posbridge_plugin_api::{Capabilities, RString};
 
@@ -88,8 +90,14 @@ fn settlement(value: abi::Settlement) -> Settlement {
     }
 }
 
+/// The shortest and longest pause between polls a plugin may ask for: fast enough to
+/// follow a customer, slow enough that a wrong value cannot stall a payment.
+const POLL_AFTER_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+
 fn progress(value: abi::CardProgress) -> CardProgress {
+    let poll_after = value.poll_after_ms().map(|ms| Duration::from_millis(ms).clamp(POLL_AFTER_BOUNDS.0, POLL_AFTER_BOUNDS.1));
     CardProgress {
+        poll_after,
         state: card_state(value.state),
         settlement: value.settlement.into_option().map(settlement),
         failure: value.failure.into_option().map(refusal),
@@ -114,6 +122,7 @@ fn found(status: abi::ProviderStatus) -> Option<Found> {
             failure: None,
             next_action: None,
             plugin_data: String::new(),
+            poll_after: None,
         })),
         abi::LookupState::TAKEN => Found::Taken(settlement(status.settlement.into_option()?)),
         abi::LookupState::REFUSED => Found::Refused(refusal(status.failure.into_option()?)),

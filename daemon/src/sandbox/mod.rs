@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::config::{self, Config, MethodConfig};
 use crate::runtime::{self, StartError};
 pub use smartum::{Faults, Receipt, SandboxOptions, SmartumSandbox};
-pub use stripe::{StripeFaults, StripeOptions, StripeSandbox};
+pub use stripe::{endpoint_of, StripeFaults, StripeOptions, StripeSandbox};
 
 /// A local fake provider's HTTP server on its own thread and runtime; stops when the
 /// returned sender is dropped or sent to.
@@ -103,6 +103,11 @@ fn stripe_side(config: &Config) -> Option<(SocketAddr, StripeOptions)> {
     let mut options = StripeOptions { secret_key: setting(method, "secret_key").unwrap_or_default(), ..StripeOptions::default() };
     options.connected_accounts.extend(setting(method, "connected_account"));
     options.readers.extend(setting(method, "reader"));
+    if let Some(Value::Object(by_register)) = method.settings.json.get("readers") {
+        options.readers.extend(by_register.values().filter_map(Value::as_str).map(str::to_string));
+    }
+    options.readers.sort();
+    options.readers.dedup();
     Some((listen, options))
 }
 

@@ -3,10 +3,11 @@
 //! `parameter_unknown`, Stripe's error object, idempotency keys (same key and parameters →
 //! the same response; other parameters → `idempotency_error`; concurrent → `409`),
 //! PaymentIntents, Terminal readers with the `present_payment_method` test helper,
-//! refunds, Checkout Sessions. Faults for tests: an unavailable API, a lost
-//! `process_payment_intent` answer.
+//! refunds, Checkout Sessions, and Stripe's rate limits (25 requests/s per account and
+//! per endpoint, as in test mode: `429` with `Stripe-Rate-Limited-Reason`). Faults for
+//! tests: an unavailable API, a lost `process_payment_intent` answer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -36,6 +37,9 @@ pub struct StripeOptions {
     pub connected_accounts: Vec<String>,
     /// Terminal readers that exist.
     pub readers: Vec<String>,
+    /// Requests per second the account, and each endpoint, may send (Stripe's test mode:
+    /// 25); more answer `429`. `0`: no limit.
+    pub rate_limit: u32,
 }
 
 impl Default for StripeOptions {
@@ -44,6 +48,7 @@ impl Default for StripeOptions {
             secret_key: "sk_test_sandbox".into(),
             connected_accounts: vec!["acct_1SandboxMerchant".into()],
             readers: vec!["tmr_SandboxReader1".into()],
+            rate_limit: 25,
         }
     }
 }
@@ -74,6 +79,46 @@ struct Ledger {
     cancel_actions: u64,
     /// Time spent answering requests (for benchmarks: what the fake itself costs).
     serving: std::time::Duration,
+    /// Requests accepted within the last second: (when, endpoint).
+    recent: VecDeque<(std::time::Instant, String)>,
+    /// When each request came (for the busiest second).
+    arrivals: Vec<std::time::Instant>,
+    /// Requests answered `429`.
+    rate_limited: u64,
+}
+
+impl Ledger {
+    /// Admits a request under the rate limits, or names the limit it would break
+    /// (`Stripe-Rate-Limited-Reason`).
+    fn admit(&mut self, limit: u32, endpoint: &str) -> Result<(), &'static str> {
+        let now = std::time::Instant::now();
+        self.arrivals.push(now);
+        while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) >= std::time::Duration::from_secs(1)) {
+            self.recent.pop_front();
+        }
+        let limit = limit as usize;
+        if limit > 0 && self.recent.len() >= limit {
+            self.rate_limited += 1;
+            return Err("global-rate");
+        }
+        if limit > 0 && self.recent.iter().filter(|(_, seen)| seen == endpoint).count() >= limit {
+            self.rate_limited += 1;
+            return Err("endpoint-rate");
+        }
+        self.recent.push_back((now, endpoint.to_string()));
+        Ok(())
+    }
+}
+
+/// An API operation as Stripe's rate limits count it: the method and the path with ids
+/// replaced (`GET /v1/payment_intents/{id}`).
+pub fn endpoint_of(method: &str, path: &str) -> String {
+    let generic: Vec<&str> = path.split('/').map(|part| if is_object_id(part) { "{id}" } else { part }).collect();
+    format!("{method} {}", generic.join("/"))
+}
+
+fn is_object_id(part: &str) -> bool {
+    ["pi_", "tmr_", "cs_", "re_", "ch_"].iter().any(|prefix| part.starts_with(prefix))
 }
 
 struct Shared {
@@ -257,6 +302,34 @@ impl StripeSandbox {
         self.shared.ledger().payment_intents.values().filter(|intent| intent["status"] == "succeeded").count()
     }
 
+    /// Waits until `count` requests to `endpoint` (as [`endpoint_of`] names it) have come.
+    pub fn wait_for_requests(&self, endpoint: &str, count: usize, timeout: std::time::Duration) -> bool {
+        let seen = |ledger: &mut Ledger| ledger.requests.iter().filter(|(method, path)| endpoint_of(method, path) == endpoint).count() >= count;
+        let ledger = self.shared.ledger();
+        let (_ledger, waited) = self.shared.changed.wait_timeout_while(ledger, timeout, |ledger| !seen(ledger)).unwrap_or_else(|poisoned| poisoned.into_inner());
+        !waited.timed_out()
+    }
+
+    /// Requests answered `429` so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.ledger().rate_limited
+    }
+
+    /// The most requests that arrived within any one second since `since`.
+    pub fn busiest_second(&self, since: std::time::Instant) -> usize {
+        let ledger = self.shared.ledger();
+        let arrivals: Vec<std::time::Instant> = ledger.arrivals.iter().copied().filter(|at| *at >= since).collect();
+        let mut busiest = 0;
+        let mut first = 0;
+        for (last, at) in arrivals.iter().enumerate() {
+            while at.duration_since(arrivals[first]) >= std::time::Duration::from_secs(1) {
+                first += 1;
+            }
+            busiest = busiest.max(last + 1 - first);
+        }
+        busiest
+    }
+
     /// A reader as Stripe sees it.
     pub fn reader(&self, id: &str) -> Option<Value> {
         self.shared.ledger().readers.get(id).cloned()
@@ -358,9 +431,28 @@ async fn hold_while_asked(shared: &Shared) {
 async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let started = std::time::Instant::now();
-    shared.ledger().requests.push((method.to_string(), path.clone()));
-    let (status, body) = handle(&shared, &method, &path, &headers, &body).await;
-    let response = (status, Json(body)).into_response();
+    let admitted = {
+        let mut ledger = shared.ledger();
+        ledger.requests.push((method.to_string(), path.clone()));
+        ledger.admit(shared.options.rate_limit, &endpoint_of(method.as_str(), &path))
+    };
+    shared.changed.notify_all();
+    let response = match admitted {
+        Ok(()) => {
+            let (status, body) = handle(&shared, &method, &path, &headers, &body).await;
+            (status, Json(body)).into_response()
+        }
+        Err(reason) => {
+            let (status, body) = stripe_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request_error",
+                None,
+                "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                None,
+            );
+            (status, [("stripe-rate-limited-reason", reason)], Json(body)).into_response()
+        }
+    };
     shared.ledger().serving += started.elapsed();
     response
 }

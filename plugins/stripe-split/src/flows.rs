@@ -1,12 +1,81 @@
 //! The two card flows, as `CardProgress` for the host: a Terminal reader driven from the
 //! server, or a Checkout Session whose URL the POS shows as a QR code. Every outcome is
 //! decided from a fresh read of the PaymentIntent (or session), never from a lost answer.
+//!
+//! Waiting costs one request a poll: while the reader's action for our PaymentIntent is
+//! `in_progress` only the reader is read; the PaymentIntent is read when the action
+//! changes (the card was presented, declined, or the reader let go). Each answer tells the
+//! host when to ask again ([`Pace`]): soon after the start, once a second while the
+//! customer has not tapped, four times a second once the card is being processed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use posbridge_plugin_api::{CardProgress, CardState, MethodError, NextAction, PaymentContext, ROption, RString, Settlement};
 use serde_json::{json, Value};
 
 use crate::settings::ChargeType;
 use crate::wire::{Form, StripeApi};
+
+/// When the host should ask again, by what the last look showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Just started: a reader that could not show the amount, or a quick tap.
+    JustStarted,
+    /// Waiting for the customer: one reader read a second.
+    Idle,
+    /// The card was presented and the outcome is moments away.
+    Active,
+}
+
+impl Pace {
+    /// Milliseconds until the next poll.
+    pub fn poll_after_ms(self) -> u64 {
+        match self {
+            Pace::JustStarted => 500,
+            Pace::Idle => 1_000,
+            Pace::Active => 250,
+        }
+    }
+}
+
+/// How long a reader stays claimed by a payment no poll has seen since.
+const CLAIM_TTL_MS: i64 = 30_000;
+
+/// Which payment each reader is working for, as far as this daemon knows: a second card
+/// payment on a busy reader is refused at once, before a PaymentIntent is made for it.
+#[derive(Debug, Default)]
+pub struct ReaderClaims {
+    claims: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl ReaderClaims {
+    /// Claims `reader` for `payment` until `now_ms` + the claim's lifetime; answers the
+    /// other payment holding it, if one does.
+    pub fn claim(&self, reader: &str, payment: &str, now_ms: i64) -> Result<(), String> {
+        let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match claims.get(reader) {
+            Some((holder, until)) if holder != payment && *until > now_ms => Err(holder.clone()),
+            _ => {
+                claims.insert(reader.to_string(), (payment.to_string(), now_ms + CLAIM_TTL_MS));
+                Ok(())
+            }
+        }
+    }
+
+    /// Lets go of `reader` if `payment` holds it.
+    pub fn release(&self, reader: &str, payment: &str) {
+        let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if claims.get(reader).is_some_and(|(holder, _)| holder == payment) {
+            claims.remove(reader);
+        }
+    }
+
+    /// Forgets a claim that Stripe shows to be over (the reader waits for nothing).
+    fn forget(&self, reader: &str) {
+        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(reader);
+    }
+}
 
 /// What the host stores between calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +116,13 @@ fn progress(state: CardState, started: &Started) -> CardProgress {
     CardProgress { state, next_action, plugin_data: RString::from(started.to_data()), ..Default::default() }
 }
 
+/// A payment still waiting, with when to look again.
+fn waiting(state: CardState, started: &Started, pace: Pace) -> CardProgress {
+    let mut progress = progress(state, started);
+    progress.set_poll_after_ms(pace.poll_after_ms());
+    progress
+}
+
 fn failed(error: MethodError, started: &Started) -> CardProgress {
     CardProgress { failure: ROption::RSome(error), ..progress(CardState::FAILED, started) }
 }
@@ -85,12 +161,32 @@ fn metadata(form: Form, prefix: &str, payment: &PaymentContext) -> Form {
     }
 }
 
-/// Starts the card payment for what is due.
-pub fn start(api: &StripeApi, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
-    match api.settings().reader.clone() {
-        Some(reader) => start_terminal(api, payment, &reader),
-        None => start_checkout(api, payment),
+/// Starts the card payment for what is due, on the reader beside the payment's register
+/// (or as a payment page where the register has none).
+pub fn start(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
+    let Some(reader) = api.settings().reader_for(payment.register.as_str()).map(str::to_string) else {
+        return start_checkout(api, payment);
+    };
+    claim_reader(api, claims, payment, &reader)?;
+    let started = start_terminal(api, payment, &reader);
+    if !matches!(&started, Ok(progress) if progress.state == CardState::AWAITING_CARD) {
+        claims.release(&reader, payment.payment_id.as_str());
     }
+    started
+}
+
+/// Claims the reader for the payment, or refuses at once with `reader_busy` while it works
+/// for another one. A claim no poll renewed is checked with Stripe before it refuses.
+fn claim_reader(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, reader: &str) -> Result<(), MethodError> {
+    let payment_id = payment.payment_id.as_str();
+    let Err(holder) = claims.claim(reader, payment_id, api.now_ms()) else { return Ok(()) };
+    let busy = || MethodError::new("reader_busy", format!("the card reader {reader} is busy with payment {holder}"));
+    let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
+    if reader_now["action"]["status"] == "in_progress" {
+        return Err(busy());
+    }
+    claims.forget(reader);
+    claims.claim(reader, payment_id, api.now_ms()).map_err(|_| busy())
 }
 
 fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Result<CardProgress, MethodError> {
@@ -113,7 +209,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
     let process = Form::new().field("payment_intent", payment_intent.as_str());
     let path = format!("/v1/terminal/readers/{reader}/process_payment_intent");
     match api.post(&path, &process, &key(payment, "process"), payment.deadline_unix_ms) {
-        Ok(Ok(_)) => Ok(progress(CardState::AWAITING_CARD, &started)),
+        Ok(Ok(_)) => Ok(waiting(CardState::AWAITING_CARD, &started, Pace::JustStarted)),
         Ok(Err(error)) => {
             let failure = error.to_method_error();
             let _ = cancel_intent(api, payment, &payment_intent);
@@ -121,7 +217,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
         }
         // The reader may have the payment although the answer was lost: the host polls,
         // and the PaymentIntent and reader say what happened. Never guessed.
-        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(progress(CardState::AWAITING_CARD, &started)),
+        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(waiting(CardState::AWAITING_CARD, &started, Pace::JustStarted)),
         Err(error) => Err(error),
     }
 }
@@ -148,56 +244,73 @@ fn start_checkout(api: &StripeApi, payment: &PaymentContext) -> Result<CardProgr
         session: session["id"].as_str().unwrap_or_default().to_string(),
         url: session["url"].as_str().unwrap_or_default().to_string(),
     };
-    Ok(progress(CardState::AWAITING_CARD, &started))
+    Ok(waiting(CardState::AWAITING_CARD, &started, Pace::Idle))
 }
 
 fn read(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
     api.get(path, deadline_ms)?.map_err(|error| error.to_method_error())
 }
 
-/// Where the payment stands, read from Stripe.
-pub fn poll(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
-    match started {
-        Started::Terminal { payment_intent, reader } => {
-            let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), payment.deadline_unix_ms)?;
-            match intent["status"].as_str().unwrap_or("") {
-                "succeeded" => Ok(succeeded(&intent, started)),
-                "canceled" => Ok(failed(MethodError::new("card_canceled", "the card payment was canceled"), started)),
-                "processing" | "requires_capture" => Ok(progress(CardState::PROCESSING, started)),
-                _ => {
-                    let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
-                    let verdict = from_reader_action(&reader_now["action"], &intent, started);
-                    if verdict.state != CardState::FAILED {
-                        return Ok(verdict);
-                    }
-                    // The reader moved on between the two reads (a card presented just
-                    // now): the PaymentIntent decides, read again.
-                    let again = read(api, &format!("/v1/payment_intents/{payment_intent}"), payment.deadline_unix_ms)?;
-                    Ok(if again["status"] == "succeeded" { succeeded(&again, started) } else { verdict })
-                }
+/// Where the payment stands, read from Stripe. A final answer lets go of the reader; a
+/// waiting one renews its claim (after a restart, it makes it again).
+pub fn poll(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+    let progress = look(api, payment, started)?;
+    if let Started::Terminal { reader, .. } = started {
+        let payment_id = payment.payment_id.as_str();
+        match progress.state {
+            CardState::SUCCEEDED | CardState::FAILED => claims.release(reader, payment_id),
+            _ => {
+                let _ = claims.claim(reader, payment_id, api.now_ms());
             }
         }
+    }
+    Ok(progress)
+}
+
+fn look(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+    let deadline = payment.deadline_unix_ms;
+    match started {
+        Started::Terminal { payment_intent, reader } => {
+            let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), deadline)?;
+            let action = &reader_now["action"];
+            let ours = action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent.as_str());
+            if ours && action["status"] == "in_progress" {
+                return Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle));
+            }
+            // The action changed (the card was presented or declined, or the reader let
+            // go): the PaymentIntent, read after the reader, decides.
+            let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), deadline)?;
+            Ok(match intent["status"].as_str().unwrap_or("") {
+                "succeeded" => succeeded(&intent, started),
+                "canceled" => failed(MethodError::new("card_canceled", "the card payment was canceled"), started),
+                "processing" | "requires_capture" => waiting(CardState::PROCESSING, started, Pace::Active),
+                _ => from_reader_action(ours, action, &intent, started),
+            })
+        }
         Started::Checkout { session, .. } => {
-            let session_now = read(api, &format!("/v1/checkout/sessions/{session}"), payment.deadline_unix_ms)?;
+            let session_now = read(api, &format!("/v1/checkout/sessions/{session}"), deadline)?;
             match (session_now["status"].as_str(), session_now["payment_intent"].as_str()) {
                 (Some("complete"), Some(intent_id)) => {
-                    let intent = read(api, &format!("/v1/payment_intents/{intent_id}"), payment.deadline_unix_ms)?;
-                    Ok(if intent["status"] == "succeeded" { succeeded(&intent, started) } else { progress(CardState::PROCESSING, started) })
+                    let intent = read(api, &format!("/v1/payment_intents/{intent_id}"), deadline)?;
+                    Ok(if intent["status"] == "succeeded" {
+                        succeeded(&intent, started)
+                    } else {
+                        waiting(CardState::PROCESSING, started, Pace::Active)
+                    })
                 }
                 (Some("expired"), _) => Ok(failed(MethodError::new("card_canceled", "the payment page expired unpaid"), started)),
-                _ => Ok(progress(CardState::AWAITING_CARD, started)),
+                _ => Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle)),
             }
         }
     }
 }
 
-/// The reader's action tells a declined card from one still awaited.
-fn from_reader_action(action: &Value, intent: &Value, started: &Started) -> CardProgress {
-    let ours = action.pointer("/process_payment_intent/payment_intent") == Some(&intent["id"]);
+/// What the reader's action says of a PaymentIntent that has not succeeded: a declined
+/// card, a card still being processed, or a reader that no longer waits for it.
+fn from_reader_action(ours: bool, action: &Value, intent: &Value, started: &Started) -> CardProgress {
     match (ours, action["status"].as_str()) {
-        (true, Some("in_progress")) => progress(CardState::AWAITING_CARD, started),
-        // The card went through after the PaymentIntent was read: read it again next time.
-        (true, Some("succeeded")) => progress(CardState::PROCESSING, started),
+        // The card went through after the reader was read: read the PaymentIntent soon.
+        (true, Some("succeeded")) => waiting(CardState::PROCESSING, started, Pace::Active),
         (true, Some("failed")) => {
             let decline = intent.pointer("/last_payment_error/decline_code").and_then(Value::as_str).unwrap_or("generic_decline");
             let message = action["failure_message"].as_str().unwrap_or("the card was declined");
@@ -226,7 +339,7 @@ fn cancel_intent(api: &StripeApi, payment: &PaymentContext, payment_intent: &str
 /// Abandons the payment (cancel pressed, or the host's deadline): stops the reader or
 /// expires the page, then re-reads, so a payment that succeeded meanwhile is reported as
 /// succeeded.
-pub fn cancel(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+pub fn cancel(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
     match started {
         Started::Terminal { payment_intent, reader } => {
             // The reader may have finished meanwhile ("no action"): that is not an error here.
@@ -236,11 +349,12 @@ pub fn cancel(api: &StripeApi, payment: &PaymentContext, started: &Started) -> R
                 &key(payment, "cancel-action"),
                 payment.deadline_unix_ms,
             )?;
-            let now = poll(api, payment, started)?;
+            let now = poll(api, claims, payment, started)?;
             if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }
             let _ = cancel_intent(api, payment, payment_intent);
+            claims.release(reader, payment.payment_id.as_str());
             Ok(failed(MethodError::new("card_canceled", "the card payment was canceled"), started))
         }
         Started::Checkout { session, .. } => {
@@ -250,7 +364,7 @@ pub fn cancel(api: &StripeApi, payment: &PaymentContext, started: &Started) -> R
                 &key(payment, "expire"),
                 payment.deadline_unix_ms,
             )?;
-            let now = poll(api, payment, started)?;
+            let now = poll(api, claims, payment, started)?;
             if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }

@@ -5,6 +5,7 @@
 //! encoding, headers, idempotency keys, error mapping, retries), `flows` (the reader and
 //! the payment page as card progress), refunds and lookups below.
 
+mod budget;
 mod flows;
 mod settings;
 mod wire;
@@ -15,7 +16,8 @@ use posbridge_plugin_api::{
 };
 use serde_json::Value;
 
-pub use flows::Started;
+pub use budget::RequestBudget;
+pub use flows::{Pace, ReaderClaims, Started};
 pub use settings::{ChargeType, StripeSettings};
 use wire::{Form, StripeApi};
 
@@ -25,6 +27,7 @@ pub struct StripeSplitPlugin;
 /// One configured Stripe card method.
 pub struct StripeMethod {
     api: StripeApi,
+    claims: ReaderClaims,
 }
 
 /// What a Stripe card method can do.
@@ -55,7 +58,7 @@ impl Plugin for StripeSplitPlugin {
 
     fn create(setup: MethodSetup) -> Result<StripeMethod, Vec<MethodError>> {
         let settings = StripeSettings::parse(setup.config_json.as_str())?;
-        Ok(StripeMethod { api: StripeApi::new(setup.host, settings) })
+        Ok(StripeMethod { api: StripeApi::new(setup.host, settings), claims: ReaderClaims::default() })
     }
 }
 
@@ -65,15 +68,15 @@ fn started(plugin_data: &str) -> Result<Started, MethodError> {
 
 impl PaymentMethod for StripeMethod {
     fn start_card(&self, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
-        flows::start(&self.api, payment)
+        flows::start(&self.api, &self.claims, payment)
     }
 
     fn poll_card(&self, payment: &PaymentContext, plugin_data: &str) -> Result<CardProgress, MethodError> {
-        flows::poll(&self.api, payment, &started(plugin_data)?)
+        flows::poll(&self.api, &self.claims, payment, &started(plugin_data)?)
     }
 
     fn cancel_card(&self, payment: &PaymentContext, plugin_data: &str) -> Result<CardProgress, MethodError> {
-        flows::cancel(&self.api, payment, &started(plugin_data)?)
+        flows::cancel(&self.api, &self.claims, payment, &started(plugin_data)?)
     }
 
     fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, MethodError> {
@@ -111,13 +114,23 @@ impl PaymentMethod for StripeMethod {
 
     fn check_connection(&self, deadline_unix_ms: i64) -> Result<RString, MethodError> {
         let settings = self.api.settings();
-        let (path, what) = match &settings.reader {
-            Some(reader) => (format!("/v1/terminal/readers/{reader}"), format!("reader {reader}")),
-            None => ("/v1/balance".to_string(), "the account balance".to_string()),
-        };
-        let answer = self.api.get(&path, deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
-        let detail = answer["status"].as_str().map(|status| format!(" ({status})")).unwrap_or_default();
-        Ok(RString::from(format!("{} answered for {what}{detail} with the configured key", settings.api_url)))
+        let readers = settings.all_readers();
+        let mut seen = Vec::new();
+        if readers.is_empty() || settings.reader.is_none() {
+            self.api.get("/v1/balance", deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+            seen.push("the account balance".to_string());
+        }
+        for reader in readers {
+            let answer = self.api.get(&format!("/v1/terminal/readers/{reader}"), deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+            let status = answer["status"].as_str().map(|status| format!(" ({status})")).unwrap_or_default();
+            seen.push(format!("reader {reader}{status}"));
+        }
+        Ok(RString::from(format!(
+            "{} answered for {} with the configured key; requests are kept under {}/s",
+            settings.api_url,
+            seen.join(", "),
+            settings.max_requests_per_second
+        )))
     }
 
     fn lookup(&self, request: &LookupRequest) -> Result<ProviderStatus, MethodError> {
@@ -127,7 +140,7 @@ impl PaymentMethod for StripeMethod {
             let settled = self.api.now_ms() > request.attempt_deadline_unix_ms;
             return Ok(if settled { ProviderStatus::not_taken() } else { ProviderStatus::in_progress(None) });
         };
-        let progress = flows::poll(&self.api, &request.payment, &started(data.as_str())?)?;
+        let progress = flows::poll(&self.api, &self.claims, &request.payment, &started(data.as_str())?)?;
         Ok(match progress.state {
             posbridge_plugin_api::CardState::SUCCEEDED => match progress.settlement {
                 ROption::RSome(settlement) => ProviderStatus::taken(settlement),

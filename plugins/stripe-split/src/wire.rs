@@ -3,10 +3,13 @@
 //! `Stripe-Version`, `Stripe-Account` for direct charges on a connected account, and an
 //! `Idempotency-Key` on every POST so a retry never creates a second object.
 
-use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, MethodError, RString, RVec};
+use std::time::Duration;
+
+use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, LogLevel, MethodError, RStr, RString, RVec};
 use posbridge_plugin_helpers::retry::{retry_after_ms, Backoff};
 use serde_json::Value;
 
+use crate::budget::RequestBudget;
 use crate::settings::{ChargeType, StripeSettings};
 
 const FIRST_BACKOFF_MS: u64 = 100;
@@ -107,10 +110,12 @@ impl StripeError {
     }
 }
 
-/// A Stripe client for one configured method.
+/// A Stripe client for one configured method: every request it sends, from any till's
+/// payment, draws from the method's one request budget.
 pub struct StripeApi {
     host: HostBox,
     settings: StripeSettings,
+    budget: RequestBudget,
 }
 
 /// What a call ended with.
@@ -119,7 +124,8 @@ pub type Outcome = Result<Value, StripeError>;
 impl StripeApi {
     /// A client with the method's key, version and account.
     pub fn new(host: HostBox, settings: StripeSettings) -> Self {
-        StripeApi { host, settings }
+        let budget = RequestBudget::new(settings.max_requests_per_second);
+        StripeApi { host, settings, budget }
     }
 
     /// The method's settings.
@@ -168,7 +174,11 @@ impl StripeApi {
                     }
                     // A 5xx may have been acted on; 429 and a concurrent key were not.
                     maybe_done |= response.status >= 500;
-                    (format!("Stripe answered {}", response.status), retry_after_ms(&response))
+                    let retry_after = retry_after_ms(&response);
+                    if response.status == 429 {
+                        self.rate_limited(&response, retry_after);
+                    }
+                    (format!("Stripe answered {}", response.status), retry_after)
                 }
                 Err(SendFailure::NotSent(why)) => (why, None),
                 Err(SendFailure::Unanswered(why)) => {
@@ -183,6 +193,34 @@ impl StripeApi {
         }
     }
 
+    /// A `429`: every request of the method slows down, not only this one.
+    fn rate_limited(&self, response: &HttpResponse, retry_after: Option<u64>) {
+        self.budget.limited(self.now_ms(), retry_after);
+        let reason = response.header("stripe-rate-limited-reason").unwrap_or("not given");
+        let message = format!(
+            "Stripe limited this account's request rate (reason: {reason}); every request of this method waits {} ms, then runs at {:.0}% of {} requests/s until the limit recovers",
+            retry_after.unwrap_or(crate::budget::DEFAULT_HOLD_MS),
+            self.budget.share(self.now_ms()) * 100.0,
+            self.budget.per_second()
+        );
+        self.host.log(LogLevel::WARN, RStr::from(message.as_str()));
+    }
+
+    /// Waits for the request's slot in the method's budget; `false` when it has none
+    /// before the deadline (the request is not sent).
+    fn wait_for_slot(&self, deadline_ms: i64) -> bool {
+        let now = self.now_ms();
+        match self.budget.reserve(now, deadline_ms) {
+            Some(leave_at) => {
+                if leave_at > now {
+                    std::thread::sleep(Duration::from_millis((leave_at - now) as u64));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn send(
         &self,
         method: &str,
@@ -191,6 +229,9 @@ impl StripeApi {
         idempotency_key: Option<&str>,
         deadline_ms: i64,
     ) -> Result<HttpResponse, SendFailure> {
+        if !self.wait_for_slot(deadline_ms) {
+            return Err(SendFailure::NotSent(format!("no slot in the {} requests/s budget before the deadline", self.budget.per_second())));
+        }
         let remaining = deadline_ms - self.now_ms();
         if remaining <= 0 {
             return Err(SendFailure::NotSent("no time left".into()));
