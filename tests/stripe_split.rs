@@ -488,6 +488,8 @@ fn each_till_pays_on_its_own_reader_and_a_busy_reader_refuses_at_once() {
     assert!(shop.stripe.wait_for_reader_action(&reader_of(1), WAIT) && shop.stripe.wait_for_reader_action(&reader_of(2), WAIT));
     assert_eq!(amount_on_reader(&shop, &reader_of(1)), 1200, "till-1's payment is on till-1's reader");
     assert_eq!(amount_on_reader(&shop, &reader_of(2)), 3400);
+    // Two payments waiting: they look at their readers in one shared list.
+    assert!(shop.stripe.wait_for_requests("GET /v1/terminal/readers", 2, WAIT), "{:?}", shop.stripe.requests());
 
     // Till 1 again while its reader waits for the customer: refused at once, and no
     // PaymentIntent is made for it.

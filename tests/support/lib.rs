@@ -210,10 +210,7 @@ pub fn till_token(number: usize) -> String {
 pub fn more_tills(count: usize) -> String {
     (2..=count)
         .map(|number| {
-            format!(
-                "[[clients]]\nname = \"till-{number}\"\ntoken = \"{}\"\n\n[[registers]]\nid = \"till-{number}\"\n",
-                till_token(number)
-            )
+            format!("[[clients]]\nname = \"till-{number}\"\ntoken = \"{}\"\n\n[[registers]]\nid = \"till-{number}\"\n", till_token(number))
         })
         .collect::<Vec<_>>()
         .join("\n")

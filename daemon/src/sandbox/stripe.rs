@@ -304,10 +304,21 @@ impl StripeSandbox {
 
     /// Waits until `count` requests to `endpoint` (as [`endpoint_of`] names it) have come.
     pub fn wait_for_requests(&self, endpoint: &str, count: usize, timeout: std::time::Duration) -> bool {
-        let seen = |ledger: &mut Ledger| ledger.requests.iter().filter(|(method, path)| endpoint_of(method, path) == endpoint).count() >= count;
+        let seen =
+            |ledger: &mut Ledger| ledger.requests.iter().filter(|(method, path)| endpoint_of(method, path) == endpoint).count() >= count;
         let ledger = self.shared.ledger();
-        let (_ledger, waited) = self.shared.changed.wait_timeout_while(ledger, timeout, |ledger| !seen(ledger)).unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (_ledger, waited) = self
+            .shared
+            .changed
+            .wait_timeout_while(ledger, timeout, |ledger| !seen(ledger))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         !waited.timed_out()
+    }
+
+    /// Every request so far with when it came: (when, method, path).
+    pub fn requests_timed(&self) -> Vec<(std::time::Instant, String, String)> {
+        let ledger = self.shared.ledger();
+        ledger.arrivals.iter().zip(&ledger.requests).map(|(at, (method, path))| (*at, method.clone(), path.clone())).collect()
     }
 
     /// Requests answered `429` so far.
@@ -400,6 +411,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/payment_intents", post(api))
         .route("/v1/payment_intents/{id}", get(api).post(api))
         .route("/v1/payment_intents/{id}/cancel", post(api))
+        .route("/v1/terminal/readers", get(api))
         .route("/v1/terminal/readers/{id}", get(api))
         .route("/v1/terminal/readers/{id}/process_payment_intent", post(api))
         .route("/v1/terminal/readers/{id}/cancel_action", post(api))
@@ -439,7 +451,7 @@ async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, header
     shared.changed.notify_all();
     let response = match admitted {
         Ok(()) => {
-            let (status, body) = handle(&shared, &method, &path, &headers, &body).await;
+            let (status, body) = handle(&shared, &method, &path, uri.query().unwrap_or(""), &headers, &body).await;
             (status, Json(body)).into_response()
         }
         Err(reason) => {
@@ -457,7 +469,7 @@ async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, header
     response
 }
 
-async fn handle(shared: &Arc<Shared>, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
+async fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
     if shared.ledger().faults.unavailable {
         return stripe_error(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, "The sandbox is switched to unavailable.", None);
     }
@@ -488,7 +500,12 @@ async fn handle(shared: &Arc<Shared>, method: &Method, path: &str, headers: &Hea
             Err(message) => return invalid(&format!("Invalid request: {message}"), None),
         }
     } else {
-        Params(Map::new())
+        // A GET's parameters are its query string, in the same bracket notation.
+        match form::decode(query.as_bytes()) {
+            Ok(Value::Object(map)) => Params(map),
+            Ok(_) => Params(Map::new()),
+            Err(message) => return invalid(&format!("Invalid request: {message}"), None),
+        }
     };
     let idempotency_key = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_string);
     let Some(key) = idempotency_key.filter(|_| *method == Method::POST) else {
@@ -552,6 +569,7 @@ fn dispatch(shared: &Arc<Shared>, method: &Method, path: &str, params: &Params, 
                 .map(|intent| (StatusCode::OK, intent))
                 .unwrap_or_else(|| not_found("payment_intent", id)),
             ("POST", ["v1", "payment_intents", id, "cancel"]) => cancel_payment_intent(&mut ledger, id, params),
+            ("GET", ["v1", "terminal", "readers"]) => list_readers(&ledger, params),
             ("GET", ["v1", "terminal", "readers", id]) => {
                 ledger.readers.get(*id).cloned().map(|reader| (StatusCode::OK, reader)).unwrap_or_else(|| not_found("terminal.reader", id))
             }
@@ -689,6 +707,33 @@ fn process(ledger: &mut Ledger, reader_id: &str, params: &Params) -> Answer {
     }
     reader["action"] = json!({"type": "process_payment_intent", "status": "in_progress", "failure_code": null, "failure_message": null, "process_payment_intent": {"payment_intent": intent_id}});
     (StatusCode::OK, reader.clone())
+}
+
+/// `GET /v1/terminal/readers`: a page of readers in id order (Stripe's list object).
+/// Of Stripe's filters, `limit`, `starting_after` and `status` (what posbridge sends);
+/// the others are refused rather than ignored.
+fn list_readers(ledger: &Ledger, params: &Params) -> Answer {
+    if let Err(refused) = params.check_known(&["limit", "starting_after", "status"]) {
+        return refused;
+    }
+    let limit = match params.integer("limit") {
+        Ok(limit) => limit.unwrap_or(10),
+        Err(refused) => return refused,
+    };
+    if !(1..=100).contains(&limit) {
+        return invalid("Invalid integer: limit must be between 1 and 100", Some("limit"));
+    }
+    let after = params.text("starting_after");
+    let status = params.text("status");
+    let matching: Vec<&Value> = ledger
+        .readers
+        .iter()
+        .filter(|(id, _)| after.as_ref().is_none_or(|after| id.as_str() > after.as_str()))
+        .filter(|(_, reader)| status.as_ref().is_none_or(|status| reader["status"] == status.as_str()))
+        .map(|(_, reader)| reader)
+        .collect();
+    let page: Vec<Value> = matching.iter().take(limit as usize).map(|reader| (*reader).clone()).collect();
+    (StatusCode::OK, json!({"object": "list", "url": "/v1/terminal/readers", "has_more": matching.len() > page.len(), "data": page}))
 }
 
 /// Stripe's answer to acting on a reader that waits for nothing.

@@ -2,11 +2,15 @@
 //! server, or a Checkout Session whose URL the POS shows as a QR code. Every outcome is
 //! decided from a fresh read of the PaymentIntent (or session), never from a lost answer.
 //!
-//! Waiting costs one request a poll: while the reader's action for our PaymentIntent is
-//! `in_progress` only the reader is read; the PaymentIntent is read when the action
-//! changes (the card was presented, declined, or the reader let go). Each answer tells the
-//! host when to ask again ([`Pace`]): soon after the start, once a second while the
-//! customer has not tapped, four times a second once the card is being processed.
+//! Waiting costs at most one request a poll: while the reader's action for our
+//! PaymentIntent is `in_progress` only the reader is looked at (read alone, or found in
+//! the list of readers several waiting payments share, `watch.rs`); the PaymentIntent is
+//! read when the action changes (the card was presented, declined, or the reader let
+//! go). Each answer tells the host when to ask again ([`Pace`]): about once a second per
+//! waiting till, four times a second once the card is being processed. (A faster first
+//! look would cost a request per payment and catch nothing the start's own answer did
+//! not: the reader refuses a payment it cannot show in its answer to
+//! `process_payment_intent`.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,15 +19,15 @@ use posbridge_plugin_api::{CardProgress, CardState, MethodError, NextAction, Pay
 use serde_json::{json, Value};
 
 use crate::settings::ChargeType;
+use crate::watch::{look_every_ms, ReaderWatch};
 use crate::wire::{Form, StripeApi};
 
 /// When the host should ask again, by what the last look showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// Just started: a reader that could not show the amount, or a quick tap.
-    JustStarted,
-    /// Waiting for the customer: one reader read a second.
-    Idle,
+    /// Waiting for the customer while `waiting` payments of the method wait on readers:
+    /// about one request a second per waiting till (see [`look_every_ms`]).
+    Idle { waiting: usize },
     /// The card was presented and the outcome is moments away.
     Active,
 }
@@ -32,12 +36,29 @@ impl Pace {
     /// Milliseconds until the next poll.
     pub fn poll_after_ms(self) -> u64 {
         match self {
-            Pace::JustStarted => 500,
-            Pace::Idle => 1_000,
+            Pace::Idle { waiting } => look_every_ms(waiting),
             Pace::Active => 250,
         }
     }
 }
+
+/// What the card flows share across every payment of a method: which payment holds
+/// which reader, and the newest list of readers.
+#[derive(Debug, Default)]
+pub struct Readers {
+    claims: ReaderClaims,
+    watch: ReaderWatch,
+}
+
+impl Readers {
+    /// Payments of the method waiting on a reader now.
+    fn waiting(&self, now_ms: i64) -> usize {
+        self.claims.active(now_ms)
+    }
+}
+
+/// The shortest pause asked of the host, however long a look took.
+const MIN_POLL_AFTER_MS: u64 = 100;
 
 /// How long a reader stays claimed by a payment no poll has seen since.
 const CLAIM_TTL_MS: i64 = 30_000;
@@ -45,14 +66,14 @@ const CLAIM_TTL_MS: i64 = 30_000;
 /// Which payment each reader is working for, as far as this daemon knows: a second card
 /// payment on a busy reader is refused at once, before a PaymentIntent is made for it.
 #[derive(Debug, Default)]
-pub struct ReaderClaims {
+struct ReaderClaims {
     claims: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl ReaderClaims {
     /// Claims `reader` for `payment` until `now_ms` + the claim's lifetime; answers the
     /// other payment holding it, if one does.
-    pub fn claim(&self, reader: &str, payment: &str, now_ms: i64) -> Result<(), String> {
+    fn claim(&self, reader: &str, payment: &str, now_ms: i64) -> Result<(), String> {
         let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match claims.get(reader) {
             Some((holder, until)) if holder != payment && *until > now_ms => Err(holder.clone()),
@@ -64,11 +85,16 @@ impl ReaderClaims {
     }
 
     /// Lets go of `reader` if `payment` holds it.
-    pub fn release(&self, reader: &str, payment: &str) {
+    fn release(&self, reader: &str, payment: &str) {
         let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if claims.get(reader).is_some_and(|(holder, _)| holder == payment) {
             claims.remove(reader);
         }
+    }
+
+    /// How many readers are claimed at `now_ms`.
+    fn active(&self, now_ms: i64) -> usize {
+        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().filter(|(_, until)| *until > now_ms).count()
     }
 
     /// Forgets a claim that Stripe shows to be over (the reader waits for nothing).
@@ -163,14 +189,14 @@ fn metadata(form: Form, prefix: &str, payment: &PaymentContext) -> Form {
 
 /// Starts the card payment for what is due, on the reader beside the payment's register
 /// (or as a payment page where the register has none).
-pub fn start(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
+pub fn start(api: &StripeApi, readers: &Readers, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
     let Some(reader) = api.settings().reader_for(payment.register.as_str()).map(str::to_string) else {
         return start_checkout(api, payment);
     };
-    claim_reader(api, claims, payment, &reader)?;
-    let started = start_terminal(api, payment, &reader);
+    claim_reader(api, &readers.claims, payment, &reader)?;
+    let started = start_terminal(api, payment, &reader, Pace::Idle { waiting: readers.waiting(api.now_ms()) });
     if !matches!(&started, Ok(progress) if progress.state == CardState::AWAITING_CARD) {
-        claims.release(&reader, payment.payment_id.as_str());
+        readers.claims.release(&reader, payment.payment_id.as_str());
     }
     started
 }
@@ -189,7 +215,7 @@ fn claim_reader(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext
     claims.claim(reader, payment_id, api.now_ms()).map_err(|_| busy())
 }
 
-fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Result<CardProgress, MethodError> {
+fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str, pace: Pace) -> Result<CardProgress, MethodError> {
     let settings = api.settings();
     let mut form = Form::new()
         .field("amount", payment.amount_due)
@@ -209,7 +235,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
     let process = Form::new().field("payment_intent", payment_intent.as_str());
     let path = format!("/v1/terminal/readers/{reader}/process_payment_intent");
     match api.post(&path, &process, &key(payment, "process"), payment.deadline_unix_ms) {
-        Ok(Ok(_)) => Ok(waiting(CardState::AWAITING_CARD, &started, Pace::JustStarted)),
+        Ok(Ok(_)) => Ok(waiting(CardState::AWAITING_CARD, &started, pace)),
         Ok(Err(error)) => {
             let failure = error.to_method_error();
             let _ = cancel_intent(api, payment, &payment_intent);
@@ -217,7 +243,7 @@ fn start_terminal(api: &StripeApi, payment: &PaymentContext, reader: &str) -> Re
         }
         // The reader may have the payment although the answer was lost: the host polls,
         // and the PaymentIntent and reader say what happened. Never guessed.
-        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(waiting(CardState::AWAITING_CARD, &started, Pace::JustStarted)),
+        Err(error) if error.code.as_str() == "outcome_unknown" => Ok(waiting(CardState::AWAITING_CARD, &started, pace)),
         Err(error) => Err(error),
     }
 }
@@ -244,38 +270,51 @@ fn start_checkout(api: &StripeApi, payment: &PaymentContext) -> Result<CardProgr
         session: session["id"].as_str().unwrap_or_default().to_string(),
         url: session["url"].as_str().unwrap_or_default().to_string(),
     };
-    Ok(waiting(CardState::AWAITING_CARD, &started, Pace::Idle))
+    Ok(waiting(CardState::AWAITING_CARD, &started, Pace::Idle { waiting: 1 }))
 }
 
 fn read(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
     api.get(path, deadline_ms)?.map_err(|error| error.to_method_error())
 }
 
+/// A waiting payment's routine read of what changes first (the reader, the page).
+fn look_for_change(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
+    api.get_routine(path, deadline_ms)?.map_err(|error| error.to_method_error())
+}
+
 /// Where the payment stands, read from Stripe. A final answer lets go of the reader; a
 /// waiting one renews its claim (after a restart, it makes it again).
-pub fn poll(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
-    let progress = look(api, payment, started)?;
+pub fn poll(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+    let began = api.now_ms();
+    let mut progress = look(api, readers, payment, started)?;
+    // The pace runs from the start of one look to the next, however long this one
+    // waited for its turn in the budget.
+    if let Some(after) = progress.poll_after_ms() {
+        let spent = (api.now_ms() - began).max(0) as u64;
+        progress.set_poll_after_ms(after.saturating_sub(spent).max(MIN_POLL_AFTER_MS));
+    }
     if let Started::Terminal { reader, .. } = started {
         let payment_id = payment.payment_id.as_str();
         match progress.state {
-            CardState::SUCCEEDED | CardState::FAILED => claims.release(reader, payment_id),
+            CardState::SUCCEEDED | CardState::FAILED => readers.claims.release(reader, payment_id),
             _ => {
-                let _ = claims.claim(reader, payment_id, api.now_ms());
+                let _ = readers.claims.claim(reader, payment_id, api.now_ms());
             }
         }
     }
     Ok(progress)
 }
 
-fn look(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
     let deadline = payment.deadline_unix_ms;
     match started {
         Started::Terminal { payment_intent, reader } => {
-            let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), deadline)?;
+            let waiting_now = readers.waiting(api.now_ms());
+            let reader_now = readers.watch.reader(api, reader, waiting_now, deadline)?;
             let action = &reader_now["action"];
             let ours = action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent.as_str());
             if ours && action["status"] == "in_progress" {
-                return Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle));
+                return Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle { waiting: waiting_now }));
             }
             // The action changed (the card was presented or declined, or the reader let
             // go): the PaymentIntent, read after the reader, decides.
@@ -288,7 +327,7 @@ fn look(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<
             })
         }
         Started::Checkout { session, .. } => {
-            let session_now = read(api, &format!("/v1/checkout/sessions/{session}"), deadline)?;
+            let session_now = look_for_change(api, &format!("/v1/checkout/sessions/{session}"), deadline)?;
             match (session_now["status"].as_str(), session_now["payment_intent"].as_str()) {
                 (Some("complete"), Some(intent_id)) => {
                     let intent = read(api, &format!("/v1/payment_intents/{intent_id}"), deadline)?;
@@ -299,7 +338,7 @@ fn look(api: &StripeApi, payment: &PaymentContext, started: &Started) -> Result<
                     })
                 }
                 (Some("expired"), _) => Ok(failed(MethodError::new("card_canceled", "the payment page expired unpaid"), started)),
-                _ => Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle)),
+                _ => Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle { waiting: 1 })),
             }
         }
     }
@@ -339,7 +378,7 @@ fn cancel_intent(api: &StripeApi, payment: &PaymentContext, payment_intent: &str
 /// Abandons the payment (cancel pressed, or the host's deadline): stops the reader or
 /// expires the page, then re-reads, so a payment that succeeded meanwhile is reported as
 /// succeeded.
-pub fn cancel(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
+pub fn cancel(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &Started) -> Result<CardProgress, MethodError> {
     match started {
         Started::Terminal { payment_intent, reader } => {
             // The reader may have finished meanwhile ("no action"): that is not an error here.
@@ -349,12 +388,12 @@ pub fn cancel(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, 
                 &key(payment, "cancel-action"),
                 payment.deadline_unix_ms,
             )?;
-            let now = poll(api, claims, payment, started)?;
+            let now = poll(api, readers, payment, started)?;
             if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }
             let _ = cancel_intent(api, payment, payment_intent);
-            claims.release(reader, payment.payment_id.as_str());
+            readers.claims.release(reader, payment.payment_id.as_str());
             Ok(failed(MethodError::new("card_canceled", "the card payment was canceled"), started))
         }
         Started::Checkout { session, .. } => {
@@ -364,7 +403,7 @@ pub fn cancel(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, 
                 &key(payment, "expire"),
                 payment.deadline_unix_ms,
             )?;
-            let now = poll(api, claims, payment, started)?;
+            let now = poll(api, readers, payment, started)?;
             if now.state == CardState::SUCCEEDED {
                 return Ok(now);
             }

@@ -8,6 +8,7 @@
 mod budget;
 mod flows;
 mod settings;
+mod watch;
 mod wire;
 
 use posbridge_plugin_api::{
@@ -17,8 +18,9 @@ use posbridge_plugin_api::{
 use serde_json::Value;
 
 pub use budget::RequestBudget;
-pub use flows::{Pace, ReaderClaims, Started};
+pub use flows::{Pace, Readers, Started};
 pub use settings::{ChargeType, StripeSettings};
+pub use watch::look_every_ms;
 use wire::{Form, StripeApi};
 
 /// The plugin as the host loads it.
@@ -27,7 +29,7 @@ pub struct StripeSplitPlugin;
 /// One configured Stripe card method.
 pub struct StripeMethod {
     api: StripeApi,
-    claims: ReaderClaims,
+    readers: Readers,
 }
 
 /// What a Stripe card method can do.
@@ -58,7 +60,7 @@ impl Plugin for StripeSplitPlugin {
 
     fn create(setup: MethodSetup) -> Result<StripeMethod, Vec<MethodError>> {
         let settings = StripeSettings::parse(setup.config_json.as_str())?;
-        Ok(StripeMethod { api: StripeApi::new(setup.host, settings), claims: ReaderClaims::default() })
+        Ok(StripeMethod { api: StripeApi::new(setup.host, settings), readers: Readers::default() })
     }
 }
 
@@ -68,15 +70,15 @@ fn started(plugin_data: &str) -> Result<Started, MethodError> {
 
 impl PaymentMethod for StripeMethod {
     fn start_card(&self, payment: &PaymentContext) -> Result<CardProgress, MethodError> {
-        flows::start(&self.api, &self.claims, payment)
+        flows::start(&self.api, &self.readers, payment)
     }
 
     fn poll_card(&self, payment: &PaymentContext, plugin_data: &str) -> Result<CardProgress, MethodError> {
-        flows::poll(&self.api, &self.claims, payment, &started(plugin_data)?)
+        flows::poll(&self.api, &self.readers, payment, &started(plugin_data)?)
     }
 
     fn cancel_card(&self, payment: &PaymentContext, plugin_data: &str) -> Result<CardProgress, MethodError> {
-        flows::cancel(&self.api, &self.claims, payment, &started(plugin_data)?)
+        flows::cancel(&self.api, &self.readers, payment, &started(plugin_data)?)
     }
 
     fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, MethodError> {
@@ -121,7 +123,8 @@ impl PaymentMethod for StripeMethod {
             seen.push("the account balance".to_string());
         }
         for reader in readers {
-            let answer = self.api.get(&format!("/v1/terminal/readers/{reader}"), deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+            let answer =
+                self.api.get(&format!("/v1/terminal/readers/{reader}"), deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
             let status = answer["status"].as_str().map(|status| format!(" ({status})")).unwrap_or_default();
             seen.push(format!("reader {reader}{status}"));
         }
@@ -140,7 +143,7 @@ impl PaymentMethod for StripeMethod {
             let settled = self.api.now_ms() > request.attempt_deadline_unix_ms;
             return Ok(if settled { ProviderStatus::not_taken() } else { ProviderStatus::in_progress(None) });
         };
-        let progress = flows::poll(&self.api, &self.claims, &request.payment, &started(data.as_str())?)?;
+        let progress = flows::poll(&self.api, &self.readers, &request.payment, &started(data.as_str())?)?;
         Ok(match progress.state {
             posbridge_plugin_api::CardState::SUCCEEDED => match progress.settlement {
                 ROption::RSome(settlement) => ProviderStatus::taken(settlement),

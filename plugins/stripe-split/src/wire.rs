@@ -9,7 +9,7 @@ use posbridge_plugin_api::{Header, HostBox, HttpRequest, HttpResponse, LogLevel,
 use posbridge_plugin_helpers::retry::{retry_after_ms, Backoff};
 use serde_json::Value;
 
-use crate::budget::RequestBudget;
+use crate::budget::{Priority, RequestBudget};
 use crate::settings::{ChargeType, StripeSettings};
 
 const FIRST_BACKOFF_MS: u64 = 100;
@@ -140,14 +140,21 @@ impl StripeApi {
 
     /// `GET path` with retries on 429/5xx within the deadline.
     pub fn get(&self, path: &str, deadline_ms: i64) -> Result<Outcome, MethodError> {
-        self.call("GET", path, None, None, deadline_ms)
+        self.call("GET", path, None, None, deadline_ms, Priority::Prompt)
+    }
+
+    /// A `GET` that only checks whether anything changed (a waiting payment's look at
+    /// its reader): it never uses the budget's burst, which stays for requests a
+    /// customer or cashier waits on.
+    pub fn get_routine(&self, path: &str, deadline_ms: i64) -> Result<Outcome, MethodError> {
+        self.call("GET", path, None, None, deadline_ms, Priority::Routine)
     }
 
     /// `POST path` with an idempotency key; retried with the same key on 429/5xx or a
     /// lost answer, so Stripe does it once. A POST whose outcome stays unknown at the
     /// deadline fails as `outcome_unknown`.
     pub fn post(&self, path: &str, form: &Form, idempotency_key: &str, deadline_ms: i64) -> Result<Outcome, MethodError> {
-        self.call("POST", path, Some(form), Some(idempotency_key), deadline_ms)
+        self.call("POST", path, Some(form), Some(idempotency_key), deadline_ms, Priority::Prompt)
     }
 
     fn call(
@@ -157,11 +164,12 @@ impl StripeApi {
         form: Option<&Form>,
         idempotency_key: Option<&str>,
         deadline_ms: i64,
+        priority: Priority,
     ) -> Result<Outcome, MethodError> {
         let mut backoff = Backoff::new(FIRST_BACKOFF_MS, MAX_BACKOFF_MS);
         let mut maybe_done = false;
         loop {
-            let (why, retry_after) = match self.send(method, path, form, idempotency_key, deadline_ms) {
+            let (why, retry_after) = match self.send(method, path, form, idempotency_key, deadline_ms, priority) {
                 Ok(response) => {
                     let body: Value = serde_json::from_slice(response.body.as_slice()).unwrap_or(Value::Null);
                     if response.status < 300 {
@@ -208,9 +216,9 @@ impl StripeApi {
 
     /// Waits for the request's slot in the method's budget; `false` when it has none
     /// before the deadline (the request is not sent).
-    fn wait_for_slot(&self, deadline_ms: i64) -> bool {
+    fn wait_for_slot(&self, deadline_ms: i64, priority: Priority) -> bool {
         let now = self.now_ms();
-        match self.budget.reserve(now, deadline_ms) {
+        match self.budget.reserve(now, deadline_ms, priority) {
             Some(leave_at) => {
                 if leave_at > now {
                     std::thread::sleep(Duration::from_millis((leave_at - now) as u64));
@@ -228,8 +236,9 @@ impl StripeApi {
         form: Option<&Form>,
         idempotency_key: Option<&str>,
         deadline_ms: i64,
+        priority: Priority,
     ) -> Result<HttpResponse, SendFailure> {
-        if !self.wait_for_slot(deadline_ms) {
+        if !self.wait_for_slot(deadline_ms, priority) {
             return Err(SendFailure::NotSent(format!("no slot in the {} requests/s budget before the deadline", self.budget.per_second())));
         }
         let remaining = deadline_ms - self.now_ms();
