@@ -2,8 +2,9 @@
 //! - decoder throughput (reports per second) on the golden 436-character receipt,
 //! - the time from a receipt's last report (written to a `replay` scanner's FIFO) to its
 //!   payment's `succeeded`, through the release binary against the sandbox Smartum,
-//! - `/v1/decode` per 1280×720 frame, and how many of each kind of frame rqrr alone and
-//!   the full pipeline decode.
+//! - `/v1/decode` per 1280×720 frame, and how many of each kind of frame rqrr alone, the
+//!   old whole-frame pipeline ("before") and the staged one ("after") decode, with the
+//!   median time of each in process and of the daemon's answer over HTTP.
 //!
 //! `cargo bench -p posbridge --bench scanners`
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use image::GrayImage;
 use posbridge::config::KeyboardLayout;
-use posbridge::qr_images::{find_codes, Pass};
+use posbridge::qr_images::{find_codes, find_codes_with, Pass, Strategy};
 use posbridge::sandbox::{scanner_reports, SandboxOptions, SmartumSandbox};
 use posbridge::scanners::replay::parse_line;
 use posbridge::scanners::{KeyboardDecoder, PosDecoder, Terminators};
@@ -118,6 +119,9 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Per kind of frame: how many of the 20 each strategy decodes and its median time in
+/// this process ("before" is the old whole-frame pass order, `Strategy::Exhaustive`),
+/// then the daemon's answer over HTTP (the new pipeline; PNG decoding included).
 fn decode_frames(base: &str, smartum: &SmartumSandbox) {
     let dark = |image: &GrayImage| {
         let mut inverted = image.clone();
@@ -135,34 +139,55 @@ fn decode_frames(base: &str, smartum: &SmartumSandbox) {
         ("dark, rotated 11°, σ=1.6, 5 px", |text, dark| dark(&image::imageops::blur(&rotated(&qr_frame(text, 5), 11.0), 1.6))),
     ];
     let client = reqwest::blocking::Client::new();
-    println!("/v1/decode, 1280x720 frames, 20 receipts each: rqrr alone | full pipeline | median time per frame (HTTP, PNG)");
+    println!("/v1/decode, 1280x720 frames, 20 receipts each; median times per frame");
+    println!("  {:<32} {:>11} | {:>17} | {:>29}", "", "rqrr alone", "before (old order)", "after: in process | HTTP, PNG");
     for (name, make) in kinds {
-        let (mut alone, mut full, mut times) = (0, 0, Vec::new());
+        let (mut alone, mut before, mut after, mut served) = (0, Vec::new(), Vec::new(), Vec::new());
+        let (mut found_before, mut found_after, mut found_served) = (0, 0, 0);
         for _ in 0..20 {
             let text = smartum.create_receipt(3000).jws;
             let frame = make(&text, &dark);
-            let found = find_codes(&frame);
+            let (found, took) = timed(|| find_codes_with(&frame, Strategy::Exhaustive));
+            before.push(took);
             if found.codes == [text.clone()] {
-                full += 1;
-                if found.by == Some((Pass::AsIs, false)) {
-                    alone += 1;
-                }
+                found_before += 1;
+                alone += usize::from(found.by == Some((Pass::AsIs, false)));
             }
+            let (found, took) = timed(|| find_codes(&frame));
+            after.push(took);
+            found_after += usize::from(found.codes == [text.clone()]);
             let body = encode(&frame, image::ImageFormat::Png);
-            let started = Instant::now();
-            let answer: Value = client
-                .post(format!("{base}/v1/decode"))
-                .bearer_auth(TILL_TOKEN)
-                .header("Content-Type", "image/png")
-                .body(body)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            times.push(started.elapsed());
-            assert!(answer["codes"].is_array(), "{answer}");
+            let (answer, took) = timed(|| {
+                let answer: Value = client
+                    .post(format!("{base}/v1/decode"))
+                    .bearer_auth(TILL_TOKEN)
+                    .header("Content-Type", "image/png")
+                    .body(body)
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                answer
+            });
+            served.push(took);
+            found_served += usize::from(answer["codes"] == json!([text]));
         }
-        times.sort();
-        println!("  {name:<32} {alone:>2}/20 | {full:>2}/20 | {:.1} ms", ms(times[times.len() / 2]));
+        println!(
+            "  {name:<32} {alone:>5}/20   | {found_before:>2}/20 {:>7.1} ms | {found_after:>2}/20 {:>6.1} ms | {found_served:>2}/20 {:>6.1} ms",
+            median(before),
+            median(after),
+            median(served)
+        );
     }
+}
+
+fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let result = work();
+    (result, started.elapsed())
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    ms(samples[samples.len() / 2])
 }
