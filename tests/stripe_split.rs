@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use posbridge::sandbox::{endpoint_of, SandboxOptions, SmartumSandbox, StripeFaults, StripeOptions, StripeSandbox};
-use posbridge_testkit::{more_tills, till_token, Daemon, Install, TILL_TOKEN};
+use posbridge_testkit::{more_tills, till_token, Daemon, Install};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");

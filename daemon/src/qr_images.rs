@@ -22,6 +22,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use image::imageops::{self, FilterType};
 use image::{GrayImage, ImageReader};
 
 /// Why an image could not be read.
