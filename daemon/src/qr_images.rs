@@ -189,9 +189,20 @@ const STAGED: [Pass; 7] =
     [Pass::Global, Pass::Local, Pass::AsIs, Pass::Sharpened, Pass::SharpenedLocal, Pass::EnlargedSharpened, Pass::Enlarged];
 
 /// Runs the forms in `order` on up to `workers` threads and returns the first in
-/// `order` that has codes (the same answer as one thread gives). A worker takes no form
-/// after one that already hit.
+/// `order` that has codes (the same answer as one thread gives). The first form runs
+/// alone (it decodes most frames, and a second form beside it would only be waited
+/// for); the rest share the workers, none taking a form after one that already hit.
 fn first_hit(forms: &Forms, order: &[(Pass, bool)], workers: usize) -> Found {
+    let Some((&first, rest)) = order.split_first() else { return Found { codes: Vec::new(), by: None } };
+    let codes = forms.scan(first.0, first.1);
+    if !codes.is_empty() {
+        return Found { codes, by: Some(first) };
+    }
+    in_parallel(forms, rest, workers)
+}
+
+/// [`first_hit`] over `order`, on up to `workers` threads.
+fn in_parallel(forms: &Forms, order: &[(Pass, bool)], workers: usize) -> Found {
     let next = AtomicUsize::new(0);
     let best: Mutex<Option<(usize, Vec<String>)>> = Mutex::new(None);
     let hit_before = |index: usize| best.lock().unwrap().as_ref().is_some_and(|(hit, _)| *hit < index);
