@@ -248,6 +248,23 @@ mod tests {
         assert_eq!(card_state(abi::CardState::FAILED), CardState::Failed);
     }
 
+    /// A plugin sets its own pace, within bounds that keep a wrong value from spinning
+    /// or stalling a payment.
+    #[test]
+    fn a_plugins_poll_pace_is_kept_within_bounds() {
+        let paced = |ms: Option<u64>| {
+            let mut value = abi::CardProgress::default();
+            if let Some(ms) = ms {
+                value.set_poll_after_ms(ms);
+            }
+            progress(value).poll_after
+        };
+        assert_eq!(paced(None), None, "the host's default pace");
+        assert_eq!(paced(Some(1_000)), Some(Duration::from_secs(1)));
+        assert_eq!(paced(Some(5)), Some(POLL_AFTER_BOUNDS.0));
+        assert_eq!(paced(Some(3_600_000)), Some(POLL_AFTER_BOUNDS.1));
+    }
+
     /// Values built with `..Default::default()` start in the cautious state.
     #[test]
     fn the_open_enumerations_default_to_the_cautious_state() {
