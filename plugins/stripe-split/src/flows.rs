@@ -19,7 +19,7 @@ use posbridge_plugin_api::{CardProgress, CardState, MethodError, NextAction, Pay
 use serde_json::{json, Value};
 
 use crate::settings::ChargeType;
-use crate::watch::{look_every_ms, ReaderWatch};
+use crate::watch::{look_every_ms, read_reader, ReaderWatch};
 use crate::wire::{Form, StripeApi};
 
 /// When the host should ask again, by what the last look showed.
@@ -310,12 +310,21 @@ fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &
     match started {
         Started::Terminal { payment_intent, reader } => {
             let waiting_now = readers.waiting(api.now_ms());
-            let reader_now = readers.watch.reader(api, reader, waiting_now, deadline)?;
+            let still_waiting = || waiting(CardState::AWAITING_CARD, started, Pace::Idle { waiting: waiting_now });
+            let mut reader_now = readers.watch.reader(api, reader, waiting_now, deadline)?;
+            if waits_for(&reader_now, payment_intent) {
+                return Ok(still_waiting());
+            }
+            if waiting_now >= 2 {
+                // A shared list may predate this payment's start: only the reader itself,
+                // read now, may say that its action changed.
+                reader_now = read_reader(api, reader, deadline)?;
+                if waits_for(&reader_now, payment_intent) {
+                    return Ok(still_waiting());
+                }
+            }
             let action = &reader_now["action"];
             let ours = action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent.as_str());
-            if ours && action["status"] == "in_progress" {
-                return Ok(waiting(CardState::AWAITING_CARD, started, Pace::Idle { waiting: waiting_now }));
-            }
             // The action changed (the card was presented or declined, or the reader let
             // go): the PaymentIntent, read after the reader, decides.
             let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), deadline)?;
@@ -342,6 +351,13 @@ fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &
             }
         }
     }
+}
+
+/// Whether the reader's action is still waiting for the customer to pay `payment_intent`.
+fn waits_for(reader: &Value, payment_intent: &str) -> bool {
+    let action = &reader["action"];
+    action["status"] == "in_progress"
+        && action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent)
 }
 
 /// What the reader's action says of a PaymentIntent that has not succeeded: a declined

@@ -156,3 +156,53 @@ impl PaymentMethod for StripeMethod {
 }
 
 export_plugin!(StripeSplitPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posbridge_plugin_api::{CardState, Header, HttpResponse};
+    use posbridge_plugin_testkit::{build, FakeHost};
+    use serde_json::json;
+
+    fn answer(body: Value) -> HttpResponse {
+        let headers = RVec::from(vec![Header::new("content-type", "application/json")]);
+        HttpResponse { status: 200, headers, body: RVec::from(body.to_string().into_bytes()), ..Default::default() }
+    }
+
+    fn waiting_on(reader: &str, intent: &str) -> Value {
+        json!({"id": reader, "object": "terminal.reader", "action": {"type": "process_payment_intent", "status": "in_progress",
+            "process_payment_intent": {"payment_intent": intent}}})
+    }
+
+    /// A list of readers fetched just before a payment started shows its reader as it
+    /// was (no action): that must not end the payment, which the reader still shows.
+    #[test]
+    fn a_shared_list_older_than_the_payment_never_ends_it() {
+        let host = FakeHost::new(|request| {
+            let path = request.url.split_once("127.0.0.1:9").map_or("", |(_, path)| path);
+            Ok(answer(match path {
+                "/v1/terminal/readers?limit=100" => json!({"object": "list", "has_more": false, "data": [
+                    {"id": "tmr_One", "object": "terminal.reader", "action": null},
+                    waiting_on("tmr_Two", "pi_Two")]}),
+                "/v1/terminal/readers/tmr_One" => waiting_on("tmr_One", "pi_One"),
+                "/v1/terminal/readers/tmr_Two" => waiting_on("tmr_Two", "pi_Two"),
+                _ => json!({"id": "pi_One", "object": "payment_intent", "status": "requires_payment_method"}),
+            }))
+        });
+        let settings =
+            r#"{"api_url": "http://127.0.0.1:9", "secret_key": "sk_test_1", "readers": {"till-1": "tmr_One", "till-2": "tmr_Two"}}"#;
+        let method =
+            StripeSplitPlugin::create(build::setup("card", "card", settings, &host)).unwrap_or_else(|problems| panic!("{problems:?}"));
+        let one = build::payment(&host, 1200);
+        let two = PaymentContext { register: "till-2".into(), ..build::payment(&host, 3400) };
+        let data = |intent: &str, reader: &str| Started::Terminal { payment_intent: intent.into(), reader: reader.into() }.to_data();
+        // Both are followed (each claims its reader), then till 1 looks through the list.
+        for _ in 0..2 {
+            assert_eq!(method.poll_card(&two, &data("pi_Two", "tmr_Two")).map(|progress| progress.state), Ok(CardState::AWAITING_CARD));
+            let progress = method.poll_card(&one, &data("pi_One", "tmr_One")).unwrap_or_else(|error| panic!("{error:?}"));
+            assert_eq!(progress.state, CardState::AWAITING_CARD, "{progress:?}");
+        }
+        assert!(host.requests().iter().any(|request| request.path() == "/v1/terminal/readers?limit=100"), "the list was used");
+        assert!(!host.requests().iter().any(|request| request.path().starts_with("/v1/payment_intents")), "nothing changed");
+    }
+}

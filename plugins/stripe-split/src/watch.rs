@@ -3,7 +3,9 @@
 //! so each look at a reader is served from the newest list instead of its own request.
 //! Ten tills waiting cost a list four times a second, not ten reader reads a second,
 //! and each till looks more often than it could alone. One waiting payment reads its
-//! reader directly.
+//! reader directly. A list only ever confirms that a payment still waits: one fetched
+//! just before a payment started shows its reader as it was, so any change it shows is
+//! read again from the reader itself (`flows::look`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,7 +52,7 @@ impl ReaderWatch {
     /// The reader `id` as Stripe shows it now, within `look_every_ms(waiting)`.
     pub fn reader(&self, api: &StripeApi, id: &str, waiting: usize, deadline_ms: i64) -> Result<Value, MethodError> {
         if waiting < 2 {
-            return read_one(api, id, deadline_ms);
+            return read_reader(api, id, deadline_ms);
         }
         let fresh_since = api.now_ms() - look_every_ms(waiting) as i64;
         if let Some(found) = self.fresh(id, fresh_since) {
@@ -65,7 +67,7 @@ impl ReaderWatch {
         let page = match api.get_routine(&format!("/v1/terminal/readers?limit={PAGE}"), deadline_ms)? {
             Ok(page) => page,
             // Refused (a restricted key may read a reader but not list them): alone.
-            Err(_) => return read_one(api, id, deadline_ms),
+            Err(_) => return read_reader(api, id, deadline_ms),
         };
         let readers: HashMap<String, Value> = page["data"]
             .as_array()
@@ -78,7 +80,7 @@ impl ReaderWatch {
         match found {
             Some(reader) => Ok(reader),
             // Beyond the first page (a fleet of readers): read it alone.
-            None => read_one(api, id, deadline_ms),
+            None => read_reader(api, id, deadline_ms),
         }
     }
 
@@ -88,7 +90,8 @@ impl ReaderWatch {
     }
 }
 
-fn read_one(api: &StripeApi, id: &str, deadline_ms: i64) -> Result<Value, MethodError> {
+/// The reader `id`, read alone, now.
+pub fn read_reader(api: &StripeApi, id: &str, deadline_ms: i64) -> Result<Value, MethodError> {
     api.get_routine(&format!("/v1/terminal/readers/{id}"), deadline_ms)?.map_err(|error| error.to_method_error())
 }
 
