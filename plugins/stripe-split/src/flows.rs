@@ -63,38 +63,51 @@ const MIN_POLL_AFTER_MS: u64 = 100;
 /// How long a reader stays claimed by a payment no poll has seen since.
 const CLAIM_TTL_MS: i64 = 30_000;
 
+/// A claim younger than this is a payment still starting on the reader: refused without
+/// asking Stripe (its action may not show yet).
+const STARTING_MS: i64 = 5_000;
+
 /// Which payment each reader is working for, as far as this daemon knows: a second card
 /// payment on a busy reader is refused at once, before a PaymentIntent is made for it.
 #[derive(Debug, Default)]
 struct ReaderClaims {
-    claims: Mutex<HashMap<String, (String, i64)>>,
+    /// Reader → (payment, claimed until, first claimed at).
+    claims: Mutex<HashMap<String, (String, i64, i64)>>,
+}
+
+/// Another payment's live claim on a reader.
+struct Held {
+    holder: String,
+    starting: bool,
 }
 
 impl ReaderClaims {
     /// Claims `reader` for `payment` until `now_ms` + the claim's lifetime; answers the
     /// other payment holding it, if one does.
-    fn claim(&self, reader: &str, payment: &str, now_ms: i64) -> Result<(), String> {
+    fn claim(&self, reader: &str, payment: &str, now_ms: i64) -> Result<(), Held> {
         let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match claims.get(reader) {
-            Some((holder, until)) if holder != payment && *until > now_ms => Err(holder.clone()),
-            _ => {
-                claims.insert(reader.to_string(), (payment.to_string(), now_ms + CLAIM_TTL_MS));
-                Ok(())
+        let since = match claims.get(reader) {
+            Some((holder, until, since)) if holder != payment && *until > now_ms => {
+                return Err(Held { holder: holder.clone(), starting: now_ms - since < STARTING_MS });
             }
-        }
+            Some((holder, _, since)) if holder == payment => *since,
+            _ => now_ms,
+        };
+        claims.insert(reader.to_string(), (payment.to_string(), now_ms + CLAIM_TTL_MS, since));
+        Ok(())
     }
 
     /// Lets go of `reader` if `payment` holds it.
     fn release(&self, reader: &str, payment: &str) {
         let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if claims.get(reader).is_some_and(|(holder, _)| holder == payment) {
+        if claims.get(reader).is_some_and(|(holder, _, _)| holder == payment) {
             claims.remove(reader);
         }
     }
 
     /// How many readers are claimed at `now_ms`.
     fn active(&self, now_ms: i64) -> usize {
-        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().filter(|(_, until)| *until > now_ms).count()
+        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().filter(|(_, until, _)| *until > now_ms).count()
     }
 
     /// Forgets a claim that Stripe shows to be over (the reader waits for nothing).
@@ -202,11 +215,15 @@ pub fn start(api: &StripeApi, readers: &Readers, payment: &PaymentContext) -> Re
 }
 
 /// Claims the reader for the payment, or refuses at once with `reader_busy` while it works
-/// for another one. A claim no poll renewed is checked with Stripe before it refuses.
+/// for another one. A claim older than a start ([`STARTING_MS`]) is checked with the
+/// reader first: its payment may have ended unseen.
 fn claim_reader(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext, reader: &str) -> Result<(), MethodError> {
     let payment_id = payment.payment_id.as_str();
-    let Err(holder) = claims.claim(reader, payment_id, api.now_ms()) else { return Ok(()) };
-    let busy = || MethodError::new("reader_busy", format!("the card reader {reader} is busy with payment {holder}"));
+    let Err(held) = claims.claim(reader, payment_id, api.now_ms()) else { return Ok(()) };
+    let busy = || MethodError::new("reader_busy", format!("the card reader {reader} is busy with payment {}", held.holder));
+    if held.starting {
+        return Err(busy());
+    }
     let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
     if reader_now["action"]["status"] == "in_progress" {
         return Err(busy());
@@ -332,7 +349,10 @@ fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &
                 "succeeded" => succeeded(&intent, started),
                 "canceled" => failed(MethodError::new("card_canceled", "the card payment was canceled"), started),
                 "processing" | "requires_capture" => waiting(CardState::PROCESSING, started, Pace::Active),
-                _ => from_reader_action(ours, action, &intent, started),
+                _ => match from_reader_action(ours, action, &intent) {
+                    Verdict::Processing => waiting(CardState::PROCESSING, started, Pace::Active),
+                    Verdict::Failed(failure) => return fail_for_good(api, payment, payment_intent, started, failure),
+                },
             })
         }
         Started::Checkout { session, .. } => {
@@ -360,12 +380,20 @@ fn waits_for(reader: &Value, payment_intent: &str) -> bool {
         && action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent)
 }
 
-/// What the reader's action says of a PaymentIntent that has not succeeded: a declined
-/// card, a card still being processed, or a reader that no longer waits for it.
-fn from_reader_action(ours: bool, action: &Value, intent: &Value, started: &Started) -> CardProgress {
+/// What the reader's action says of a PaymentIntent that has not succeeded.
+enum Verdict {
+    /// Still to be decided (the card went through after the reader was read).
+    Processing,
+    /// Declined, or the reader no longer offers the payment: failed, once the
+    /// PaymentIntent can no longer be paid ([`fail_for_good`]).
+    Failed(MethodError),
+}
+
+/// A declined card, a card still being processed, or a reader that no longer waits.
+fn from_reader_action(ours: bool, action: &Value, intent: &Value) -> Verdict {
     match (ours, action["status"].as_str()) {
         // The card went through after the reader was read: read the PaymentIntent soon.
-        (true, Some("succeeded")) => waiting(CardState::PROCESSING, started, Pace::Active),
+        (true, Some("succeeded")) => Verdict::Processing,
         (true, Some("failed")) => {
             let decline = intent.pointer("/last_payment_error/decline_code").and_then(Value::as_str).unwrap_or("generic_decline");
             let message = action["failure_message"].as_str().unwrap_or("the card was declined");
@@ -374,10 +402,31 @@ fn from_reader_action(ours: bool, action: &Value, intent: &Value, started: &Star
                 Some("terminal_reader_timeout") => "reader_timeout",
                 Some(_) => "card_declined",
             };
-            failed(MethodError::new(code, format!("{message} ({decline})")), started)
+            Verdict::Failed(MethodError::new(code, format!("{message} ({decline})")))
         }
-        _ => failed(MethodError::new("reader_timeout", "the reader no longer waits for this payment"), started),
+        _ => Verdict::Failed(MethodError::new("reader_timeout", "the reader no longer waits for this payment")),
     }
+}
+
+/// Ends a reader payment as failed only once its PaymentIntent can no longer be paid:
+/// canceled here, or already canceled. When Stripe refuses the cancel, the PaymentIntent
+/// decides: paid is `succeeded`, anything else is still being decided (asked again).
+fn fail_for_good(
+    api: &StripeApi,
+    payment: &PaymentContext,
+    payment_intent: &str,
+    started: &Started,
+    failure: MethodError,
+) -> Result<CardProgress, MethodError> {
+    if cancel_intent(api, payment, payment_intent).is_ok() {
+        return Ok(failed(failure, started));
+    }
+    let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), payment.deadline_unix_ms)?;
+    Ok(match intent["status"].as_str() {
+        Some("succeeded") => succeeded(&intent, started),
+        Some("canceled") => failed(failure, started),
+        _ => waiting(CardState::PROCESSING, started, Pace::Active),
+    })
 }
 
 fn cancel_intent(api: &StripeApi, payment: &PaymentContext, payment_intent: &str) -> Result<(), MethodError> {
@@ -404,13 +453,14 @@ pub fn cancel(api: &StripeApi, readers: &Readers, payment: &PaymentContext, star
                 &key(payment, "cancel-action"),
                 payment.deadline_unix_ms,
             )?;
-            let now = poll(api, readers, payment, started)?;
-            if now.state == CardState::SUCCEEDED {
-                return Ok(now);
+            // The PaymentIntent itself decides, never a look at the reader: a card tapped
+            // just before the cancel is kept.
+            let canceled = MethodError::new("card_canceled", "the card payment was canceled");
+            let progress = fail_for_good(api, payment, payment_intent, started, canceled)?;
+            if matches!(progress.state, CardState::SUCCEEDED | CardState::FAILED) {
+                readers.claims.release(reader, payment.payment_id.as_str());
             }
-            let _ = cancel_intent(api, payment, payment_intent);
-            readers.claims.release(reader, payment.payment_id.as_str());
-            Ok(failed(MethodError::new("card_canceled", "the card payment was canceled"), started))
+            Ok(progress)
         }
         Started::Checkout { session, .. } => {
             let _ = api.post(
@@ -420,10 +470,13 @@ pub fn cancel(api: &StripeApi, readers: &Readers, payment: &PaymentContext, star
                 payment.deadline_unix_ms,
             )?;
             let now = poll(api, readers, payment, started)?;
-            if now.state == CardState::SUCCEEDED {
-                return Ok(now);
-            }
-            Ok(failed(MethodError::new("card_canceled", "the payment page was closed unpaid"), started))
+            Ok(match now.state {
+                CardState::SUCCEEDED | CardState::PROCESSING => now,
+                // Expired: nothing can be paid on it any more.
+                CardState::FAILED => failed(MethodError::new("card_canceled", "the payment page was closed unpaid"), started),
+                // Still open (the expiry did not take): asked again.
+                _ => now,
+            })
         }
     }
 }

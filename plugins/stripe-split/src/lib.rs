@@ -174,6 +174,38 @@ mod tests {
             "process_payment_intent": {"payment_intent": intent}}})
     }
 
+    /// A card tapped just before the cancel: Stripe refuses to cancel its PaymentIntent,
+    /// which has succeeded; the payment is kept, whatever the reader shows.
+    #[test]
+    fn a_cancel_keeps_a_payment_the_paymentintent_says_succeeded() {
+        let host = FakeHost::new(|request| {
+            let path = request.url.split_once("127.0.0.1:9").map_or("", |(_, path)| path);
+            Ok(match path {
+                "/v1/payment_intents/pi_One/cancel" => HttpResponse {
+                    status: 400,
+                    body: RVec::from(
+                        json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state", "message": "succeeded"}})
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                    ..answer(json!({}))
+                },
+                "/v1/payment_intents/pi_One" => answer(
+                    json!({"id": "pi_One", "object": "payment_intent", "status": "succeeded", "amount_received": 1200, "latest_charge": "ch_1"}),
+                ),
+                // The reader still shows the action: only the PaymentIntent is believed.
+                _ => answer(waiting_on("tmr_One", "pi_One")),
+            })
+        });
+        let settings = r#"{"api_url": "http://127.0.0.1:9", "secret_key": "sk_test_1", "reader": "tmr_One"}"#;
+        let method =
+            StripeSplitPlugin::create(build::setup("card", "card", settings, &host)).unwrap_or_else(|problems| panic!("{problems:?}"));
+        let data = Started::Terminal { payment_intent: "pi_One".into(), reader: "tmr_One".into() }.to_data();
+        let kept = method.cancel_card(&build::payment(&host, 1200), &data).unwrap_or_else(|error| panic!("{error:?}"));
+        assert_eq!(kept.state, CardState::SUCCEEDED, "{kept:?}");
+        assert_eq!(kept.settlement.into_option().map(|settlement| settlement.captured_amount), Some(1200));
+    }
+
     /// A list of readers fetched just before a payment started shows its reader as it
     /// was (no action): that must not end the payment, which the reader still shows.
     #[test]

@@ -8,6 +8,7 @@
 //! read again from the reader itself (`flows::look`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use posbridge_plugin_api::MethodError;
@@ -28,6 +29,8 @@ pub struct ReaderWatch {
     newest: Mutex<Option<Listing>>,
     /// Held while a list is fetched, so waiting payments share one request.
     fetching: Mutex<()>,
+    /// Stripe refused to list the readers: each is read alone.
+    refused: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -51,23 +54,39 @@ pub fn look_every_ms(waiting: usize) -> u64 {
 impl ReaderWatch {
     /// The reader `id` as Stripe shows it now, within `look_every_ms(waiting)`.
     pub fn reader(&self, api: &StripeApi, id: &str, waiting: usize, deadline_ms: i64) -> Result<Value, MethodError> {
-        if waiting < 2 {
+        if waiting < 2 || self.refused.load(Ordering::Relaxed) {
             return read_reader(api, id, deadline_ms);
         }
         let fresh_since = api.now_ms() - look_every_ms(waiting) as i64;
         if let Some(found) = self.fresh(id, fresh_since) {
             return Ok(found);
         }
-        let _fetching = self.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Another payment may have fetched while this one waited for the lock.
-        if let Some(found) = self.fresh(id, fresh_since) {
-            return Ok(found);
+        let listed = {
+            let _fetching = self.fetching.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Another payment may have fetched while this one waited for the lock.
+            match self.fresh(id, fresh_since) {
+                Some(found) => Some(found),
+                None => self.fetch(api, id, deadline_ms)?,
+            }
+        };
+        match listed {
+            Some(reader) => Ok(reader),
+            // Not in the list (beyond its first page, or the list was refused): alone.
+            None => read_reader(api, id, deadline_ms),
         }
+    }
+
+    /// Fetches the list and answers reader `id` from it, if listed.
+    fn fetch(&self, api: &StripeApi, id: &str, deadline_ms: i64) -> Result<Option<Value>, MethodError> {
         let asked_at_ms = api.now_ms();
         let page = match api.get_routine(&format!("/v1/terminal/readers?limit={PAGE}"), deadline_ms)? {
             Ok(page) => page,
-            // Refused (a restricted key may read a reader but not list them): alone.
-            Err(_) => return read_reader(api, id, deadline_ms),
+            Err(_) => {
+                // Refused (a restricted key may read a reader but not list them): from
+                // now on every payment reads its reader alone.
+                self.refused.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
         };
         let readers: HashMap<String, Value> = page["data"]
             .as_array()
@@ -77,11 +96,7 @@ impl ReaderWatch {
             .collect();
         let found = readers.get(id).cloned();
         *self.newest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Listing { asked_at_ms, readers });
-        match found {
-            Some(reader) => Ok(reader),
-            // Beyond the first page (a fleet of readers): read it alone.
-            None => read_reader(api, id, deadline_ms),
-        }
+        Ok(found)
     }
 
     fn fresh(&self, id: &str, since_ms: i64) -> Option<Value> {
