@@ -224,7 +224,7 @@ fn claim_reader(api: &StripeApi, claims: &ReaderClaims, payment: &PaymentContext
     if held.starting {
         return Err(busy());
     }
-    let reader_now = read(api, &format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
+    let reader_now = api.read(&format!("/v1/terminal/readers/{reader}"), payment.deadline_unix_ms)?;
     if reader_now["action"]["status"] == "in_progress" {
         return Err(busy());
     }
@@ -290,13 +290,9 @@ fn start_checkout(api: &StripeApi, payment: &PaymentContext) -> Result<CardProgr
     Ok(waiting(CardState::AWAITING_CARD, &started, Pace::Idle { waiting: 1 }))
 }
 
-fn read(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
-    api.get(path, deadline_ms)?.map_err(|error| error.to_method_error())
-}
-
-/// A waiting payment's routine read of what changes first (the reader, the page).
-fn look_for_change(api: &StripeApi, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
-    api.get_routine(path, deadline_ms)?.map_err(|error| error.to_method_error())
+/// A PaymentIntent as Stripe has it now: what decides every outcome.
+fn read_intent(api: &StripeApi, payment_intent: &str, deadline_ms: i64) -> Result<Value, MethodError> {
+    api.read(&format!("/v1/payment_intents/{payment_intent}"), deadline_ms)
 }
 
 /// Where the payment stands, read from Stripe. A final answer lets go of the reader; a
@@ -344,7 +340,7 @@ fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &
             let ours = action.pointer("/process_payment_intent/payment_intent").and_then(Value::as_str) == Some(payment_intent.as_str());
             // The action changed (the card was presented or declined, or the reader let
             // go): the PaymentIntent, read after the reader, decides.
-            let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), deadline)?;
+            let intent = read_intent(api, payment_intent, deadline)?;
             Ok(match intent["status"].as_str().unwrap_or("") {
                 "succeeded" => succeeded(&intent, started),
                 "canceled" => failed(MethodError::new("card_canceled", "the card payment was canceled"), started),
@@ -356,10 +352,10 @@ fn look(api: &StripeApi, readers: &Readers, payment: &PaymentContext, started: &
             })
         }
         Started::Checkout { session, .. } => {
-            let session_now = look_for_change(api, &format!("/v1/checkout/sessions/{session}"), deadline)?;
+            let session_now = api.read_routine(&format!("/v1/checkout/sessions/{session}"), deadline)?;
             match (session_now["status"].as_str(), session_now["payment_intent"].as_str()) {
                 (Some("complete"), Some(intent_id)) => {
-                    let intent = read(api, &format!("/v1/payment_intents/{intent_id}"), deadline)?;
+                    let intent = read_intent(api, intent_id, deadline)?;
                     Ok(if intent["status"] == "succeeded" {
                         succeeded(&intent, started)
                     } else {
@@ -421,7 +417,7 @@ fn fail_for_good(
     if cancel_intent(api, payment, payment_intent).is_ok() {
         return Ok(failed(failure, started));
     }
-    let intent = read(api, &format!("/v1/payment_intents/{payment_intent}"), payment.deadline_unix_ms)?;
+    let intent = read_intent(api, payment_intent, payment.deadline_unix_ms)?;
     Ok(match intent["status"].as_str() {
         Some("succeeded") => succeeded(&intent, started),
         Some("canceled") => failed(failure, started),

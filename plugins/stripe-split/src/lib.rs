@@ -17,10 +17,9 @@ use posbridge_plugin_api::{
 };
 use serde_json::Value;
 
-pub use budget::RequestBudget;
-pub use flows::{Pace, Readers, Started};
+use flows::Readers;
+pub use flows::Started;
 pub use settings::{ChargeType, StripeSettings};
-pub use watch::look_every_ms;
 use wire::{Form, StripeApi};
 
 /// The plugin as the host loads it.
@@ -119,12 +118,11 @@ impl PaymentMethod for StripeMethod {
         let readers = settings.all_readers();
         let mut seen = Vec::new();
         if readers.is_empty() || settings.reader.is_none() {
-            self.api.get("/v1/balance", deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+            self.api.read("/v1/balance", deadline_unix_ms)?;
             seen.push("the account balance".to_string());
         }
         for reader in readers {
-            let answer =
-                self.api.get(&format!("/v1/terminal/readers/{reader}"), deadline_unix_ms)?.map_err(|error| error.to_method_error())?;
+            let answer = self.api.read(&format!("/v1/terminal/readers/{reader}"), deadline_unix_ms)?;
             let status = answer["status"].as_str().map(|status| format!(" ({status})")).unwrap_or_default();
             seen.push(format!("reader {reader}{status}"));
         }
@@ -169,6 +167,17 @@ mod tests {
         HttpResponse { status: 200, headers, body: RVec::from(body.to_string().into_bytes()), ..Default::default() }
     }
 
+    /// The request's path on the test host's Stripe.
+    fn path(request: &posbridge_plugin_api::HttpRequest) -> &str {
+        request.url.split_once("127.0.0.1:9").map_or("", |(_, path)| path)
+    }
+
+    /// A card method with `settings` (beside the test host's URL and key) on `host`.
+    fn method(settings: &str, host: &FakeHost) -> StripeMethod {
+        let settings = format!(r#"{{"api_url": "http://127.0.0.1:9", "secret_key": "sk_test_1", {settings}}}"#);
+        StripeSplitPlugin::create(build::setup("card", "card", &settings, host)).unwrap_or_else(|problems| panic!("{problems:?}"))
+    }
+
     fn waiting_on(reader: &str, intent: &str) -> Value {
         json!({"id": reader, "object": "terminal.reader", "action": {"type": "process_payment_intent", "status": "in_progress",
             "process_payment_intent": {"payment_intent": intent}}})
@@ -179,8 +188,7 @@ mod tests {
     #[test]
     fn a_cancel_keeps_a_payment_the_paymentintent_says_succeeded() {
         let host = FakeHost::new(|request| {
-            let path = request.url.split_once("127.0.0.1:9").map_or("", |(_, path)| path);
-            Ok(match path {
+            Ok(match path(request) {
                 "/v1/payment_intents/pi_One/cancel" => HttpResponse {
                     status: 400,
                     body: RVec::from(
@@ -197,9 +205,7 @@ mod tests {
                 _ => answer(waiting_on("tmr_One", "pi_One")),
             })
         });
-        let settings = r#"{"api_url": "http://127.0.0.1:9", "secret_key": "sk_test_1", "reader": "tmr_One"}"#;
-        let method =
-            StripeSplitPlugin::create(build::setup("card", "card", settings, &host)).unwrap_or_else(|problems| panic!("{problems:?}"));
+        let method = method(r#""reader": "tmr_One""#, &host);
         let data = Started::Terminal { payment_intent: "pi_One".into(), reader: "tmr_One".into() }.to_data();
         let kept = method.cancel_card(&build::payment(&host, 1200), &data).unwrap_or_else(|error| panic!("{error:?}"));
         assert_eq!(kept.state, CardState::SUCCEEDED, "{kept:?}");
@@ -211,8 +217,7 @@ mod tests {
     #[test]
     fn a_shared_list_older_than_the_payment_never_ends_it() {
         let host = FakeHost::new(|request| {
-            let path = request.url.split_once("127.0.0.1:9").map_or("", |(_, path)| path);
-            Ok(answer(match path {
+            Ok(answer(match path(request) {
                 "/v1/terminal/readers?limit=100" => json!({"object": "list", "has_more": false, "data": [
                     {"id": "tmr_One", "object": "terminal.reader", "action": null},
                     waiting_on("tmr_Two", "pi_Two")]}),
@@ -221,10 +226,7 @@ mod tests {
                 _ => json!({"id": "pi_One", "object": "payment_intent", "status": "requires_payment_method"}),
             }))
         });
-        let settings =
-            r#"{"api_url": "http://127.0.0.1:9", "secret_key": "sk_test_1", "readers": {"till-1": "tmr_One", "till-2": "tmr_Two"}}"#;
-        let method =
-            StripeSplitPlugin::create(build::setup("card", "card", settings, &host)).unwrap_or_else(|problems| panic!("{problems:?}"));
+        let method = method(r#""readers": {"till-1": "tmr_One", "till-2": "tmr_Two"}"#, &host);
         let one = build::payment(&host, 1200);
         let two = PaymentContext { register: "till-2".into(), ..build::payment(&host, 3400) };
         let data = |intent: &str, reader: &str| Started::Terminal { payment_intent: intent.into(), reader: reader.into() }.to_data();

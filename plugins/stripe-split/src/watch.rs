@@ -107,7 +107,7 @@ impl ReaderWatch {
 
 /// The reader `id`, read alone, now.
 pub fn read_reader(api: &StripeApi, id: &str, deadline_ms: i64) -> Result<Value, MethodError> {
-    api.get_routine(&format!("/v1/terminal/readers/{id}"), deadline_ms)?.map_err(|error| error.to_method_error())
+    api.read_routine(&format!("/v1/terminal/readers/{id}"), deadline_ms)
 }
 
 #[cfg(test)]

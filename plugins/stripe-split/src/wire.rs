@@ -150,6 +150,17 @@ impl StripeApi {
         self.call("GET", path, None, None, deadline_ms, Priority::Routine)
     }
 
+    /// [`StripeApi::get`] answered as the object read; Stripe's refusal as the method's
+    /// failure.
+    pub fn read(&self, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
+        self.get(path, deadline_ms)?.map_err(|error| error.to_method_error())
+    }
+
+    /// [`StripeApi::get_routine`] answered as [`StripeApi::read`] answers.
+    pub fn read_routine(&self, path: &str, deadline_ms: i64) -> Result<Value, MethodError> {
+        self.get_routine(path, deadline_ms)?.map_err(|error| error.to_method_error())
+    }
+
     /// `POST path` with an idempotency key; retried with the same key on 429/5xx or a
     /// lost answer, so Stripe does it once. A POST whose outcome stays unknown at the
     /// deadline fails as `outcome_unknown`.
