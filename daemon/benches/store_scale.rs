@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use posbridge::payments::model::{Amount, Currency, Millis, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
-use posbridge::store::{Commit, PaymentIndex, Store, Window};
+use posbridge::store::{Commit, PaymentIndex, SledStore as Store, Window};
 use posbridge_testkit::{Daemon, Install, MANAGER_TOKEN};
 use serde_json::{json, Value};
 
@@ -340,7 +340,7 @@ fn references_around(path: &Path, days: Millis) -> Vec<(String, Millis)> {
     let now = posbridge::payments::model::now_ms();
     let window = Window { from: Some(now - (days + 1) * DAY), to: Some(now - (days - 1) * DAY), before: None };
     store
-        .payments(PaymentIndex::All, &window)
+        .payments_in(PaymentIndex::All, &window)
         .filter_map(|payment| payment.ok())
         .filter_map(|payment| payment.reference.map(|reference| (reference, payment.created_at)))
         .collect()
@@ -361,7 +361,7 @@ fn refund_reservations(path: &Path, references: &[(String, Millis)]) -> (Duratio
             let reference = old[(n * 104_729) % old.len()];
             let started = Instant::now();
             let mut payment =
-                store.payments(PaymentIndex::Reference(reference), &Window::default()).next().expect("found").expect("readable");
+                store.payments_in(PaymentIndex::Reference(reference), &Window::default()).next().expect("found").expect("readable");
             lookups.push(started.elapsed());
             payment.refunded_amount = Amount(payment.refunded_amount.0.saturating_add(1));
             payment.version += 1;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::{self, Config, ScannerSource};
+use crate::config::{self, Config, ScannerSource, StoreBackend};
 use crate::payments::model::now_ms;
 use crate::payments::provider::ProviderError;
 use crate::plugins::{Catalog, Methods};
@@ -40,7 +40,7 @@ pub async fn examine(config_path: &Path) -> Vec<Finding> {
         Err(error) => {
             let mut findings = vec![fail("config", format!("{error}\n     fix the lines above, then run `posbridge check`"))];
             if let Ok(config) = config::load(config_path) {
-                findings.extend(store(&config));
+                findings.extend(store(&config).await);
             }
             return findings;
         }
@@ -52,7 +52,7 @@ pub async fn examine(config_path: &Path) -> Vec<Finding> {
     )];
     findings.extend(config.warnings.iter().map(|warning| fail("config", warning.clone())));
     findings.extend(plugin_findings(&prepared.catalog));
-    findings.extend(store(config));
+    findings.extend(store(config).await);
     findings.extend(scanners(config));
     findings.extend(providers(&prepared.methods).await);
     findings
@@ -70,16 +70,34 @@ fn plugin_findings(catalog: &Catalog) -> Vec<Finding> {
     findings
 }
 
-fn store(config: &Config) -> Option<Finding> {
-    let path = &config.store.path;
-    Some(match Store::open(path) {
-        Ok(store) if store.is_healthy() => ok("store", format!("{} opens and reads", path.display())),
+async fn store(config: &Config) -> Option<Finding> {
+    let path = match &config.store.backend {
+        StoreBackend::Sled { path } => path,
+        StoreBackend::Postgres { url, node } => return Some(shared_store(url, node).await),
+    };
+    Some(match Store::open_sled(path) {
+        Ok(store) if store.health().await.is_ok() => ok("store", format!("{} opens and reads", path.display())),
         Ok(_) => fail("store", format!("{} opened but cannot be read; restore it from a backup", path.display())),
         Err(StoreError::Open { source, .. }) if source.to_string().contains("lock") => {
             ok("store", format!("{} is in use by a running posbridge (expected when the service runs)", path.display()))
         }
         Err(error) => fail("store", format!("{error}; check the directory exists and belongs to the posbridge user")),
     })
+}
+
+/// A shared store: reachable, at the schema this version knows, answering reads.
+async fn shared_store(url: &config::Secret, node: &str) -> Finding {
+    let backend = StoreBackend::Postgres { url: url.clone(), node: node.to_string() };
+    match crate::store::PostgresStore::connect(url.expose(), node).await.map(Store::Postgres) {
+        Ok(store) => match store.health().await {
+            Ok(()) => ok("store", format!("{} answers (node {node})", backend.describe())),
+            Err(error) => fail("store", format!("{error}")),
+        },
+        Err(StoreError::Unavailable(why)) => {
+            fail("store", format!("cannot reach {}: {why}; check the URL, the network and that PostgreSQL runs", backend.describe()))
+        }
+        Err(error) => fail("store", error.to_string()),
+    }
 }
 
 fn scanners(config: &Config) -> Vec<Finding> {

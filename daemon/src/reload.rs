@@ -126,7 +126,7 @@ impl Reloader {
         let (before, after) = (&previous.config, &next.config);
         for (what, old, new) in [
             ("server.listen", before.server.listen.to_string(), after.server.listen.to_string()),
-            ("store.path", before.store.path.display().to_string(), after.store.path.display().to_string()),
+            ("store", before.store.backend.describe(), after.store.backend.describe()),
             ("server.max_body_bytes", before.server.max_body_bytes.to_string(), after.server.max_body_bytes.to_string()),
         ] {
             if old != new {
@@ -140,7 +140,7 @@ impl Reloader {
         let scanners = scanners_changed.then(|| Scanners::start(after, self.payments.clone()));
         self.live.store(Arc::new(next));
         self.state.reconfigure(scanners);
-        self.payments.resume_orphans();
+        self.payments.resume_orphans().await;
         crate::metrics::record_reload(true);
         tracing::info!(methods = ?method_ids, plugins = ?plugins, "config reloaded");
         let event = json!({"file": self.path, "methods": method_ids, "plugins": plugins, "scanners_restarted": scanners_changed});

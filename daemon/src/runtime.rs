@@ -120,10 +120,11 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration warning");
     }
-    let store = Store::open(&config.store.path)?;
+    let store = Store::open(&config.store.backend).await?;
+    tracing::info!(store = %config.store.backend.describe(), "store open");
     let live = Snapshot::build(config.clone(), catalog, methods, None).into_live();
     let payments = Payments::new(store.clone(), live.clone());
-    payments.resume().map_err(|error| StartError::Recovery(error.to_string()))?;
+    payments.resume().await.map_err(|error| StartError::Recovery(error.to_string()))?;
     let address = config.server.listen;
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;

@@ -114,7 +114,7 @@ async fn decode_and_scan(
 ) -> Result<Decoded, ApiError> {
     if let Some(id) = payment {
         client.may_move_money()?;
-        super::payments::visible_payment(state, client, id)?;
+        super::payments::visible_payment(state, client, id).await?;
     }
     let started = std::time::Instant::now();
     let found = decode_bounded(state, body).await?;

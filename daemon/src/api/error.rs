@@ -134,8 +134,24 @@ impl From<ProviderError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if let StoreError::Gone(id) = &error {
-            return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}"));
+        match &error {
+            StoreError::Gone(id) => return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no payment {id}")),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(%why, "store unavailable: request refused");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the shared store cannot be reached; nothing was changed: try again shortly",
+                );
+            }
+            StoreError::Conflict(id) => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("payment {id} was changed at the same moment by another till; read it and try again"),
+                )
+            }
+            _ => {}
         }
         tracing::error!(%error, "store failure");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", "the local store failed; nothing was changed (see the daemon log)")

@@ -56,7 +56,7 @@ pub async fn stream(
     let after = last_event_id.or(after_query).unwrap_or(0);
     let audience = Audience { client, scanner_registers: state.scanner_registers(), payments: state.payments.clone() };
     let store = state.payments.store().clone();
-    let notice = match store.oldest_event() {
+    let notice = match store.oldest_event().await {
         Ok(oldest) if after > 0 && after.saturating_add(1) < oldest => Some(truncated(after, oldest)),
         Ok(_) => None,
         Err(error) => return ApiError::from(error).into_response(),
@@ -88,13 +88,13 @@ struct Audience {
 
 impl Audience {
     /// The event as this reader may see it, or `None`.
-    fn shown(&self, mut event: Event) -> Option<Event> {
+    async fn shown(&self, mut event: Event) -> Option<Event> {
         let Some(registers) = self.client.visible_registers() else { return Some(event) };
         let register = match event.kind.as_str() {
             "payment.updated" | "scan.unclaimed" => event.data.get("register").and_then(Value::as_str).map(str::to_string),
             "refund.updated" => {
                 let payment = event.data.get("payment").and_then(Value::as_str)?;
-                self.payments.get(payment).ok().map(|payment| payment.register)
+                self.payments.get(payment).await.ok().map(|payment| payment.register)
             }
             kind if kind.starts_with("scanner.") => {
                 event.data.get("scanner").and_then(Value::as_str).and_then(|scanner| self.scanner_registers.get(scanner).cloned())
@@ -127,12 +127,12 @@ fn events_after(store: Store, after: u64, audience: Audience) -> impl Stream<Ite
         loop {
             if let Some(event) = cursor.pending.next() {
                 cursor.after = event.id;
-                let Some(event) = cursor.audience.shown(event) else { continue };
+                let Some(event) = cursor.audience.shown(event).await else { continue };
                 let sse = SseEvent::default().id(event.id.to_string()).event(event.kind).data(event.data.to_string());
                 return Some((Ok(sse), cursor));
             }
             cursor.changes.borrow_and_update();
-            match cursor.store.events_after(cursor.after, BATCH) {
+            match cursor.store.events_after(cursor.after, BATCH).await {
                 Ok(batch) if !batch.is_empty() => cursor.pending = batch.into_iter(),
                 Ok(_) => {
                     if cursor.changes.changed().await.is_err() {

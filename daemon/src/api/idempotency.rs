@@ -92,7 +92,7 @@ where
     let store = payments.store();
     let scoped = format!("{client}\u{1f}{key}");
     let fingerprint = hex::encode(Sha256::new().chain_update(route.as_bytes()).chain_update([0]).chain_update(body).finalize());
-    if let Some(record) = store.idempotency(&scoped)? {
+    if let Some(record) = store.idempotency(&scoped).await? {
         return replay(payments, &scoped, record, &fingerprint, patience).await;
     }
     let _claim = {
@@ -107,7 +107,7 @@ where
         Claim { in_flight, key: scoped.clone() }
     };
     // A request with the same key may have finished between the lookup and the claim.
-    if let Some(record) = store.idempotency(&scoped)? {
+    if let Some(record) = store.idempotency(&scoped).await? {
         return replay(payments, &scoped, record, &fingerprint, patience).await;
     }
     let ticket = Ticket { key: scoped.clone(), fingerprint: fingerprint.clone() };
@@ -116,7 +116,7 @@ where
         Ok((status, body)) => (*status, body.clone()),
         Err(error) => (error.status, error.body()),
     };
-    if store.idempotency(&scoped)?.is_none() && replayable(status, &body) {
+    if store.idempotency(&scoped).await?.is_none() && replayable(status, &body) {
         let record =
             IdempotencyRecord { fingerprint, status: status.as_u16(), body: Some(body.to_string()), target: None, created_at: now_ms() };
         store.commit(&Commit { idempotency: vec![(scoped, Some(record))], ..Commit::default() }).await?;
@@ -152,7 +152,7 @@ async fn replay(payments: &Payments, key: &str, record: IdempotencyRecord, finge
     };
     match (record.body, record.target) {
         (Some(body), _) => Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null))),
-        (None, Some(target)) => Ok((status, payments.view_of(&target)?)),
+        (None, Some(target)) => Ok((status, payments.view_of(&target).await?)),
         (None, None) => Ok((status, Value::Null)),
     }
 }

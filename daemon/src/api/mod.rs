@@ -377,7 +377,7 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
-    let store = state.payments.store().is_healthy();
+    let store = state.payments.store().health().await.is_ok();
     let snapshot = state.snapshot();
     let plugins = snapshot.methods.iter().count() == snapshot.access.configured_methods;
     let ready = store && plugins;
@@ -499,7 +499,7 @@ async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) ->
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: crate::payments::model::rfc3339(state.started_at),
-        store_ok: state.payments.store().is_healthy(),
+        store_ok: state.payments.store().health().await.is_ok(),
         plugins,
         last_config_error: state.config_error(),
         waiting_for_method: state.payments.orphans(),

@@ -245,8 +245,8 @@ where
 
 /// The payment `id` if `client` may see it; another register's is `404`, as if it did
 /// not exist.
-pub(super) fn visible_payment(state: &AppState, client: &Client, id: &str) -> Result<crate::payments::model::Payment, ApiError> {
-    let payment = state.payments.get(id)?;
+pub(super) async fn visible_payment(state: &AppState, client: &Client, id: &str) -> Result<crate::payments::model::Payment, ApiError> {
+    let payment = state.payments.get(id).await?;
     if client.sees(&payment.register) {
         Ok(payment)
     } else {
@@ -255,9 +255,9 @@ pub(super) fn visible_payment(state: &AppState, client: &Client, id: &str) -> Re
 }
 
 /// A payment `client` acts on: its own register's, and a role that moves money.
-fn acting_on(state: &AppState, client: &Client, id: &str) -> Result<(), ApiError> {
+async fn acting_on(state: &AppState, client: &Client, id: &str) -> Result<(), ApiError> {
     client.may_move_money()?;
-    visible_payment(state, client, id).map(|_| ())
+    visible_payment(state, client, id).await.map(|_| ())
 }
 
 /// Creates a payment.
@@ -311,7 +311,7 @@ pub async fn create(State(state): State<Arc<AppState>>, client: Client, headers:
             .transpose()?;
         if let Some(parent) = &split_of {
             // Another register's purchase is not this till's to continue.
-            if state.payments.get(parent.as_str()).is_ok_and(|parent| !client.sees(&parent.register)) {
+            if state.payments.get(parent.as_str()).await.is_ok_and(|parent| !client.sees(&parent.register)) {
                 return Err(PaymentError::SplitParentNotFound(parent.to_string()).into());
             }
         }
@@ -345,7 +345,7 @@ pub async fn get(
     if query.version.is_some_and(|version| version > super::MAX_JSON_INTEGER) {
         return ApiError::invalid("version is at most 2^53 - 1").field("version").into_response();
     }
-    if let Err(error) = visible_payment(&state, &client, &id) {
+    if let Err(error) = visible_payment(&state, &client, &id).await {
         return error.into_response();
     }
     let result = match (query.wait, query.version) {
@@ -356,7 +356,7 @@ pub async fn get(
             state.payments.wait(&id, version.unwrap_or(0), Duration::from_secs(wait)).await
         }
         (None, _) => match settled(&state).await {
-            Ok(()) => state.payments.get(&id),
+            Ok(()) => state.payments.get(&id).await,
             Err(error) => return error.into_response(),
         },
     };
@@ -372,7 +372,7 @@ pub async fn scan(
     body: StrictJson<ScanBody>,
 ) -> Response {
     payment_action(&state, &client.name, &headers, format!("POST /v1/payments/{id}/scan"), &body.raw, |asked| async {
-        acting_on(&state, &client, &id)?;
+        acting_on(&state, &client, &id).await?;
         if body.value.code.trim().is_empty() {
             return Err(ApiError::invalid("code must not be empty").field("code"));
         }
@@ -391,7 +391,7 @@ pub async fn manual(
     body: StrictJson<ManualBody>,
 ) -> Response {
     payment_action(&state, &client.name, &headers, format!("POST /v1/payments/{id}/manual"), &body.raw, |asked| async {
-        acting_on(&state, &client, &id)?;
+        acting_on(&state, &client, &id).await?;
         let amount = positive(body.value.amount, "amount")?;
         bounded(body.value.transaction_id.as_deref(), "transaction_id", 1, 128)?;
         Ok(state.payments.manual(&id, amount, body.value.transaction_id.clone(), asked).await?)
@@ -408,7 +408,7 @@ pub async fn cancel(
     body: StrictJson<CancelBody>,
 ) -> Response {
     idempotent(&state, &client.name, &headers, &format!("POST /v1/payments/{id}/cancel"), &body.raw, |asked| async {
-        acting_on(&state, &client, &id)?;
+        acting_on(&state, &client, &id).await?;
         let canceled = state.payments.cancel(&id, asked).await?;
         Ok((StatusCode::OK, canceled_body(&canceled.payment, &canceled.compensation)))
     })
@@ -460,10 +460,12 @@ pub async fn list(
         };
         Ok(query)
     })();
-    let result = result.and_then(|query| {
-        let (payments, has_more) = state.payments.list(&query)?;
-        Ok((StatusCode::OK, json!({"data": payments.iter().map(payment_json).collect::<Vec<_>>(), "has_more": has_more})))
-    });
+    let result = match result {
+        Ok(query) => state.payments.list(&query).await.map_err(ApiError::from).map(|(payments, has_more)| {
+            (StatusCode::OK, json!({"data": payments.iter().map(payment_json).collect::<Vec<_>>(), "has_more": has_more}))
+        }),
+        Err(error) => Err(error),
+    };
     answer(result)
 }
 
@@ -488,17 +490,18 @@ pub async fn list_refunds(
     if let Err(error) = settled(&state).await {
         return error.into_response();
     }
-    let result = query.map_err(|rejection| ApiError::invalid(rejection.body_text())).and_then(|Query(params)| {
+    let result = async {
+        let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
         let limit = params.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
         }
         bounded(params.payment.as_deref(), "payment", 0, 64)?;
-        let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref(), client.visible_registers())?;
+        let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref(), client.visible_registers()).await?;
         let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
         Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
-    });
-    answer(result)
+    };
+    answer(result.await)
 }
 
 /// Creates and sends a refund.
@@ -511,13 +514,13 @@ pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers:
         bounded(value.transaction_id.as_deref(), "transaction_id", 1, 128)?;
         bounded(value.reason.as_deref(), "reason", 0, 256)?;
         if let Some(payment) = &value.payment {
-            visible_payment(&state, &client, payment)?;
+            visible_payment(&state, &client, payment).await?;
         }
         if value.include_splits {
             let Some(payment_id) = &value.payment else {
                 return Err(PaymentError::Incomplete { field: "payment", message: "include_splits needs `payment`".into() }.into());
             };
-            let payment = state.payments.get(payment_id)?;
+            let payment = state.payments.get(payment_id).await?;
             // The same state rule as a plain refund: only a payment that took money.
             if payment.status != PaymentStatus::Succeeded {
                 return Err(PaymentError::InvalidState { status: payment.status, action: "refunded" }.into());
@@ -535,7 +538,7 @@ pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers:
             reason: value.reason,
             client: client.name.clone(),
         };
-        match state.payments.refunded_payment(&request)? {
+        match state.payments.refunded_payment(&request).await? {
             Some(payment) if !client.sees(&payment.register) => return Err(PaymentError::NotFound(payment.id.to_string()).into()),
             Some(_) => {}
             None => client.may_refund_by_transaction()?,
@@ -551,15 +554,14 @@ pub async fn get_refund(State(state): State<Arc<AppState>>, client: Client, Path
     if let Err(error) = settled(&state).await {
         return error.into_response();
     }
+    let visible = async {
+        let refund = state.payments.get_refund(&id).await?;
+        match state.payments.refund_visible(&refund, client.visible_registers()).await? {
+            true => Ok(refund),
+            false => Err(PaymentError::RefundNotFound(id.clone())),
+        }
+    };
     answer(
-        state
-            .payments
-            .get_refund(&id)
-            .and_then(|refund| match state.payments.refund_visible(&refund, client.visible_registers())? {
-                true => Ok(refund),
-                false => Err(PaymentError::RefundNotFound(id.clone())),
-            })
-            .map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
-            .map_err(ApiError::from),
+        visible.await.map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default())).map_err(ApiError::from),
     )
 }

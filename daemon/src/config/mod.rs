@@ -212,11 +212,53 @@ fn server(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) ->
 
 fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> StoreConfig {
     let mut s = or_empty(section, &EMPTY, "store", root_at);
-    let path = s.path(p, "path").unwrap_or_else(|| root_at.base_dir().join("data"));
+    let backend = match s.string(p, "backend").as_deref() {
+        None | Some("sled") => {
+            let path = s.path(p, "path").unwrap_or_else(|| root_at.base_dir().join("data"));
+            StoreBackend::Sled { path }
+        }
+        Some("postgres") => postgres_store(&mut s, p),
+        Some(other) => {
+            p.add(&s.value_at("backend"), &s.key_path("backend"), format!("unknown backend {other:?}: \"sled\" or \"postgres\""));
+            StoreBackend::Sled { path: root_at.base_dir().join("data") }
+        }
+    };
     let retention = s.duration(p, "retention").unwrap_or(Duration::from_secs(400 * 86_400));
     let journal_retention = s.duration(p, "journal_retention").unwrap_or(Duration::from_secs(7 * 86_400));
     s.finish(p);
-    StoreConfig { path, retention, journal_retention }
+    StoreConfig { backend, retention, journal_retention }
+}
+
+/// `backend = "postgres"`: the database URL (checked here, so a typo is reported at its
+/// line) and this daemon's node name.
+fn postgres_store(s: &mut Section<'_>, p: &mut Problems) -> StoreBackend {
+    if s.entry("path").is_some() {
+        p.add(&s.value_at("path"), &s.key_path("path"), "`path` is the sled store's directory; a postgres store has `url` or `url_file`");
+    }
+    let url = s.secret(p, "url", "url_file");
+    if let Some(url) = &url {
+        if let Err(error) = crate::store::postgres_store::parse_url(url.expose()) {
+            let key = if s.entry("url").is_some() { "url" } else { "url_file" };
+            p.add(&s.value_at(key), &s.key_path(key), format!("not a PostgreSQL URL (postgres://user@host:5432/database): {error}"));
+        }
+    }
+    let node = s.string(p, "node").unwrap_or_else(host_name);
+    if node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        p.add(&s.value_at("node"), &s.key_path("node"), "a node name is 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    StoreBackend::Postgres { url: url.unwrap_or_else(|| Secret::from_value("postgres://invalid").expect("a literal")), node }
+}
+
+/// This machine's host name, the default node name of a daemon on a shared store.
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is passed.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    match status {
+        0 if end > 0 => String::from_utf8_lossy(&buffer[..end]).into_owned(),
+        _ => "posbridge".to_string(),
+    }
 }
 
 fn plugins(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> PluginsConfig {

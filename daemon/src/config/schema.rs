@@ -60,11 +60,37 @@ pub struct ServerConfig {
 /// `[store]`
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub path: PathBuf,
+    /// Where payments live: sled on this machine, or a PostgreSQL database shared by
+    /// several daemons.
+    pub backend: StoreBackend,
     /// How long settled payments stay for refunds and reports.
     pub retention: Duration,
     /// How long the journal (the event stream's history) keeps events.
     pub journal_retention: Duration,
+}
+
+/// `[store] backend`, with what each needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded store in a directory of this machine (`path`).
+    Sled { path: PathBuf },
+    /// A PostgreSQL database (`url` or `url_file`), shared by the daemons named `node`.
+    Postgres { url: Secret, node: String },
+}
+
+impl StoreBackend {
+    /// Where the store is, for logs and reload messages (never the URL's password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreBackend::Sled { path } => format!("sled at {}", path.display()),
+            StoreBackend::Postgres { url, node } => {
+                let place = crate::store::postgres_store::parse_url(url.expose())
+                    .map(|config| format!("{:?}/{}", config.get_hosts(), config.get_dbname().unwrap_or_default()))
+                    .unwrap_or_default();
+                format!("postgres {place} as node {node}")
+            }
+        }
+    }
 }
 
 /// `[plugins]`

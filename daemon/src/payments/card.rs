@@ -33,7 +33,7 @@ pub(super) async fn begin(payments: &Payments, method: Method, payment: Payment,
     let _ = start(payments, method, payment.id.clone(), asked.ticket.clone(), Some(reply));
     match await_answer(answer, asked.patience).await {
         Some(result) => result,
-        None => payments.load(&payment.id),
+        None => payments.load(&payment.id).await,
     }
 }
 
@@ -89,7 +89,7 @@ impl Payments {
         ticket: Option<&Ticket>,
         control: &JobControl,
     ) -> (Result<Payment, PaymentError>, Option<Duration>) {
-        let payment = match self.load(id) {
+        let payment = match self.load(id).await {
             Ok(payment) if waiting(&payment) => payment,
             other => return (other, None),
         };
@@ -126,7 +126,7 @@ impl Payments {
                 let poll_after = progress.poll_after;
                 (self.apply_card(id, progress, failure_override, answer).await, poll_after)
             }
-            Err(error) if is_transient(&error) => (self.load(id), None),
+            Err(error) if is_transient(&error) => (self.load(id).await, None),
             Err(error) => (self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await, None),
         }
     }
@@ -143,7 +143,7 @@ impl Payments {
         let event = match progress.state {
             CardState::Succeeded => match progress.settlement {
                 Some(settlement) => PaymentEvent::Settled(settlement),
-                None => return self.load(id),
+                None => return self.load(id).await,
             },
             CardState::Failed => {
                 let failure = failure_override
@@ -169,7 +169,7 @@ impl Payments {
         job.request_cancel();
         let bound = method.timeout * 2 + POLL_EVERY * 4;
         let _ = tokio::time::timeout(bound, job.finished()).await;
-        let current = self.load(&payment.id)?;
+        let current = self.load(&payment.id).await?;
         if waiting(&current) {
             return Err(PaymentError::Provider {
                 code: "provider_unavailable".into(),

@@ -204,23 +204,10 @@ fn observe(commit: &Commit) {
 
 /// The first `limit` records that `keep` accepts, and whether one more exists: a page
 /// of a list read newest first.
-fn page<T>(
-    records: impl Iterator<Item = Result<T, StoreError>>,
-    limit: usize,
-    mut keep: impl FnMut(&T) -> Result<bool, PaymentError>,
-) -> Result<(Vec<T>, bool), PaymentError> {
-    let mut found = Vec::new();
-    for record in records {
-        let record = record?;
-        if !keep(&record)? {
-            continue;
-        }
-        if found.len() == limit {
-            return Ok((found, true));
-        }
-        found.push(record);
-    }
-    Ok((found, false))
+fn page<T>(mut records: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = records.len() > limit;
+    records.truncate(limit);
+    (records, more)
 }
 
 /// The payment service: owns the payment lifecycle.
@@ -327,13 +314,13 @@ impl Payments {
     }
 
     /// Reads a payment.
-    pub fn get(&self, id: &str) -> Result<Payment, PaymentError> {
+    pub async fn get(&self, id: &str) -> Result<Payment, PaymentError> {
         let parsed = PaymentId::parse(id).ok_or_else(|| PaymentError::NotFound(id.to_string()))?;
-        self.load(&parsed)
+        self.load(&parsed).await
     }
 
-    fn load(&self, id: &PaymentId) -> Result<Payment, PaymentError> {
-        self.store.payment(id)?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
+    async fn load(&self, id: &PaymentId) -> Result<Payment, PaymentError> {
+        self.store.payment(id).await?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
     }
 
     /// Applies and flushes a commit, keeping the expiry index in step.
@@ -359,12 +346,12 @@ impl Payments {
 
     /// Adds `after` (the next state of `before`) to `commit` with its event, its receipt
     /// reservations and what it does to its parent's leg reservations.
-    fn stage(&self, commit: &mut Commit, before: Option<&Payment>, after: Payment) -> Result<(), PaymentError> {
+    async fn stage(&self, commit: &mut Commit, before: Option<&Payment>, after: Payment) -> Result<(), PaymentError> {
         if let Some(effect) = machine::leg_effect(before, &after) {
             let parent_id = after.split_of.clone().expect("a leg has a parent");
             let parent = match commit.payments.iter().find(|staged| staged.id == parent_id) {
                 Some(staged) => staged.clone(),
-                None => self.load(&parent_id)?,
+                None => self.load(&parent_id).await?,
             };
             if let Next::Changed(parent) = machine::next(&parent, PaymentEvent::Leg(effect), now_ms())? {
                 commit.payments.retain(|staged| staged.id != parent_id);
@@ -393,13 +380,13 @@ impl Payments {
     /// request's idempotency `record`. Answers the payment as stored.
     async fn transition(&self, id: &PaymentId, event: PaymentEvent, record: Record<'_>) -> Result<Payment, PaymentError> {
         let _guard = self.lock_purchase(id).await?;
-        let before = self.load(id)?;
+        let before = self.load(id).await?;
         let mut commit = Commit::default();
         let after = match machine::next(&before, event, now_ms())? {
             Next::Unchanged => before.clone(),
             Next::Changed(after) => {
                 let after = *after;
-                self.stage(&mut commit, Some(&before), after.clone())?;
+                self.stage(&mut commit, Some(&before), after.clone()).await?;
                 after
             }
         };
@@ -414,7 +401,7 @@ impl Payments {
     /// never changes, so the key is known before the lock is held).
     async fn lock_purchase(&self, id: &PaymentId) -> Result<tokio::sync::OwnedMutexGuard<()>, PaymentError> {
         let mut root = id.clone();
-        while let Some(parent) = self.store.payment(&root)?.and_then(|payment| payment.split_of) {
+        while let Some(parent) = self.store.payment(&root).await?.and_then(|payment| payment.split_of) {
             root = parent;
         }
         Ok(self.locks.lock(root.as_str()).await)
@@ -452,7 +439,7 @@ impl Payments {
         let now = now_ms();
         let timeout = if is_card { settings.card_timeout } else { settings.scan_timeout };
         let payment = Payment {
-            id: PaymentId::new(now, self.store.unique()?),
+            id: PaymentId::new(now, self.store.unique().await?),
             status: if is_card { PaymentStatus::AwaitingCard } else { PaymentStatus::AwaitingScan },
             method: method.id.clone(),
             register: request.register,
@@ -489,10 +476,10 @@ impl Payments {
                 None => None, // a new purchase: nobody else knows its id yet
             };
             if let Some(parent_id) = &payment.split_of {
-                self.split_parent(parent_id, &payment)?;
+                self.split_parent(parent_id, &payment).await?;
             }
             let mut commit = Commit::default();
-            self.stage(&mut commit, None, payment.clone())?;
+            self.stage(&mut commit, None, payment.clone()).await?;
             let ticket = asked.ticket.as_ref();
             let record = if is_card { Record::open(ticket, 201, payment.id.as_str()) } else { Record::answer(ticket, 201) };
             Self::record(&mut commit, record, &payment, None);
@@ -522,8 +509,8 @@ impl Payments {
     /// Checks a `split_of` parent: it exists, took part of the purchase, is in the same
     /// currency. (Whether the amount is still open is checked by the leg reservation in
     /// the same commit.)
-    fn split_parent(&self, parent_id: &PaymentId, leg: &Payment) -> Result<(), PaymentError> {
-        let parent = self.store.payment(parent_id)?.ok_or_else(|| PaymentError::SplitParentNotFound(parent_id.to_string()))?;
+    async fn split_parent(&self, parent_id: &PaymentId, leg: &Payment) -> Result<(), PaymentError> {
+        let parent = self.store.payment(parent_id).await?.ok_or_else(|| PaymentError::SplitParentNotFound(parent_id.to_string()))?;
         let refuse = |reason: String| PaymentError::SplitNotPossible { parent: parent_id.clone(), reason };
         if parent.status != PaymentStatus::Succeeded {
             return Err(refuse(format!("it is {}, not succeeded", parent.status.as_str())));
@@ -544,7 +531,7 @@ impl Payments {
         loop {
             changes.borrow_and_update();
             self.store.settled().await?;
-            let payment = self.get(id)?;
+            let payment = self.get(id).await?;
             if payment.version > version {
                 return Ok(payment);
             }
@@ -557,7 +544,7 @@ impl Payments {
     /// Lists payments newest first, reading the narrowest index the query allows (never
     /// a walk over every payment): its reference, else its registers (with its status),
     /// else its status, else the time window of all payments.
-    pub fn list(&self, query: &ListQuery) -> Result<(Vec<Payment>, bool), PaymentError> {
+    pub async fn list(&self, query: &ListQuery) -> Result<(Vec<Payment>, bool), PaymentError> {
         let registers: Option<Vec<&str>> = match (&query.register, &query.registers) {
             (Some(register), Some(allowed)) if !allowed.contains(register) => return Ok((Vec::new(), false)),
             (Some(register), _) => Some(vec![register.as_str()]),
@@ -573,11 +560,24 @@ impl Payments {
             (None, None, Some(status)) => vec![PaymentIndex::Status(status)],
             (None, None, None) => vec![PaymentIndex::All],
         };
-        let window = Window { from: query.from, to: query.to, before: query.starting_after.as_ref().map(|id| id.to_string()) };
-        page(self.store.payments_merged(&indexes, &window), query.limit, |payment| {
-            Ok(registers.as_ref().is_none_or(|registers| registers.contains(&payment.register.as_str()))
-                && query.status.is_none_or(|status| payment.status == status))
-        })
+        let mut window = Window { from: query.from, to: query.to, before: query.starting_after.as_ref().map(|id| id.to_string()) };
+        let wanted = |payment: &Payment| {
+            registers.as_ref().is_none_or(|registers| registers.contains(&payment.register.as_str()))
+                && query.status.is_none_or(|status| payment.status == status)
+        };
+        // Every index but a reference's holds only what the query asks for; a
+        // reference's spans registers and statuses, so read on until the page is full.
+        let batch = query.limit.saturating_add(1);
+        let mut kept = Vec::new();
+        loop {
+            let found = self.store.payments(&indexes, &window, batch).await?;
+            let exhausted = found.len() < batch;
+            window.before = found.last().map(|payment| payment.id.to_string());
+            kept.extend(found.into_iter().filter(|payment| wanted(payment)));
+            if exhausted || kept.len() > query.limit {
+                return Ok(page(kept, query.limit));
+            }
+        }
     }
 
     /// Keeps an unclaimed scan's code in memory (the last few) and answers its SHA-256,
@@ -656,15 +656,15 @@ impl Payments {
     /// Loads unfinished work after a start: the expiry index, and a job for every
     /// attempt left `processing`, card payment still waiting, compensation under way
     /// and refund left `pending`. Work whose method is not configured waits as an orphan.
-    pub fn resume(&self) -> Result<(), PaymentError> {
-        for payment in self.store.unfinished_payments()? {
+    pub async fn resume(&self) -> Result<(), PaymentError> {
+        for payment in self.store.unfinished_payments().await? {
             if payment.status.accepts_scan() {
                 self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(payment.id.clone(), payment.expires_at);
             } else {
                 self.resume_payment(&payment);
             }
         }
-        for refund in self.store.pending_refunds()? {
+        for refund in self.store.pending_refunds().await? {
             self.resume_refund(&refund);
         }
         Ok(())
@@ -716,16 +716,18 @@ impl Payments {
     }
 
     /// After a reload: resumes the orphans whose method is configured again.
-    pub fn resume_orphans(&self) {
+    pub async fn resume_orphans(&self) {
         let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         for (id, orphan) in orphans {
             let resumed = match orphan.work.as_str() {
-                "refund" => model::RefundId::parse(&id)
-                    .and_then(|id| self.store.refund(&id).ok().flatten())
-                    .map(|refund| self.resume_refund(&refund)),
-                _ => {
-                    PaymentId::parse(&id).and_then(|id| self.store.payment(&id).ok().flatten()).map(|payment| self.resume_payment(&payment))
-                }
+                "refund" => match model::RefundId::parse(&id) {
+                    Some(refund_id) => self.store.refund(&refund_id).await.ok().flatten().map(|refund| self.resume_refund(&refund)),
+                    None => None,
+                },
+                _ => match PaymentId::parse(&id) {
+                    Some(payment_id) => self.store.payment(&payment_id).await.ok().flatten().map(|payment| self.resume_payment(&payment)),
+                    None => None,
+                },
             };
             if resumed.is_none() {
                 tracing::warn!(%id, "orphaned work vanished from the store");
@@ -756,19 +758,19 @@ impl Payments {
             (_, Some(id)) => self.jobs.live(&JobKey::Refund(id)),
             _ => None,
         };
-        let Some(job) = job else { return Ok(self.store.idempotency(key)?) };
+        let Some(job) = job else { return Ok(self.store.idempotency(key).await?) };
         let deadline = tokio::time::Instant::now() + patience.unwrap_or(JOIN_AT_MOST);
         let finished = job.finished();
         tokio::pin!(finished);
         let mut changes = self.store.subscribe();
         loop {
             changes.borrow_and_update();
-            let record = self.store.idempotency(key)?;
+            let record = self.store.idempotency(key).await?;
             if record.as_ref().is_none_or(|record| record.body.is_some()) {
                 return Ok(record);
             }
             tokio::select! {
-                _ = &mut finished => return Ok(self.store.idempotency(key)?),
+                _ = &mut finished => return Ok(self.store.idempotency(key).await?),
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(record),
             }
@@ -776,10 +778,10 @@ impl Payments {
     }
 
     /// The current API view of a payment or refund, by id.
-    pub fn view_of(&self, target: &str) -> Result<serde_json::Value, PaymentError> {
+    pub async fn view_of(&self, target: &str) -> Result<serde_json::Value, PaymentError> {
         match model::RefundId::parse(target) {
-            Some(_) => self.get_refund(target).map(|refund| view::refund(&refund)),
-            None => self.get(target).map(|payment| view::payment(&payment)),
+            Some(_) => self.get_refund(target).await.map(|refund| view::refund(&refund)),
+            None => self.get(target).await.map(|payment| view::payment(&payment)),
         }
     }
 }

@@ -400,6 +400,17 @@ pub enum RefundStatus {
     Failed,
 }
 
+impl RefundStatus {
+    /// The API's name (also the stored one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Pending => "pending",
+            RefundStatus::Failed => "failed",
+        }
+    }
+}
+
 /// A refund as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {

@@ -21,20 +21,20 @@ impl Payments {
     /// provider first). When it belongs to an unfinished split purchase, the purchase is
     /// abandoned: the legs that took money are refunded (compensation) and returned.
     pub async fn cancel(&self, id: &str, asked: Asked) -> Result<Canceled, PaymentError> {
-        let current = self.get(id)?;
+        let current = self.get(id).await?;
         if matches!(current.status, PaymentStatus::AwaitingCard | PaymentStatus::Processing) && self.is_card_payment(&current) {
             self.cancel_card_at_provider(&current).await?;
         }
         let ticket = asked.ticket.as_ref();
         let payment = {
             let _guard = self.lock_purchase(&current.id).await?;
-            let before = self.load(&current.id)?;
+            let before = self.load(&current.id).await?;
             let now = now_ms();
             let mut after = match super::machine::next(&before, PaymentEvent::Canceled, now)? {
                 Next::Changed(after) => *after,
                 Next::Unchanged => before.clone(),
             };
-            let compensate = after.status == PaymentStatus::Canceled && after.compensation.is_none() && self.abandons_purchase(&after)?;
+            let compensate = after.status == PaymentStatus::Canceled && after.compensation.is_none() && self.abandons_purchase(&after).await?;
             if compensate {
                 if let Next::Changed(marked) = super::machine::next(&after, PaymentEvent::CompensationStarted, now)? {
                     after = *marked;
@@ -42,7 +42,7 @@ impl Payments {
             }
             let mut commit = Commit::default();
             if after != before {
-                self.stage(&mut commit, Some(&before), after.clone())?;
+                self.stage(&mut commit, Some(&before), after.clone()).await?;
             }
             let record = if after.compensation == Some(Compensation::Pending) {
                 Record::open(ticket, 200, after.id.as_str())
@@ -51,7 +51,7 @@ impl Payments {
             };
             // A cancel repeated after its compensation finished answers that compensation.
             let done = after.compensation == Some(Compensation::Done);
-            let body = if done { Some(canceled_body(&after, &self.compensation_refunds(&after)?)) } else { None };
+            let body = if done { Some(canceled_body(&after, &self.compensation_refunds(&after).await?)) } else { None };
             Self::record(&mut commit, record, &after, body);
             if !commit.is_empty() {
                 self.save(commit).await?;
@@ -60,24 +60,24 @@ impl Payments {
         };
         if payment.compensation != Some(Compensation::Pending) {
             let compensation =
-                if payment.compensation == Some(Compensation::Done) { self.compensation_refunds(&payment)? } else { Vec::new() };
+                if payment.compensation == Some(Compensation::Done) { self.compensation_refunds(&payment).await? } else { Vec::new() };
             return Ok(Canceled { payment, compensation });
         }
         let (reply, answer) = oneshot::channel();
         start_compensation(self, payment.clone(), asked.ticket.clone(), Some(reply));
         match await_answer(answer, asked.patience).await {
             Some(result) => result,
-            None => Ok(Canceled { payment: self.load(&payment.id)?, compensation: self.compensation_refunds(&payment)? }),
+            None => Ok(Canceled { payment: self.load(&payment.id).await?, compensation: self.compensation_refunds(&payment).await? }),
         }
     }
 
     /// Canceling `leg` abandons its purchase: it is a leg, the purchase is not complete,
     /// and no leg created after it took money.
-    fn abandons_purchase(&self, leg: &Payment) -> Result<bool, PaymentError> {
+    async fn abandons_purchase(&self, leg: &Payment) -> Result<bool, PaymentError> {
         if leg.split_of.is_none() {
             return Ok(false);
         }
-        let legs = self.purchase_legs(leg)?;
+        let legs = self.purchase_legs(leg).await?;
         let root = &legs[0];
         let completed = root.remaining_amount().0 == 0;
         let later_paid =
@@ -90,16 +90,16 @@ impl Payments {
     /// cancel in the same commit.
     async fn compensate(&self, leg: &Payment, ticket: Option<&Ticket>) -> Result<Canceled, PaymentError> {
         self.refund_purchase(leg, Some(REASON.into()), &leg.client).await?;
-        let compensation = self.compensation_refunds(leg)?;
+        let compensation = self.compensation_refunds(leg).await?;
         let _guard = self.lock_purchase(&leg.id).await?;
-        let before = self.load(&leg.id)?;
+        let before = self.load(&leg.id).await?;
         let mut commit = Commit::default();
         let after = match super::machine::next(&before, PaymentEvent::CompensationDone, now_ms())? {
             Next::Changed(after) => *after,
             Next::Unchanged => before.clone(),
         };
         if before.compensation != Some(Compensation::Done) {
-            self.stage(&mut commit, Some(&before), after.clone())?;
+            self.stage(&mut commit, Some(&before), after.clone()).await?;
         }
         let body = canceled_body(&after, &compensation);
         Self::record(&mut commit, Record::answer(ticket, 200), &after, Some(body));
@@ -108,10 +108,10 @@ impl Payments {
     }
 
     /// The compensation refunds of a canceled leg's purchase.
-    fn compensation_refunds(&self, leg: &Payment) -> Result<Vec<Refund>, PaymentError> {
+    async fn compensation_refunds(&self, leg: &Payment) -> Result<Vec<Refund>, PaymentError> {
         let mut refunds = Vec::new();
-        for other in self.purchase_legs(leg)? {
-            let (found, _) = self.list_refunds(usize::MAX, Some(other.id.as_str()), None)?;
+        for other in self.purchase_legs(leg).await? {
+            let (found, _) = self.list_refunds(usize::MAX, Some(other.id.as_str()), None).await?;
             refunds.extend(found.into_iter().filter(|refund| refund.reason.as_deref() == Some(REASON)));
         }
         refunds.sort_by(|a, b| a.id.cmp(&b.id));
@@ -119,11 +119,11 @@ impl Payments {
     }
 
     /// The first payment of the purchase `payment` belongs to.
-    fn purchase_root(&self, payment: &Payment) -> Result<Payment, PaymentError> {
+    async fn purchase_root(&self, payment: &Payment) -> Result<Payment, PaymentError> {
         let mut root = payment.clone();
         while let Some(parent) = root.split_of.clone() {
             // A parent past its retention is gone: the purchase starts at what is left.
-            let Some(found) = self.store.payment(&parent)? else { break };
+            let Some(found) = self.store.payment(&parent).await? else { break };
             root = found;
         }
         Ok(root)
@@ -131,14 +131,14 @@ impl Payments {
 
     /// Every payment of the purchase `payment` belongs to, first one first: the root,
     /// then its legs (and theirs) through the legs index.
-    fn purchase_legs(&self, payment: &Payment) -> Result<Vec<Payment>, PaymentError> {
-        let root = self.purchase_root(payment)?;
+    async fn purchase_legs(&self, payment: &Payment) -> Result<Vec<Payment>, PaymentError> {
+        let root = self.purchase_root(payment).await?;
         let mut legs = vec![root];
         let mut next = 0;
         while next < legs.len() {
             let parent = legs[next].id.clone();
             let mut children: Vec<Payment> =
-                self.store.payments(PaymentIndex::LegsOf(&parent), &Window::default()).collect::<Result<_, _>>()?;
+                self.store.payments(&[PaymentIndex::LegsOf(&parent)], &Window::default(), usize::MAX).await?;
             children.reverse(); // oldest first
             legs.extend(children);
             next += 1;
@@ -149,7 +149,7 @@ impl Payments {
     /// Refunds what is refundable of every succeeded leg of a purchase.
     pub async fn refund_purchase(&self, payment: &Payment, reason: Option<String>, client: &str) -> Result<Vec<Refund>, PaymentError> {
         let mut refunds = Vec::new();
-        for leg in self.purchase_legs(payment)? {
+        for leg in self.purchase_legs(payment).await? {
             if leg.status == PaymentStatus::Succeeded && leg.refundable_amount().0 > 0 {
                 let request = NewRefund {
                     payment: Some(leg.id.to_string()),

@@ -50,7 +50,7 @@ fn fence(payment: &Payment, method: &Method) -> Millis {
 
 /// One lookup. `Ok(true)` once the payment is no longer `processing`.
 async fn look_up(payments: &Payments, method: &Method, id: &PaymentId, ticket: Option<&Ticket>) -> Result<bool, PaymentError> {
-    let payment = payments.load(id)?;
+    let payment = payments.load(id).await?;
     if payment.status != PaymentStatus::Processing {
         return Ok(true);
     }

@@ -43,13 +43,13 @@ impl Payments {
         start(self, method, refund.id.clone(), asked.ticket.clone(), Some(reply));
         match await_answer(answer, asked.patience).await {
             Some(result) => result,
-            None => self.get_refund(refund.id.as_str()),
+            None => self.get_refund(refund.id.as_str()).await,
         }
     }
 
     /// Refunds newest first, optionally of one payment, only of `registers` when given
     /// (each register's own index, merged); `true` when more exist.
-    pub fn list_refunds(
+    pub async fn list_refunds(
         &self,
         limit: usize,
         payment: Option<&str>,
@@ -60,38 +60,45 @@ impl Payments {
             Some(Some(id)) => Some(id),
             None => None,
         };
-        let refunds = match (&payment, registers) {
-            (Some(payment), _) => self.store.refunds(RefundIndex::OfPayment(payment)),
-            (None, Some(registers)) => {
-                self.store.refunds_merged(registers.iter().map(|register| RefundIndex::OfRegister(register)).collect())
+        let indexes: Vec<RefundIndex<'_>> = match (&payment, registers) {
+            (Some(payment), Some(registers)) => {
+                // A payment's refunds are its register's: all visible, or none.
+                match self.store.payment(payment).await? {
+                    Some(found) if registers.contains(&found.register) => vec![RefundIndex::OfPayment(payment)],
+                    _ => return Ok((Vec::new(), false)),
+                }
             }
-            (None, None) => self.store.refunds(RefundIndex::All),
+            (Some(payment), None) => vec![RefundIndex::OfPayment(payment)],
+            (None, Some(registers)) => registers.iter().map(|register| RefundIndex::OfRegister(register)).collect(),
+            (None, None) => vec![RefundIndex::All],
         };
-        super::page(refunds, limit, |refund| self.refund_visible(refund, registers))
+        let found = self.store.refunds(&indexes, None, limit.saturating_add(1)).await?;
+        Ok(super::page(found, limit))
     }
 
     /// Reads a refund.
-    pub fn get_refund(&self, id: &str) -> Result<Refund, PaymentError> {
+    pub async fn get_refund(&self, id: &str) -> Result<Refund, PaymentError> {
         let parsed = RefundId::parse(id).ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
-        self.store.refund(&parsed)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))
+        self.store.refund(&parsed).await?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))
     }
 
     /// A refund belongs to its payment's register; one without a payment to no till
     /// (`registers` given: only those registers are visible).
-    pub fn refund_visible(&self, refund: &Refund, registers: Option<&[String]>) -> Result<bool, PaymentError> {
+    pub async fn refund_visible(&self, refund: &Refund, registers: Option<&[String]>) -> Result<bool, PaymentError> {
         let Some(registers) = registers else { return Ok(true) };
-        let Some(payment) = refund.payment.as_ref().map(|id| self.store.payment(id)).transpose()?.flatten() else { return Ok(false) };
+        let Some(id) = &refund.payment else { return Ok(false) };
+        let Some(payment) = self.store.payment(id).await? else { return Ok(false) };
         Ok(registers.contains(&payment.register))
     }
 
     /// The payment a refund request is about: named, or found by its transaction id.
-    pub fn refunded_payment(&self, request: &NewRefund) -> Result<Option<Payment>, PaymentError> {
+    pub async fn refunded_payment(&self, request: &NewRefund) -> Result<Option<Payment>, PaymentError> {
         if let Some(id) = &request.payment {
-            return self.get(id).map(Some);
+            return self.get(id).await.map(Some);
         }
         let Some(transaction_id) = &request.transaction_id else { return Ok(None) };
-        match self.store.redeemed_by(transaction_id)? {
-            Some(holder) => Ok(self.store.payment(&holder)?),
+        match self.store.redeemed_by(transaction_id).await? {
+            Some(holder) => Ok(self.store.payment(&holder).await?),
             None => Ok(None),
         }
     }
@@ -100,7 +107,7 @@ impl Payments {
     /// reserved on the payment, durably, before anything is sent; the request's
     /// idempotency record is opened in the same commit.
     async fn reserve_refund(&self, request: &NewRefund, ticket: Option<&Ticket>) -> Result<Refund, PaymentError> {
-        let found = self.refunded_payment(request)?;
+        let found = self.refunded_payment(request).await?;
         let method = match (&found, &request.method) {
             (Some(payment), _) => self.method(&payment.method)?,
             (None, Some(method)) => {
@@ -136,8 +143,8 @@ impl Payments {
         let mut commit = Commit::default();
         let (amount, currency, payment) = match found {
             Some(payment) => {
-                let mut payment = self.load(&payment.id)?;
-                self.agree_with_payment(request, &mut payment, &mut commit)?;
+                let mut payment = self.load(&payment.id).await?;
+                self.agree_with_payment(request, &mut payment, &mut commit).await?;
                 let amount = request.amount.unwrap_or(payment.refundable_amount());
                 let Next::Changed(reserved) = super::machine::next(&payment, PaymentEvent::RefundReserved(amount), now)? else {
                     unreachable!("a reservation always changes the payment")
@@ -155,7 +162,7 @@ impl Payments {
             }
         };
         let refund = Refund {
-            id: RefundId::new(now, self.store.unique()?),
+            id: RefundId::new(now, self.store.unique().await?),
             status: RefundStatus::Pending,
             payment: payment.as_ref().map(|payment| payment.id.clone()),
             method: method.id.clone(),
@@ -181,7 +188,7 @@ impl Payments {
     /// Fields of a refund request must agree with the payment: its method, and its
     /// transaction (a payment entered without one takes the given one, if no other
     /// payment holds it, recorded in the refund's commit).
-    fn agree_with_payment(&self, request: &NewRefund, payment: &mut Payment, commit: &mut Commit) -> Result<(), PaymentError> {
+    async fn agree_with_payment(&self, request: &NewRefund, payment: &mut Payment, commit: &mut Commit) -> Result<(), PaymentError> {
         if request.method.as_ref().is_some_and(|method| method != &payment.method) {
             return Err(PaymentError::Mismatch {
                 field: "method",
@@ -196,7 +203,7 @@ impl Payments {
                 message: format!("payment {} holds another transaction", payment.id),
             }),
             None => {
-                if let Some(holder) = self.store.redeemed_by(transaction_id)?.filter(|holder| holder != &payment.id) {
+                if let Some(holder) = self.store.redeemed_by(transaction_id).await?.filter(|holder| holder != &payment.id) {
                     return Err(PaymentError::Mismatch {
                         field: "transaction_id",
                         message: format!("this transaction belongs to payment {holder}"),
@@ -238,11 +245,14 @@ impl Payments {
     /// Asks the provider once and records the outcome; a refund the provider could not
     /// confirm stays `pending`.
     async fn send_refund(&self, method: &Method, id: &RefundId, ticket: Option<&Ticket>) -> Result<Refund, PaymentError> {
-        let refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
+        let refund = self.store.refund(id).await?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
         if refund.status != RefundStatus::Pending {
             return Ok(refund);
         }
-        let payment = refund.payment.as_ref().map(|payment_id| self.load(payment_id)).transpose()?;
+        let payment = match &refund.payment {
+            Some(payment_id) => Some(self.load(payment_id).await?),
+            None => None,
+        };
         let order = RefundOrder {
             refund_id: refund.id.to_string(),
             payment_id: refund.payment.as_ref().map(|id| id.to_string()),
@@ -281,14 +291,14 @@ impl Payments {
         provider_id: Option<String>,
         ticket: Option<&Ticket>,
     ) -> Result<Refund, PaymentError> {
-        let mut refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
+        let mut refund = self.store.refund(id).await?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
         let _guard = match &refund.payment {
             Some(payment) => self.lock_purchase(payment).await?,
             None => self.locks.lock(id.as_str()).await,
         };
         // Read again under the lock: the refund's own job is the only writer, but a
         // payment change may have happened meanwhile.
-        refund = self.store.refund(id)?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
+        refund = self.store.refund(id).await?.ok_or_else(|| PaymentError::RefundNotFound(id.to_string()))?;
         if refund.status != RefundStatus::Pending {
             return Ok(refund);
         }
@@ -299,7 +309,11 @@ impl Payments {
         refund.updated_at = now_ms();
         let mut commit = Commit::default();
         if status == RefundStatus::Failed {
-            if let Some(payment) = refund.payment.as_ref().map(|id| self.load(id)).transpose()? {
+            let payment = match &refund.payment {
+                Some(payment_id) => Some(self.load(payment_id).await?),
+                None => None,
+            };
+            if let Some(payment) = payment {
                 if let Next::Changed(payment) =
                     super::machine::next(&payment, PaymentEvent::RefundReleased(refund.amount), refund.updated_at)?
                 {

@@ -21,14 +21,14 @@ impl Payments {
     /// an error); an outcome the provider could not confirm leaves it `processing` while
     /// its job looks it up.
     pub async fn scan(&self, id: &str, code: &str, asked: Asked) -> Result<Payment, PaymentError> {
-        let current = self.get(id)?;
+        let current = self.get(id).await?;
         let method = self.method(&current.method)?;
         Self::require(&method, |able| able.scan, "scanned codes")?;
         let (reply, answer) = oneshot::channel();
         self.start_scan(current.id.clone(), method, code.to_string(), asked.ticket.clone(), reply, true).await?;
         match await_answer(answer, asked.patience).await {
             Some(result) => result,
-            None => self.get(id),
+            None => self.get(id).await,
         }
     }
 
@@ -42,7 +42,7 @@ impl Payments {
             expiring.iter().rev().filter(|(_, expires_at)| **expires_at > now).map(|(id, _)| id.clone()).collect()
         };
         for id in candidates {
-            let Some(payment) = self.store.payment(&id)? else { continue };
+            let Some(payment) = self.store.payment(&id).await? else { continue };
             if payment.register == register && payment.status.accepts_scan() {
                 let method = self.method(&payment.method)?;
                 Self::require(&method, |able| able.scan, "scanned codes")?;
@@ -68,7 +68,7 @@ impl Payments {
     ) -> Result<(), PaymentError> {
         let mut job = Some((method, code, ticket, reply));
         loop {
-            machine::check_scannable(&self.load(&id)?, now_ms(), "scanned")?;
+            machine::check_scannable(&self.load(&id).await?, now_ms(), "scanned")?;
             let me = self.owned();
             let key = JobKey::Payment(id.clone());
             let job_id = id.clone();
@@ -107,7 +107,7 @@ impl Payments {
 
     /// Inspect offline → write-ahead → redeem → settle.
     async fn attempt(&self, method: &Method, id: &PaymentId, code: String, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
-        let payment = self.load(id)?;
+        let payment = self.load(id).await?;
         machine::check_scannable(&payment, now_ms(), "scanned")?;
         let answer = Record::answer(ticket, 200);
         // Every call of this attempt carries the next attempt's id (the payment's
@@ -122,7 +122,7 @@ impl Payments {
                 return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
             }
         };
-        if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key)?.filter(|holder| holder != id) {
+        if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key).await?.filter(|holder| holder != id) {
             return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
         }
         let started_at = now_ms();
@@ -162,7 +162,7 @@ impl Payments {
             Ok(settlement) => self.transition(id, PaymentEvent::Settled(settlement), answer).await,
             Err(error) if outcome_unknown(&error) => {
                 tracing::warn!(payment = %id, %error, "provider outcome unknown; the payment's job looks it up");
-                self.load(id)
+                self.load(id).await
             }
             Err(error) => self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
         }
@@ -171,10 +171,14 @@ impl Payments {
     /// A payment the cashier entered by hand (unverified). A refused entry leaves the
     /// payment as it was and answers the reason (a typo is not a failed payment).
     pub async fn manual(&self, id: &str, amount: Amount, transaction_id: Option<String>, asked: Asked) -> Result<Payment, PaymentError> {
-        let current = self.get(id)?;
+        let current = self.get(id).await?;
         let method = self.method(&current.method)?;
         Self::require(&method, |able| able.manual_entry, "manual entry")?;
-        if let Some(holder) = transaction_id.as_deref().map(|tx| self.store.redeemed_by(tx)).transpose()?.flatten() {
+        let holder = match transaction_id.as_deref() {
+            Some(transaction_id) => self.store.redeemed_by(transaction_id).await?,
+            None => None,
+        };
+        if let Some(holder) = holder {
             return Err(PaymentError::Provider {
                 code: "receipt_already_used".into(),
                 message: format!("this transaction already paid {holder}"),
@@ -194,12 +198,12 @@ impl Payments {
             .map_err(|_| PaymentError::InvalidState { status: PaymentStatus::Processing, action: "entered by hand" })?;
         match await_answer(answer, asked.patience).await {
             Some(result) => result,
-            None => self.get(id),
+            None => self.get(id).await,
         }
     }
 
     async fn enter(&self, method: &Method, id: &PaymentId, entry: ManualEntry, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
-        let payment = self.load(id)?;
+        let payment = self.load(id).await?;
         machine::check_scannable(&payment, now_ms(), "entered by hand")?;
         match method.accept_manual(Self::context(&payment, method), entry).await {
             Ok(settlement) => self.transition(id, PaymentEvent::Settled(settlement), Record::answer(ticket, 200)).await,

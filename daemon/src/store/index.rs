@@ -125,6 +125,20 @@ pub fn is_open(payment: &Payment) -> bool {
     !payment.status.is_final() || payment.compensation == Some(Compensation::Pending)
 }
 
+/// Whether `payment` belongs to `index` as it is now: what an index entry claims, checked
+/// against the record read after it.
+pub fn holds_payment(index: PaymentIndex<'_>, payment: &Payment) -> bool {
+    match index {
+        PaymentIndex::All => true,
+        PaymentIndex::Reference(reference) => payment.reference.as_deref() == Some(reference),
+        PaymentIndex::Register(register) => payment.register == register,
+        PaymentIndex::Status(status) => payment.status == status,
+        PaymentIndex::RegisterStatus(register, status) => payment.register == register && payment.status == status,
+        PaymentIndex::LegsOf(parent) => payment.split_of.as_ref() == Some(parent),
+        PaymentIndex::Open => is_open(payment),
+    }
+}
+
 /// Every index key of a payment.
 pub fn payment_keys(payment: &Payment) -> Vec<Vec<u8>> {
     let id = payment.id.as_str();

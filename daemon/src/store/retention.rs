@@ -11,7 +11,8 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::index::{self, RefundIndex};
-use super::{be_u64, decode, stored, Event, IdempotencyRecord, Store, StoreError, TxResult, Window};
+use super::sled_store::{be_u64, stored, SledStore, TxResult};
+use super::{decode, Event, IdempotencyRecord, Store, StoreError, Window};
 use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId, RefundStatus};
 
 /// What one batch removed, and whether more may be left.
@@ -24,7 +25,7 @@ pub struct Swept {
     pub cursor: Option<Vec<u8>>,
 }
 
-impl Store {
+impl SledStore {
     /// Looks at up to `batch` payments created before `before` (after `cursor`, oldest
     /// first) and removes those with no work left and no refund still pending, with
     /// everything that belongs to them. Payments that must stay are skipped.
@@ -36,7 +37,7 @@ impl Store {
             if index::is_open(&payment) || payment.split_reserved_amount.0 > 0 {
                 continue;
             }
-            let refunds: Vec<Refund> = self.refunds(RefundIndex::OfPayment(&payment.id)).collect::<Result<_, _>>()?;
+            let refunds: Vec<Refund> = self.refunds_in(RefundIndex::OfPayment(&payment.id)).collect::<Result<_, _>>()?;
             if refunds.iter().any(|refund| refund.status == RefundStatus::Pending) {
                 continue;
             }
@@ -53,7 +54,7 @@ impl Store {
                 }
                 Ok(removed)
             })
-            .map_err(super::storage_error)?;
+            .map_err(super::sled_store::storage_error)?;
         Ok(Swept { removed, more: cursor.is_some(), cursor })
     }
 
@@ -82,7 +83,7 @@ impl Store {
                 }
                 Ok(removed)
             })
-            .map_err(super::storage_error)?;
+            .map_err(super::sled_store::storage_error)?;
         Ok(Swept { removed, more: cursor.is_some(), cursor })
     }
 
@@ -129,13 +130,13 @@ impl Store {
                 }
                 Ok(removed)
             })
-            .map_err(super::storage_error)?;
+            .map_err(super::sled_store::storage_error)?;
         Ok(Swept { removed, more: time_keys.len() == batch, cursor: None })
     }
 
     /// The id of the oldest event the journal still holds; when retention emptied it,
     /// the id the next event will have.
-    pub fn oldest_event(&self) -> Result<u64, StoreError> {
+    pub fn oldest_journal_event(&self) -> Result<u64, StoreError> {
         match self.journal.first()? {
             Some((key, _)) => Ok(be_u64(&key)),
             None => Ok(*self.last_event.borrow() + 1),
@@ -230,7 +231,7 @@ pub async fn run(store: Store, policy: Policy) {
     let every = (policy.payments.min(policy.journal) / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     tokio::time::sleep(every.min(Duration::from_secs(60))).await;
     loop {
-        let totals = sweep(&store, &policy).await;
+        let totals = store.sweep(&policy.cutoffs()).await;
         match totals {
             Ok(totals) if totals == Totals::default() => {}
             Ok(totals) => tracing::info!(
@@ -256,25 +257,43 @@ pub struct Totals {
     pub idempotency: usize,
 }
 
-/// One pass over everything older than the policy allows, batch by batch, each batch on
-/// a blocking thread (sled reads and writes block).
-pub async fn sweep(store: &Store, policy: &Policy) -> Result<Totals, StoreError> {
-    let now = crate::payments::model::now_ms();
-    let age = |kept: Duration| now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
-    let (payments_before, journal_before, idempotency_before) = (age(policy.payments), age(policy.journal), age(policy.idempotency));
+/// The times before which records go, from a [`Policy`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Payments (with their refunds) and refunds without a payment created before this.
+    pub payments: Millis,
+    /// Journal entries written before this.
+    pub journal: Millis,
+    /// Idempotency records written before this.
+    pub idempotency: Millis,
+}
+
+impl Policy {
+    /// The cutoffs of a sweep starting now.
+    pub fn cutoffs(&self) -> Cutoffs {
+        let now = crate::payments::model::now_ms();
+        let age = |kept: Duration| now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+        Cutoffs { payments: age(self.payments), journal: age(self.journal), idempotency: age(self.idempotency) }
+    }
+}
+
+/// One pass of the embedded store over everything older than `cutoffs`, batch by batch,
+/// each batch on a blocking thread (sled reads and writes block).
+pub(super) async fn sweep_sled(store: &SledStore, cutoffs: &Cutoffs) -> Result<Totals, StoreError> {
+    let Cutoffs { payments, journal, idempotency } = *cutoffs;
     Ok(Totals {
-        payments: drain(store, move |store, cursor| store.remove_payments_before(payments_before, cursor, BATCH)).await?,
-        refunds: drain(store, move |store, cursor| store.remove_refunds_before(payments_before, cursor, BATCH)).await?,
-        events: drain(store, move |store, _| store.forget_events_before(journal_before, BATCH)).await?,
-        idempotency: drain(store, move |store, _| store.forget_idempotency_before(idempotency_before, BATCH)).await?,
+        payments: drain(store, move |store, cursor| store.remove_payments_before(payments, cursor, BATCH)).await?,
+        refunds: drain(store, move |store, cursor| store.remove_refunds_before(payments, cursor, BATCH)).await?,
+        events: drain(store, move |store, _| store.forget_events_before(journal, BATCH)).await?,
+        idempotency: drain(store, move |store, _| store.forget_idempotency_before(idempotency, BATCH)).await?,
     })
 }
 
 /// Runs `step` batch after batch until a batch says nothing is left; answers how many
 /// records went.
-async fn drain<F>(store: &Store, step: F) -> Result<usize, StoreError>
+async fn drain<F>(store: &SledStore, step: F) -> Result<usize, StoreError>
 where
-    F: Fn(&Store, Option<&[u8]>) -> Result<Swept, StoreError> + Send + Copy + 'static,
+    F: Fn(&SledStore, Option<&[u8]>) -> Result<Swept, StoreError> + Send + Copy + 'static,
 {
     let mut removed = 0;
     let mut cursor: Option<Vec<u8>> = None;
@@ -291,8 +310,8 @@ where
 }
 
 async fn blocking<T: Send + 'static>(
-    store: &Store,
-    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    store: &SledStore,
+    work: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
     // Each batch flushes its own removals, so a payment's flush never carries them.

@@ -2,7 +2,9 @@
 //! removes only what is done, old stores get their indexes.
 
 use super::*;
-use crate::payments::model::{Amount, PaymentStatus, RefundStatus};
+use crate::payments::model::{Amount, Millis, PaymentStatus, RefundStatus};
+
+type Store = SledStore;
 
 const DAY: Millis = 86_400_000;
 
@@ -56,14 +58,14 @@ fn a_status_change_moves_the_payment_between_index_ranges() {
     let mut first = payment(1_000, 1, "till-1", "R1", PaymentStatus::AwaitingScan);
     save(&store, vec![first.clone()], vec![]);
     let all = Window::default();
-    assert_eq!(ids(store.payments(PaymentIndex::Status(PaymentStatus::AwaitingScan), &all)), vec![first.id.to_string()]);
-    assert_eq!(ids(store.payments(PaymentIndex::Open, &all)), vec![first.id.to_string()]);
+    assert_eq!(ids(store.payments_in(PaymentIndex::Status(PaymentStatus::AwaitingScan), &all)), vec![first.id.to_string()]);
+    assert_eq!(ids(store.payments_in(PaymentIndex::Open, &all)), vec![first.id.to_string()]);
     first.status = PaymentStatus::Succeeded;
     first.version = 2;
     save(&store, vec![first.clone()], vec![]);
-    assert!(ids(store.payments(PaymentIndex::Status(PaymentStatus::AwaitingScan), &all)).is_empty(), "the old status entry is gone");
-    assert!(ids(store.payments(PaymentIndex::Open, &all)).is_empty(), "no work left");
-    assert_eq!(ids(store.payments(PaymentIndex::RegisterStatus("till-1", PaymentStatus::Succeeded), &all)), vec![first.id.to_string()]);
+    assert!(ids(store.payments_in(PaymentIndex::Status(PaymentStatus::AwaitingScan), &all)).is_empty(), "the old status entry is gone");
+    assert!(ids(store.payments_in(PaymentIndex::Open, &all)).is_empty(), "no work left");
+    assert_eq!(ids(store.payments_in(PaymentIndex::RegisterStatus("till-1", PaymentStatus::Succeeded), &all)), vec![first.id.to_string()]);
 }
 
 #[test]
@@ -84,13 +86,13 @@ fn lists_read_their_index_newest_first_within_the_window() {
         .map(|payment| payment.id.to_string())
         .collect();
     assert!(!expected.is_empty());
-    assert_eq!(ids(store.payments(PaymentIndex::Reference("R2"), &window)), expected);
+    assert_eq!(ids(store.payments_in(PaymentIndex::Reference("R2"), &window)), expected);
     // Two registers merged newest first equal the whole list.
     let merged = ids(store.payments_merged(&[PaymentIndex::Register("till-1"), PaymentIndex::Register("till-2")], &Window::default()));
-    assert_eq!(merged, ids(store.payments(PaymentIndex::All, &Window::default())));
+    assert_eq!(merged, ids(store.payments_in(PaymentIndex::All, &Window::default())));
     // Pagination: before an id.
     let before = Window { before: Some(payments[10].id.to_string()), ..Window::default() };
-    assert_eq!(ids(store.payments(PaymentIndex::Register("till-2"), &before)).first(), Some(&payments[9].id.to_string()));
+    assert_eq!(ids(store.payments_in(PaymentIndex::Register("till-2"), &before)).first(), Some(&payments[9].id.to_string()));
 }
 
 #[test]
@@ -121,15 +123,15 @@ fn retention_removes_settled_payments_with_their_refunds_and_keeps_open_work() {
         }
     }
     assert_eq!(removed, 1);
-    assert!(store.payment(&old_done.id).unwrap().is_none());
-    assert!(store.refund(&done_refund.id).unwrap().is_none(), "its refunds go with it");
-    assert!(store.redeemed_by("tx_1").unwrap().is_none(), "its receipt reservation too");
-    assert!(ids(store.payments(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "and its index entries");
-    assert!(store.refunds(RefundIndex::OfRegister("till-1")).all(|refund| refund.unwrap().id != done_refund.id));
+    assert!(store.read_payment(&old_done.id).unwrap().is_none());
+    assert!(store.read_refund(&done_refund.id).unwrap().is_none(), "its refunds go with it");
+    assert!(store.holder_of("tx_1").unwrap().is_none(), "its receipt reservation too");
+    assert!(ids(store.payments_in(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "and its index entries");
+    assert!(store.refunds_in(RefundIndex::OfRegister("till-1")).all(|refund| refund.unwrap().id != done_refund.id));
     for kept in [&old_open, &old_refunding, &recent] {
-        assert!(store.payment(&kept.id).unwrap().is_some(), "{} stays", kept.id);
+        assert!(store.read_payment(&kept.id).unwrap().is_some(), "{} stays", kept.id);
     }
-    assert_eq!(store.redeemed_by("tx_3").unwrap(), Some(old_refunding.id.clone()));
+    assert_eq!(store.holder_of("tx_3").unwrap(), Some(old_refunding.id.clone()));
 }
 
 #[test]
@@ -144,7 +146,7 @@ fn a_store_written_before_the_indexes_gets_them_at_open() {
         db.flush().unwrap();
     }
     let store = Store::open(&path).unwrap();
-    assert_eq!(ids(store.payments(PaymentIndex::Reference("R1"), &Window::default())), vec![first.id.to_string()]);
+    assert_eq!(ids(store.payments_in(PaymentIndex::Reference("R1"), &Window::default())), vec![first.id.to_string()]);
     assert_eq!(store.unfinished_payments().unwrap().len(), 1, "resumed from the rebuilt open index");
 }
 
@@ -157,8 +159,8 @@ fn expired_idempotency_records_go_through_their_time_index() {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.commit(&commit)).unwrap();
     let swept = store.forget_idempotency_before(2_000, 10).unwrap();
     assert_eq!(swept.removed, 1);
-    assert!(store.idempotency("old").unwrap().is_none());
-    assert!(store.idempotency("new").unwrap().is_some());
+    assert!(store.read_idempotency("old").unwrap().is_none());
+    assert!(store.read_idempotency("new").unwrap().is_some());
 }
 
 #[test]
@@ -167,14 +169,14 @@ fn events_are_readable_only_once_durable_and_old_ones_expire() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let commit = Commit { events: vec![("payment.updated".into(), serde_json::json!({}))], ..Commit::default() };
     let (applied, _) = store.apply(&commit).unwrap();
-    assert!(store.events_after(0, 10).unwrap().is_empty(), "applied, not yet flushed: not shown");
+    assert!(store.journal_after(0, 10).unwrap().is_empty(), "applied, not yet flushed: not shown");
     runtime.block_on(store.commit(&commit)).unwrap();
-    let shown = store.events_after(0, 10).unwrap();
+    let shown = store.journal_after(0, 10).unwrap();
     assert_eq!(shown.len(), 2, "the flush covered both");
     assert_eq!(shown[0].id, applied[0].id);
     let removed = store.forget_events_before(crate::payments::model::now_ms() + 1, 10).unwrap().removed;
     assert_eq!(removed, 2);
-    assert_eq!(store.oldest_event().unwrap(), 3, "an empty journal: the next event's id");
+    assert_eq!(store.oldest_journal_event().unwrap(), 3, "an empty journal: the next event's id");
 }
 
 #[test]
@@ -184,15 +186,15 @@ fn a_change_read_before_retention_removed_its_payment_is_refused() {
     let old = payment(now - 500 * DAY, 1, "till-1", "R1", PaymentStatus::Succeeded);
     save(&store, vec![old.clone()], vec![]);
     // A refund reads the payment, then the sweep removes it, then the refund commits.
-    let mut refunding = store.payment(&old.id).unwrap().unwrap();
+    let mut refunding = store.read_payment(&old.id).unwrap().unwrap();
     assert_eq!(store.remove_payments_before(now - 400 * DAY, None, 10).unwrap().removed, 1);
     refunding.refunded_amount = Amount(100);
     refunding.version += 1;
     let commit = Commit { payments: vec![refunding], ..Commit::default() };
     let result = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.commit(&commit));
     assert!(matches!(result, Err(StoreError::Gone(_))), "{result:?}");
-    assert!(store.payment(&old.id).unwrap().is_none(), "not written back");
-    assert!(ids(store.payments(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "nor its index entries");
+    assert!(store.read_payment(&old.id).unwrap().is_none(), "not written back");
+    assert!(ids(store.payments_in(PaymentIndex::Reference("R1"), &Window::default())).is_empty(), "nor its index entries");
 }
 
 #[test]
@@ -216,7 +218,7 @@ fn a_settled_refund_without_a_payment_goes_after_the_retention_and_a_pending_one
     save(&store, vec![], vec![done.clone(), pending.clone()]);
     let swept = store.remove_refunds_before(now - 400 * DAY, None, 10).unwrap();
     assert_eq!(swept.removed, 1);
-    assert!(store.refund(&done.id).unwrap().is_none());
-    assert!(store.refund(&pending.id).unwrap().is_some());
-    assert_eq!(store.pending_refunds().unwrap().len(), 1, "its index entry stays too");
+    assert!(store.read_refund(&done.id).unwrap().is_none());
+    assert!(store.read_refund(&pending.id).unwrap().is_some());
+    assert_eq!(store.refunds_in(RefundIndex::Pending).count(), 1, "its index entry stays too");
 }

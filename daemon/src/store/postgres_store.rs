@@ -1,0 +1,792 @@
+//! The shared store: one PostgreSQL database for every daemon of a shop or a chain.
+//!
+//! The rules of the port hold by the database's own means:
+//! - a [`Commit`] is one SQL transaction; acknowledged means committed with
+//!   `synchronous_commit = on` (set for every connection);
+//! - a receipt's reservation is a primary key, so of two daemons reserving it at once
+//!   exactly one commits;
+//! - event ids come from one counter row updated inside each transaction that appends
+//!   events: its row lock orders the transactions, so ids increase by one in commit order
+//!   across daemons (`Last-Event-ID` needs no gaps);
+//! - a payment is written only over an older version (`version < new`), so a change
+//!   made from a stale read is refused as [`StoreError::Conflict`];
+//! - every daemon follows every other's events through `LISTEN/NOTIFY`.
+//!
+//! When the database cannot be reached, every operation answers
+//! [`StoreError::Unavailable`] at once (no provider call runs without its write-ahead);
+//! the pool reconnects by itself when the database is back.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::watch;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
+
+use super::index::{self, PaymentIndex, RefundIndex};
+use super::retention::{Cutoffs, Totals};
+use super::{postgres_schema, Backend, Commit, Event, IdempotencyRecord, StoreError, Window};
+use crate::payments::model::{now_ms, Payment, PaymentId, Refund, RefundId};
+
+/// The channel every daemon's commits announce their newest event id on.
+const CHANNEL: &str = "posbridge_events";
+/// Connections per daemon: a till's requests, the jobs, the event streams' reads.
+const POOL_SIZE: usize = 16;
+/// How long an operation waits for a connection, or to open one, before answering
+/// `store_unavailable`: a POS should hear quickly that the store is down.
+const CONNECT_WAIT: Duration = Duration::from_secs(3);
+/// Numbers per block taken from the `posbridge_ids` sequence (its increment).
+const ID_BLOCK: u64 = 1000;
+/// Removals per retention batch.
+const SWEEP_BATCH: i64 = 500;
+
+/// The open database: a pool of connections and the listener that follows the journal.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// This daemon's name in leases and logs (`[store] node`).
+    node: String,
+    /// The newest event id known committed, by this daemon or another.
+    last_event: watch::Sender<u64>,
+    /// The block of unique numbers being handed out: next, end (exclusive).
+    ids: Mutex<(u64, u64)>,
+}
+
+/// Maps a database error to the store's: a lost or refused connection is
+/// `Unavailable` (try again later), anything the server answered is `Database`.
+pub(super) fn classify(error: tokio_postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db) if is_connection_state(db.code().code()) => StoreError::Unavailable(db.message().to_string()),
+        Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+/// SQLSTATE classes meaning the server is not (or no longer) serving this connection:
+/// connection exceptions, an administrator's shutdown, a server starting or stopping.
+fn is_connection_state(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => classify(error),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Whether every host of a URL is this machine (or a Unix socket): only then may the
+/// connection go without TLS.
+fn is_local(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => name == "localhost" || name.parse::<IpAddr>().is_ok_and(|address| address.is_loopback()),
+    })
+}
+
+/// The TLS a connection to `config` needs: none on loopback; rustls with the public
+/// roots elsewhere, required.
+fn tls_for(config: &mut tokio_postgres::Config) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, StoreError> {
+    if is_local(config) {
+        return Ok(None);
+    }
+    if config.get_ssl_mode() == SslMode::Disable {
+        return Err(StoreError::Schema(
+            "the store URL names another machine with sslmode=disable: posbridge talks to a remote database over TLS only".into(),
+        ));
+    }
+    config.ssl_mode(SslMode::Require);
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| StoreError::Unavailable(format!("TLS setup: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+}
+
+/// Parses a store URL (`postgres://user:password@host:5432/db`, or key=value pairs),
+/// with every session committing synchronously.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|error: tokio_postgres::Error| error.to_string())?;
+    config.options("-c synchronous_commit=on");
+    config.application_name("posbridge");
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_WAIT);
+    }
+    Ok(config)
+}
+
+fn build_pool<T>(config: tokio_postgres::Config, tls: T) -> Result<Pool, StoreError>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_WAIT))
+        .create_timeout(Some(CONNECT_WAIT))
+        .recycle_timeout(Some(CONNECT_WAIT))
+        .build()
+        .map_err(|error| StoreError::Unavailable(error.to_string()))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` as daemon `node`: checks the schema, reads the
+    /// newest event and starts following the others' events.
+    pub async fn connect(url: &str, node: &str) -> Result<PostgresStore, StoreError> {
+        let mut config = parse_url(url).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
+        let tls = tls_for(&mut config)?;
+        let pool = match &tls {
+            None => build_pool(config.clone(), NoTls)?,
+            Some(tls) => build_pool(config.clone(), tls.clone())?,
+        };
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                node: node.to_string(),
+                last_event: watch::channel(0).0,
+                ids: Mutex::new((0, 0)),
+            }),
+        };
+        {
+            let client = store.client().await?;
+            postgres_schema::check(postgres_schema::version(&**client).await?)?;
+        }
+        store.catch_up().await?;
+        let weak = Arc::downgrade(&store.inner);
+        match tls {
+            None => tokio::spawn(follow(config, NoTls, weak)),
+            Some(tls) => tokio::spawn(follow(config, tls, weak)),
+        };
+        Ok(store)
+    }
+
+    /// Applies the schema's missing migrations to the database at `url`.
+    pub async fn migrate(url: &str) -> Result<Vec<i32>, StoreError> {
+        let mut config = parse_url(url).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
+        let pool = match tls_for(&mut config)? {
+            None => build_pool(config, NoTls)?,
+            Some(tls) => build_pool(config, tls)?,
+        };
+        let mut client = pool.get().await.map_err(pool_error)?;
+        postgres_schema::migrate(&mut client).await
+    }
+
+    /// This daemon's name in leases.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.inner.pool.get().await.map_err(pool_error)
+    }
+
+    /// Reads the newest committed event id (after a start or a reconnection, when
+    /// notifications may have been missed).
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT next_event - 1 FROM posbridge_meta", &[]).await.map_err(classify)?;
+        self.inner.announce(row.get::<_, i64>(0) as u64);
+        Ok(())
+    }
+
+    /// Takes or renews the lease on `work` for `ttl` (database time): `true` when this
+    /// daemon holds it now. A lease held by another daemon and not expired is refused.
+    pub async fn try_lease(&self, work: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO posbridge_leases AS lease (work, owner, expires_at) \
+                 VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+                 ON CONFLICT (work) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
+                 WHERE lease.owner = EXCLUDED.owner OR lease.expires_at < now() \
+                 RETURNING owner",
+            )
+            .await
+            .map_err(classify)?;
+        let ttl_ms = ttl.as_millis() as f64;
+        let rows = client.query(&statement, &[&work, &self.inner.node, &ttl_ms]).await.map_err(classify)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Gives up this daemon's lease on `work`.
+    pub async fn release_lease(&self, work: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM posbridge_leases WHERE work = $1 AND owner = $2", &[&work, &self.inner.node])
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Writes `commit` in one transaction; answers its events once committed.
+    async fn write(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(classify)?;
+        for (receipt, payment) in &commit.reserve {
+            reserve(&transaction, receipt, payment).await?;
+        }
+        for receipt in &commit.release {
+            let statement = transaction.prepare_cached("DELETE FROM posbridge_receipts WHERE receipt = $1").await.map_err(classify)?;
+            transaction.execute(&statement, &[receipt]).await.map_err(classify)?;
+        }
+        for payment in &commit.payments {
+            write_payment(&transaction, payment).await?;
+        }
+        for refund in &commit.refunds {
+            write_refund(&transaction, commit, refund).await?;
+        }
+        for (key, record) in &commit.idempotency {
+            write_idempotency(&transaction, key, record.as_ref()).await?;
+        }
+        let events = append_events(&transaction, &commit.events).await?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store-before-flush", |_| Err(StoreError::Corrupt {
+            key: "failpoint".into(),
+            reason: "injected before the commit".into()
+        }));
+        transaction.commit().await.map_err(classify)?;
+        if let Some(last) = events.last() {
+            self.inner.announce(last.id);
+        }
+        Ok(events)
+    }
+
+    /// Deletes in batches with `sql` (which answers the number of rows it removed when
+    /// given a cutoff and a batch size) until a batch comes back short.
+    async fn drain(&self, sql: &str, cutoff: &(dyn ToSql + Sync)) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let client = self.client().await?;
+            let row = client.query_one(sql, &[cutoff, &SWEEP_BATCH]).await.map_err(classify)?;
+            let batch = row.get::<_, i64>(0);
+            removed += batch as usize;
+            if batch < SWEEP_BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn announce(&self, id: u64) {
+        self.last_event.send_if_modified(|newest| {
+            let newer = id > *newest;
+            *newest = (*newest).max(id);
+            newer
+        });
+    }
+}
+
+/// Follows every daemon's commits: `LISTEN` on a connection of its own, reconnecting
+/// (and reading the counter, for what was missed) whenever it drops, for as long as the
+/// store is open.
+async fn follow<T>(config: tokio_postgres::Config, tls: T, store: Weak<Inner>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let mut pause = Duration::from_millis(100);
+    while store.strong_count() > 0 {
+        match listen(&config, tls.clone(), &store).await {
+            Ok(()) => pause = Duration::from_millis(100),
+            Err(error) => {
+                tracing::warn!(%error, "lost the store's event notifications; reconnecting");
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn listen<T>(config: &tokio_postgres::Config, tls: T, store: &Weak<Inner>) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket> + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|context| connection.poll_message(context)).await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if notices.send(notification.payload().parse::<u64>().ok()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // What committed before the LISTEN took effect.
+    let newest = client.query_one("SELECT next_event - 1 FROM posbridge_meta", &[]).await?.get::<_, i64>(0);
+    match store.upgrade() {
+        Some(inner) => inner.announce(newest as u64),
+        None => return Ok(()),
+    }
+    while let Some(id) = received.recv().await {
+        let Some(inner) = store.upgrade() else { return Ok(()) };
+        if let Some(id) = id {
+            inner.announce(id);
+        }
+    }
+    drop(client);
+    driver.await.unwrap_or(Ok(()))
+}
+
+type Transaction<'a> = deadpool_postgres::Transaction<'a>;
+
+async fn reserve(transaction: &Transaction<'_>, receipt: &str, payment: &PaymentId) -> Result<(), StoreError> {
+    let statement = transaction
+        .prepare_cached(
+            "INSERT INTO posbridge_receipts AS held (receipt, payment) VALUES ($1, $2) \
+             ON CONFLICT (receipt) DO UPDATE SET payment = held.payment RETURNING payment",
+        )
+        .await
+        .map_err(classify)?;
+    let holder: String = transaction.query_one(&statement, &[&receipt, &payment.as_str()]).await.map_err(classify)?.get(0);
+    if holder != payment.as_str() {
+        let holder = PaymentId::parse(&holder).unwrap_or_else(|| payment.clone());
+        return Err(StoreError::ReceiptTaken { transaction_id: receipt.to_string(), payment: holder });
+    }
+    Ok(())
+}
+
+/// Inserts a new payment or updates a stored one over an older version.
+async fn write_payment(transaction: &Transaction<'_>, payment: &Payment) -> Result<(), StoreError> {
+    let columns = "register = $2, reference = $3, status = $4, method = $5, currency = $6, amount = $7, \
+                   captured_amount = $8, refunded_amount = $9, split_reserved_amount = $10, split_of = $11, \
+                   open = $12, created_at = to_timestamp($13::double precision / 1000), version = $14, record = $15";
+    let sql = if payment.version <= 1 {
+        "INSERT INTO posbridge_payments (id, register, reference, status, method, currency, amount, captured_amount, \
+         refunded_amount, split_reserved_amount, split_of, open, created_at, version, record) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13::double precision / 1000), $14, $15) \
+         ON CONFLICT (id) DO NOTHING"
+            .to_string()
+    } else {
+        format!("UPDATE posbridge_payments SET {columns} WHERE id = $1 AND version < $14")
+    };
+    let statement = transaction.prepare_cached(&sql).await.map_err(classify)?;
+    let created_at = payment.created_at as f64;
+    let version = payment.version as i64;
+    let split_of = payment.split_of.as_ref().map(PaymentId::as_str);
+    let written = transaction
+        .execute(
+            &statement,
+            &[
+                &payment.id.as_str(),
+                &payment.register,
+                &payment.reference,
+                &payment.status.as_str(),
+                &payment.method,
+                &payment.currency.as_str(),
+                &(payment.amount.0 as i64),
+                &(payment.captured_amount.0 as i64),
+                &(payment.refunded_amount.0 as i64),
+                &(payment.split_reserved_amount.0 as i64),
+                &split_of,
+                &index::is_open(payment),
+                &created_at,
+                &version,
+                &Json(payment),
+            ],
+        )
+        .await
+        .map_err(classify)?;
+    if written == 1 {
+        return Ok(());
+    }
+    let stored = transaction
+        .query_opt("SELECT version FROM posbridge_payments WHERE id = $1", &[&payment.id.as_str()])
+        .await
+        .map_err(classify)?;
+    Err(match stored {
+        // Read before a retention sweep removed it: never bring it back.
+        None => StoreError::Gone(payment.id.clone()),
+        Some(_) => StoreError::Conflict(payment.id.clone()),
+    })
+}
+
+/// Inserts or replaces a refund, with its payment's register (staged in the same commit,
+/// or stored).
+async fn write_refund(transaction: &Transaction<'_>, commit: &Commit, refund: &Refund) -> Result<(), StoreError> {
+    let staged_register =
+        refund.payment.as_ref().and_then(|id| commit.payments.iter().find(|payment| &payment.id == id)).map(|payment| payment.register.as_str());
+    let statement = transaction
+        .prepare_cached(
+            "INSERT INTO posbridge_refunds (id, payment, register, status, amount, currency, created_at, record) \
+             VALUES ($1, $2, COALESCE($3, (SELECT register FROM posbridge_payments WHERE id = $2)), $4, $5, $6, \
+                     to_timestamp($7::double precision / 1000), $8) \
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, amount = EXCLUDED.amount, record = EXCLUDED.record",
+        )
+        .await
+        .map_err(classify)?;
+    let payment = refund.payment.as_ref().map(PaymentId::as_str);
+    transaction
+        .execute(
+            &statement,
+            &[
+                &refund.id.as_str(),
+                &payment,
+                &staged_register,
+                &refund.status.as_str(),
+                &(refund.amount.0 as i64),
+                &refund.currency.as_str(),
+                &(refund.created_at as f64),
+                &Json(refund),
+            ],
+        )
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+async fn write_idempotency(transaction: &Transaction<'_>, key: &str, record: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+    match record {
+        Some(record) => {
+            let statement = transaction
+                .prepare_cached(
+                    "INSERT INTO posbridge_idempotency (key, created_at, record) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET created_at = EXCLUDED.created_at, record = EXCLUDED.record",
+                )
+                .await
+                .map_err(classify)?;
+            transaction.execute(&statement, &[&key, &record.created_at, &Json(record)]).await.map_err(classify)?;
+        }
+        None => {
+            let statement = transaction.prepare_cached("DELETE FROM posbridge_idempotency WHERE key = $1").await.map_err(classify)?;
+            transaction.execute(&statement, &[&key]).await.map_err(classify)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends the commit's events under the counter row's lock (held to the commit) and
+/// announces the newest to every listening daemon when the transaction commits.
+async fn append_events(transaction: &Transaction<'_>, drafts: &[(String, serde_json::Value)]) -> Result<Vec<Event>, StoreError> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = drafts.len() as i64;
+    let counter = transaction
+        .prepare_cached("UPDATE posbridge_meta SET next_event = next_event + $1 RETURNING next_event - $1")
+        .await
+        .map_err(classify)?;
+    let first = transaction.query_one(&counter, &[&count]).await.map_err(classify)?.get::<_, i64>(0) as u64;
+    let at = now_ms();
+    let events: Vec<Event> = drafts
+        .iter()
+        .enumerate()
+        .map(|(offset, (kind, data))| Event { id: first + offset as u64, kind: kind.clone(), at, data: data.clone() })
+        .collect();
+    let ids: Vec<i64> = events.iter().map(|event| event.id as i64).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    let data: Vec<&serde_json::Value> = events.iter().map(|event| &event.data).collect();
+    let insert = transaction
+        .prepare_cached(
+            "INSERT INTO posbridge_journal (id, kind, at, data) SELECT id, kind, $4, data FROM unnest($1::bigint[], $2::text[], $3::jsonb[]) AS e(id, kind, data)",
+        )
+        .await
+        .map_err(classify)?;
+    transaction.execute(&insert, &[&ids, &kinds, &data, &at]).await.map_err(classify)?;
+    let last = events.last().map(|event| event.id).unwrap_or_default().to_string();
+    transaction.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last]).await.map_err(classify)?;
+    Ok(events)
+}
+
+/// A `WHERE` clause (and its parameters) selecting what any of `indexes` holds.
+fn payment_filter<'a>(indexes: &'a [PaymentIndex<'a>], parameters: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) -> String {
+    let mut place = |value: Box<dyn ToSql + Sync + Send + 'a>| {
+        parameters.push(value);
+        format!("${}", parameters.len())
+    };
+    let conditions: Vec<String> = indexes
+        .iter()
+        .map(|index| match *index {
+            PaymentIndex::All => "true".to_string(),
+            PaymentIndex::Reference(reference) => format!("reference = {}", place(Box::new(reference))),
+            PaymentIndex::Register(register) => format!("register = {}", place(Box::new(register))),
+            PaymentIndex::Status(status) => format!("status = {}", place(Box::new(status.as_str()))),
+            PaymentIndex::RegisterStatus(register, status) => {
+                format!("(register = {} AND status = {})", place(Box::new(register)), place(Box::new(status.as_str())))
+            }
+            PaymentIndex::LegsOf(parent) => format!("split_of = {}", place(Box::new(parent.as_str()))),
+            PaymentIndex::Open => "open".to_string(),
+        })
+        .collect();
+    if conditions.is_empty() {
+        "false".into()
+    } else {
+        format!("({})", conditions.join(" OR "))
+    }
+}
+
+/// The same for refunds.
+fn refund_filter<'a>(indexes: &'a [RefundIndex<'a>], parameters: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) -> String {
+    let mut place = |value: Box<dyn ToSql + Sync + Send + 'a>| {
+        parameters.push(value);
+        format!("${}", parameters.len())
+    };
+    let conditions: Vec<String> = indexes
+        .iter()
+        .map(|index| match *index {
+            RefundIndex::All => "true".to_string(),
+            RefundIndex::OfPayment(payment) => format!("payment = {}", place(Box::new(payment.as_str()))),
+            RefundIndex::OfRegister(register) => format!("register = {}", place(Box::new(register))),
+            RefundIndex::Pending => "status = 'pending'".to_string(),
+        })
+        .collect();
+    if conditions.is_empty() {
+        "false".into()
+    } else {
+        format!("({})", conditions.join(" OR "))
+    }
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn parameters<'a>(values: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+impl Backend for PostgresStore {
+    async fn unique(&self) -> Result<u64, StoreError> {
+        {
+            let mut block = self.inner.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if block.0 < block.1 {
+                block.0 += 1;
+                return Ok(block.0 - 1);
+            }
+        }
+        let client = self.client().await?;
+        let start = client.query_one("SELECT nextval('posbridge_ids')", &[]).await.map_err(classify)?.get::<_, i64>(0) as u64;
+        let mut block = self.inner.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *block = (start + 1, start + ID_BLOCK);
+        Ok(start)
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
+        self.write(commit).await
+    }
+
+    async fn import(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(commit).await.map(drop)
+    }
+
+    async fn settled(&self) -> Result<(), StoreError> {
+        // Whatever a read sees is committed, hence durable.
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT record FROM posbridge_payments WHERE id = $1").await.map_err(classify)?;
+        let row = client.query_opt(&statement, &[&id.as_str()]).await.map_err(classify)?;
+        Ok(row.map(|row| row.get::<_, Json<Payment>>(0).0))
+    }
+
+    async fn refund(&self, id: &RefundId) -> Result<Option<Refund>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT record FROM posbridge_refunds WHERE id = $1").await.map_err(classify)?;
+        let row = client.query_opt(&statement, &[&id.as_str()]).await.map_err(classify)?;
+        Ok(row.map(|row| row.get::<_, Json<Refund>>(0).0))
+    }
+
+    async fn payments(&self, indexes: &[PaymentIndex<'_>], window: &Window, limit: usize) -> Result<Vec<Payment>, StoreError> {
+        let mut values: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
+        let mut sql = format!("SELECT record FROM posbridge_payments WHERE {}", payment_filter(indexes, &mut values));
+        if let Some(from) = window.from {
+            values.push(Box::new(PaymentId::first_at(from).to_string()));
+            sql += &format!(" AND id >= ${}", values.len());
+        }
+        if let Some(to) = window.to {
+            values.push(Box::new(PaymentId::first_at(to.saturating_add(1)).to_string()));
+            sql += &format!(" AND id < ${}", values.len());
+        }
+        if let Some(before) = &window.before {
+            values.push(Box::new(before.clone()));
+            sql += &format!(" AND id < ${}", values.len());
+        }
+        values.push(Box::new(limit_of(limit)));
+        sql += &format!(" ORDER BY id DESC LIMIT ${}", values.len());
+        let client = self.client().await?;
+        let rows = client.query(&sql, &parameters(&values)).await.map_err(classify)?;
+        Ok(rows.into_iter().map(|row| row.get::<_, Json<Payment>>(0).0).collect())
+    }
+
+    async fn refunds(&self, indexes: &[RefundIndex<'_>], before: Option<&str>, limit: usize) -> Result<Vec<Refund>, StoreError> {
+        let mut values: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
+        let mut sql = format!("SELECT record FROM posbridge_refunds WHERE {}", refund_filter(indexes, &mut values));
+        if let Some(before) = before {
+            values.push(Box::new(before.to_string()));
+            sql += &format!(" AND id < ${}", values.len());
+        }
+        values.push(Box::new(limit_of(limit)));
+        sql += &format!(" ORDER BY id DESC LIMIT ${}", values.len());
+        let client = self.client().await?;
+        let rows = client.query(&sql, &parameters(&values)).await.map_err(classify)?;
+        Ok(rows.into_iter().map(|row| row.get::<_, Json<Refund>>(0).0).collect())
+    }
+
+    async fn redeemed_by(&self, transaction_id: &str) -> Result<Option<PaymentId>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT payment FROM posbridge_receipts WHERE receipt = $1").await.map_err(classify)?;
+        let row = client.query_opt(&statement, &[&transaction_id]).await.map_err(classify)?;
+        Ok(row.and_then(|row| PaymentId::parse(row.get::<_, &str>(0))))
+    }
+
+    async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached("SELECT record FROM posbridge_idempotency WHERE key = $1").await.map_err(classify)?;
+        let row = client.query_opt(&statement, &[&key]).await.map_err(classify)?;
+        Ok(row.map(|row| row.get::<_, Json<IdempotencyRecord>>(0).0))
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT id, kind, at, data FROM posbridge_journal WHERE id > $1 ORDER BY id LIMIT $2")
+            .await
+            .map_err(classify)?;
+        let rows = client.query(&statement, &[&(after as i64), &limit_of(limit)]).await.map_err(classify)?;
+        let events: Vec<Event> = rows
+            .into_iter()
+            .map(|row| Event { id: row.get::<_, i64>(0) as u64, kind: row.get(1), at: row.get(2), data: row.get(3) })
+            .collect();
+        if let Some(last) = events.last() {
+            self.inner.announce(last.id);
+        }
+        Ok(events)
+    }
+
+    async fn oldest_event(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COALESCE((SELECT min(id) FROM posbridge_journal), (SELECT next_event FROM posbridge_meta))", &[])
+            .await
+            .map_err(classify)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.last_event.subscribe()
+    }
+
+    async fn sweep(&self, cutoffs: &Cutoffs) -> Result<Totals, StoreError> {
+        let payments_before = PaymentId::first_at(cutoffs.payments).to_string();
+        let refunds_before = RefundId::first_at(cutoffs.payments).to_string();
+        let payments = self
+            .drain(
+                "WITH chosen AS (SELECT id FROM posbridge_payments p WHERE p.id < $1 AND NOT p.open AND p.split_reserved_amount = 0 \
+                   AND NOT EXISTS (SELECT 1 FROM posbridge_refunds r WHERE r.payment = p.id AND r.status = 'pending') \
+                   ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 gone AS (DELETE FROM posbridge_payments WHERE id IN (SELECT id FROM chosen) RETURNING id), \
+                 refunds AS (DELETE FROM posbridge_refunds WHERE payment IN (SELECT id FROM gone)), \
+                 receipts AS (DELETE FROM posbridge_receipts WHERE payment IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone",
+                &payments_before,
+            )
+            .await?;
+        let refunds = self
+            .drain(
+                "WITH gone AS (DELETE FROM posbridge_refunds WHERE id IN (SELECT id FROM posbridge_refunds \
+                   WHERE id < $1 AND payment IS NULL AND status <> 'pending' ORDER BY id LIMIT $2) RETURNING 1) \
+                 SELECT count(*) FROM gone",
+                &refunds_before,
+            )
+            .await?;
+        let events = self
+            .drain(
+                "WITH gone AS (DELETE FROM posbridge_journal WHERE id IN (SELECT id FROM posbridge_journal \
+                   WHERE at < $1 ORDER BY id LIMIT $2) RETURNING 1) SELECT count(*) FROM gone",
+                &cutoffs.journal,
+            )
+            .await?;
+        let idempotency = self
+            .drain(
+                "WITH gone AS (DELETE FROM posbridge_idempotency WHERE key IN (SELECT key FROM posbridge_idempotency \
+                   WHERE created_at < $1 LIMIT $2) RETURNING 1) SELECT count(*) FROM gone",
+                &cutoffs.idempotency,
+            )
+            .await?;
+        Ok(Totals { payments, refunds, events, idempotency })
+    }
+
+    async fn logical_sizes(&self) -> Result<Vec<(&'static str, usize, usize)>, StoreError> {
+        let client = self.client().await?;
+        let mut sizes = Vec::new();
+        for (name, table) in [
+            ("payments", "posbridge_payments"),
+            ("refunds", "posbridge_refunds"),
+            ("journal", "posbridge_journal"),
+            ("idempotency", "posbridge_idempotency"),
+            ("redeemed", "posbridge_receipts"),
+        ] {
+            let row = client
+                .query_one(&format!("SELECT count(*), pg_total_relation_size('{table}') FROM {table}"), &[])
+                .await
+                .map_err(classify)?;
+            sizes.push((name, row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize));
+        }
+        Ok(sizes)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await.map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_and_sockets_go_without_tls() {
+        let local = |url: &str| is_local(&parse_url(url).unwrap());
+        assert!(local("postgres://posbridge@localhost/posbridge"));
+        assert!(local("postgres://posbridge@127.0.0.1:5432/posbridge"));
+        assert!(local("host=/run/postgresql dbname=posbridge"));
+        assert!(!local("postgres://posbridge@db.example.com/posbridge"));
+        assert!(!local("postgres://posbridge@10.0.0.5/posbridge"));
+        let mut remote_plain = parse_url("postgres://posbridge@db.example.com/posbridge?sslmode=disable").unwrap();
+        assert!(matches!(tls_for(&mut remote_plain), Err(StoreError::Schema(_))), "a remote URL never goes in the clear");
+        let mut remote = parse_url("postgres://posbridge@db.example.com/posbridge").unwrap();
+        assert!(tls_for(&mut remote).unwrap().is_some());
+        assert_eq!(remote.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_refusal_is_a_database_error() {
+        assert!(is_connection_state("08006"));
+        assert!(is_connection_state("57P01"));
+        assert!(!is_connection_state("23505"));
+    }
+}
