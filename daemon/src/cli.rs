@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The store: `migrate` brings a shared PostgreSQL store's schema to this version.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Run a local Smartum sandbox and the daemon against it (try every flow with no
     /// Smartum account), or, with `receipt`, pay in the sandbox "app".
     Sandbox {
@@ -88,6 +93,13 @@ enum Command {
         #[command(subcommand)]
         action: Option<SandboxAction>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Create or upgrade the tables of the `[store] backend = "postgres"` database (run
+    /// once per upgrade, from any one daemon's machine; safe to run again).
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +213,19 @@ enum SandboxAction {
     },
 }
 
+async fn migrate_store(config_path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = crate::config::load(config_path)?;
+    let crate::config::StoreBackend::Postgres { url, .. } = &config.store.backend else {
+        return Err("the store is sled (embedded): it needs no migration; `[store] backend = \"postgres\"` names a shared database".into());
+    };
+    let applied = crate::store::PostgresStore::migrate(url.expose()).await?;
+    match applied.as_slice() {
+        [] => println!("the store's schema is up to date ({})", config.store.backend.describe()),
+        versions => println!("migrated {} to schema version {}", config.store.backend.describe(), versions.last().copied().unwrap_or_default()),
+    }
+    Ok(())
+}
+
 fn new_token(config: &std::path::Path, client: &str, file: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
     let made = crate::tokens::new_token(config, client, file)?;
     match &made.file {
@@ -250,6 +275,7 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
+            Command::Store { action: StoreAction::Migrate } => migrate_store(&config).await,
             Command::Plugin { action: PluginAction::New { .. } } => Ok(()),
             Command::Inspect { method, image, code } => {
                 let code = code_to_inspect(image.as_deref(), code)?;

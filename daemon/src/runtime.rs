@@ -128,7 +128,7 @@ pub async fn serve(config_path: &Path) -> Result<(), StartError> {
     let address = config.server.listen;
     let listener = TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(StartError::Serve)?;
-    let housekeeping = tokio::spawn(housekeeping(payments.clone()));
+    let housekeeping = tokio::spawn(housekeeping(payments.clone(), store.is_shared().then_some(config.store.lease)));
     let retention = tokio::spawn(crate::store::retention::run(store.clone(), retention_policy(&config)));
     let scanners = Scanners::start(&config, payments.clone());
     let shutdown = shutdown_signal();
@@ -165,13 +165,22 @@ fn retention_policy(config: &Config) -> crate::store::retention::Policy {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Periodic work: expiring payments nobody scanned.
-async fn housekeeping(payments: Arc<Payments>) {
+async fn housekeeping(payments: Arc<Payments>, lease: Option<Duration>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // On a shared store: look for work a stopped daemon left, twice per lease time.
+    let adopt_every = lease.map(|lease| (lease / 2).max(Duration::from_millis(500)));
+    let mut last_adoption = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if let Err(error) = payments.expire_due().await {
             tracing::error!(%error, "expiring payments failed");
+        }
+        if adopt_every.is_some_and(|every| last_adoption.elapsed() >= every) {
+            last_adoption = tokio::time::Instant::now();
+            if let Err(error) = payments.adopt().await {
+                tracing::warn!(%error, "looking for work left by other daemons failed");
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `listening` (JSON log line), and a stopped daemon is waited for.
 
 pub mod images;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,12 @@ pub fn library_file_name(crate_name: &str) -> String {
 pub struct Install {
     pub dir: tempfile::TempDir,
     pub bin: PathBuf,
+    /// The database URL, on the PostgreSQL backend.
+    pub store_url: Option<String>,
 }
+
+/// Node names of installations on a shared store, unique in the test process.
+static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 impl Install {
     /// An empty installation for the binary at `bin` (pass `env!("CARGO_BIN_EXE_posbridge")`).
@@ -43,11 +49,35 @@ impl Install {
         // The daemon refuses files and directories other users may write: make the
         // installation's modes independent of the umask the tests run under.
         set_mode(&dir.path().join("plugins"), 0o755);
-        let install = Install { dir, bin: PathBuf::from(bin) };
+        let store_url = (postgres::store_backend() == postgres::StoreBackend::Postgres).then(|| postgres::Postgres::shared().new_database());
+        let install = Install { dir, bin: PathBuf::from(bin), store_url: None };
+        let install = match store_url {
+            Some(url) => install.on_shared_store(&url),
+            None => install,
+        };
         for (file, token) in [("till-1.token", TILL_TOKEN), ("office.token", MANAGER_TOKEN), ("tech.token", TECHNICIAN_TOKEN)] {
             private(&install.write(file, &format!("{token}\n")));
         }
         install
+    }
+
+    /// Points this installation at the PostgreSQL database `url` (shared with any other
+    /// installation given the same), under a node name of its own.
+    pub fn on_shared_store(mut self, url: &str) -> Install {
+        let node = NODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.write(
+            "conf.d/00-store.toml",
+            &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nnode = \"test-node-{node}\"\nlease = \"3s\"\n"),
+        );
+        self.store_url = Some(url.to_string());
+        self
+    }
+
+    /// Another installation on the same shared store (PostgreSQL), as a second till's
+    /// machine would be.
+    pub fn beside(&self) -> Install {
+        let url = self.store_url.as_deref().expect("an installation on a shared store (Install::on_shared_store)");
+        Install::new(&self.bin.to_string_lossy()).on_shared_store(url)
     }
 
     /// The installation's root directory.
@@ -126,19 +156,29 @@ impl Install {
 
     /// Starts the daemon and waits until it listens.
     pub fn start(&self) -> Daemon {
-        Daemon::start(&self.bin, &[], &self.config_path(), &[])
+        self.start_with_env(&[])
     }
 
     /// Starts the daemon with extra environment variables (e.g. `FAILPOINTS` in the
     /// test build) and waits until it listens.
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.migrate();
         Daemon::start(&self.bin, &[], &self.config_path(), env)
     }
 
     /// Starts `posbridge COMMAND… --config <main config>` (e.g. `sandbox`) and waits
     /// until its daemon listens.
     pub fn start_command(&self, command: &[&str]) -> Daemon {
+        self.migrate();
         Daemon::start(&self.bin, command, &self.config_path(), &[])
+    }
+
+    /// On a shared store: `posbridge store migrate`, as a technician does once.
+    fn migrate(&self) {
+        if self.store_url.is_some() && self.config_path().exists() {
+            let output = self.run(&["store", "migrate"]);
+            assert!(output.status.success(), "store migrate failed: {}", all_output(&output));
+        }
     }
 }
 
@@ -165,13 +205,12 @@ pub fn private(file: &Path) {
 }
 
 /// The parts of a config every test installation shares: an ephemeral loopback port,
-/// the store and plugin directory inside the installation, one client.
+/// the store (by default) and plugin directory inside the installation, one client.
 pub fn base_config() -> String {
+    // The store is the default (sled in `data/` beside the config), or, on PostgreSQL,
+    // the database the installation's `conf.d/00-store.toml` names.
     r#"[server]
 listen = "127.0.0.1:0"
-
-[store]
-path = "data"
 
 [plugins]
 dir = "plugins"

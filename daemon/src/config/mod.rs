@@ -93,14 +93,20 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Co
     let methods = methods(top.table(p, "methods"), p);
     let sandbox = sandbox(top.table(p, "sandbox"), p);
     top.finish(p);
-    let warnings = warnings(&server, root);
+    let warnings = warnings(&server, &store, root);
     Config { source: source.to_path_buf(), server, store, plugins, payments, clients, registers, scanners, methods, sandbox, warnings }
 }
 
 /// What deserves a warning without stopping the daemon: a non-loopback address, and
 /// secret files other users can read.
-fn warnings(server: &ServerConfig, root: &Table) -> Vec<String> {
+fn warnings(server: &ServerConfig, store: &StoreConfig, root: &Table) -> Vec<String> {
     let mut warnings = Vec::new();
+    let store_table = root.entries.iter().find(|entry| entry.key == "store").map(|entry| &entry.node.value);
+    if let (StoreBackend::Postgres { .. }, Some(Value::Table(table))) = (&store.backend, store_table) {
+        if table.entries.iter().any(|entry| entry.key == "path") {
+            warnings.push("store.path is the sled store's directory; with backend = \"postgres\" it is not used".to_string());
+        }
+    }
     if !server.listen.ip().is_loopback() {
         warnings.push(format!(
             "server.listen = {} is reachable from other machines; posbridge is meant for this machine's registers (bind 127.0.0.1 unless you mean it)",
@@ -225,16 +231,20 @@ fn store(section: Option<Section<'_>>, root_at: &Location, p: &mut Problems) -> 
     };
     let retention = s.duration(p, "retention").unwrap_or(Duration::from_secs(400 * 86_400));
     let journal_retention = s.duration(p, "journal_retention").unwrap_or(Duration::from_secs(7 * 86_400));
+    let lease = s.duration(p, "lease").unwrap_or(Duration::from_secs(15));
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) {
+        p.add(&s.value_at("lease"), &s.key_path("lease"), "a lease lasts 1s to 10m");
+    }
     s.finish(p);
-    StoreConfig { backend, retention, journal_retention }
+    StoreConfig { backend, lease, retention, journal_retention }
 }
 
 /// `backend = "postgres"`: the database URL (checked here, so a typo is reported at its
 /// line) and this daemon's node name.
 fn postgres_store(s: &mut Section<'_>, p: &mut Problems) -> StoreBackend {
-    if s.entry("path").is_some() {
-        p.add(&s.value_at("path"), &s.key_path("path"), "`path` is the sled store's directory; a postgres store has `url` or `url_file`");
-    }
+    // Read (and then unused: a warning says so) so a technician switching backends may
+    // leave it in place.
+    let _ = s.path(p, "path");
     let url = s.secret(p, "url", "url_file");
     if let Some(url) = &url {
         if let Err(error) = crate::store::postgres_store::parse_url(url.expose()) {

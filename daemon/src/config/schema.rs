@@ -63,6 +63,9 @@ pub struct StoreConfig {
     /// Where payments live: sled on this machine, or a PostgreSQL database shared by
     /// several daemons.
     pub backend: StoreBackend,
+    /// How long a daemon's hold on a payment's work lasts unless renewed (shared store):
+    /// how long a crashed daemon's work waits before another takes it over.
+    pub lease: Duration,
     /// How long settled payments stay for refunds and reports.
     pub retention: Duration,
     /// How long the journal (the event stream's history) keeps events.

@@ -250,12 +250,16 @@ pub struct Payments {
 impl Payments {
     /// The service over an open store and the live config snapshot.
     pub fn new(store: Store, live: Live) -> Arc<Payments> {
+        let jobs = Arc::new(match store.is_shared() {
+            true => Supervisor::leased(supervisor::Leases { store: store.clone(), ttl: live.load().config.store.lease }),
+            false => Supervisor::default(),
+        });
         Arc::new_cyclic(|me| Payments {
             store,
             live,
             locks: locks::PurchaseLocks::default(),
             expiring: Mutex::new(BTreeMap::new()),
-            jobs: Arc::new(Supervisor::default()),
+            jobs,
             orphans: Mutex::new(BTreeMap::new()),
             unclaimed: Mutex::default(),
             refused_codes: Mutex::default(),
@@ -324,7 +328,8 @@ impl Payments {
     }
 
     /// Applies and flushes a commit, keeping the expiry index in step.
-    async fn save(&self, commit: Commit) -> Result<Vec<Event>, PaymentError> {
+    async fn save(&self, mut commit: Commit) -> Result<Vec<Event>, PaymentError> {
+        commit.lease = supervisor::current_lease();
         let events = self.store.commit(&commit).await?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("engine-after-commit", |_| Err(PaymentError::Store(StoreError::Corrupt {
@@ -643,11 +648,17 @@ impl Payments {
             if self.jobs.live(&JobKey::Payment(id.clone())).is_some() {
                 continue; // an attempt that started in time finishes first
             }
-            let payment = self.transition(&id, PaymentEvent::Expired, Record::Nothing).await?;
-            if payment.status == PaymentStatus::Expired {
-                expired += 1;
-            } else if !payment.status.accepts_scan() {
-                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+            match self.transition(&id, PaymentEvent::Expired, Record::Nothing).await {
+                Ok(payment) if payment.status == PaymentStatus::Expired => expired += 1,
+                Ok(payment) if payment.status.accepts_scan() => {}
+                Ok(_) => {
+                    self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+                }
+                // On a shared store another daemon may have settled or expired it first.
+                Err(PaymentError::InvalidState { .. } | PaymentError::NotFound(_) | PaymentError::Store(StoreError::Conflict(_))) => {
+                    self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(expired)
@@ -666,6 +677,28 @@ impl Payments {
         }
         for refund in self.store.pending_refunds().await? {
             self.resume_refund(&refund);
+        }
+        Ok(())
+    }
+
+    /// On a store shared with other daemons: takes over the work a daemon left (it
+    /// stopped or crashed, and its lease expired). Every open payment not worked on here
+    /// and unchanged for a lease's time gets a job, which runs only if it wins the lease;
+    /// payments awaiting a scan are expired here too. Called periodically.
+    pub async fn adopt(&self) -> Result<(), PaymentError> {
+        let Some(ttl) = self.jobs.lease_ttl() else { return Ok(()) };
+        let quiet_since = now_ms() - ttl.as_millis() as Millis;
+        for payment in self.store.unfinished_payments().await? {
+            if payment.status.accepts_scan() {
+                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(payment.id.clone()).or_insert(payment.expires_at);
+            } else if payment.updated_at < quiet_since && self.jobs.live(&JobKey::Payment(payment.id.clone())).is_none() {
+                self.resume_payment(&payment);
+            }
+        }
+        for refund in self.store.pending_refunds().await? {
+            if refund.updated_at < quiet_since && self.jobs.live(&JobKey::Refund(refund.id.clone())).is_none() {
+                self.resume_refund(&refund);
+            }
         }
         Ok(())
     }

@@ -4,6 +4,12 @@
 //! per payment or refund; a request that goes away leaves its job running; shutdown
 //! stops jobs at their next wait and waits for calls in flight (their write-ahead
 //! records are resumed at the next start).
+//!
+//! On a store shared by several daemons, a job runs only under a lease on its key
+//! ([`Leases`]): taken before the work starts (a job whose key another daemon holds ends
+//! at once, doing nothing), renewed while it runs, given up when it ends. A lost lease
+//! stops the job at its next wait, and every commit the job makes names the lease
+//! ([`current_lease`]), so the store refuses it once another daemon took the work over.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +22,68 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::model::{PaymentId, RefundId};
+use crate::store::Store;
+
+tokio::task_local! {
+    /// The lease the running job holds (its key), for the commits it makes.
+    static LEASE: String;
+}
+
+/// The lease the current job holds, if it runs under one: its commits carry it.
+pub fn current_lease() -> Option<String> {
+    LEASE.try_with(Clone::clone).ok()
+}
+
+/// Leases on a shared store: who runs which payment's or refund's work.
+#[derive(Clone)]
+pub struct Leases {
+    pub store: Store,
+    /// How long a lease lasts unless renewed: a crashed daemon's work waits this long
+    /// before another daemon takes it over (`[store] lease`).
+    pub ttl: Duration,
+}
+
+impl Leases {
+    /// Runs `work` while holding the lease on `key`, renewing it every third of its
+    /// time; `stop` is cancelled when it is lost. Nothing runs when another daemon holds it.
+    async fn run(&self, key: String, stop: CancellationToken, work: impl Future<Output = ()>) {
+        match self.store.try_lease(&key, self.ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(work = %key, "another daemon runs this work");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(work = %key, %error, "cannot take the lease; the work is left for later");
+                return;
+            }
+        }
+        let finished = CancellationToken::new();
+        let renewing = async {
+            loop {
+                tokio::select! {
+                    _ = finished.cancelled() => return,
+                    _ = tokio::time::sleep(self.ttl / 3) => {}
+                }
+                if !matches!(self.store.try_lease(&key, self.ttl).await, Ok(true)) {
+                    tracing::warn!(work = %key, "lost the lease on this work; stopping it (another daemon may take it over)");
+                    stop.cancel();
+                    return;
+                }
+            }
+        };
+        let working = LEASE.scope(key.clone(), async {
+            work.await;
+            finished.cancel();
+        });
+        tokio::join!(working, renewing);
+        if !stop.is_cancelled() {
+            if let Err(error) = self.store.release_lease(&key).await {
+                tracing::warn!(work = %key, %error, "cannot give up the lease; it expires by itself");
+            }
+        }
+    }
+}
 
 /// What a job is about: one live job per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,9 +168,21 @@ pub struct Supervisor {
     tracker: TaskTracker,
     stop: CancellationToken,
     live: Mutex<(u64, HashMap<JobKey, LiveJob>)>,
+    /// Set on a shared store: every job runs under its key's lease.
+    leases: Option<Leases>,
 }
 
 impl Supervisor {
+    /// A supervisor whose jobs run under leases (a store shared with other daemons).
+    pub fn leased(leases: Leases) -> Supervisor {
+        Supervisor { leases: Some(leases), ..Supervisor::default() }
+    }
+
+    /// How long leases last, on a shared store.
+    pub fn lease_ttl(&self) -> Option<Duration> {
+        self.leases.as_ref().map(|leases| leases.ttl)
+    }
+
     /// Starts `work` as the job for `key`, unless one is live: then answers that one's
     /// handle as the error (the caller decides whether to wait, signal or refuse).
     pub fn start<F, Fut>(self: &Arc<Self>, key: JobKey, work: F) -> Result<JobHandle, JobHandle>
@@ -125,12 +205,18 @@ impl Supervisor {
         let cancel = CancellationToken::new();
         live.1.insert(key.clone(), LiveJob { generation, done: done.clone(), cancel: cancel.clone() });
         drop(live);
-        let future = work(JobControl { cancel: cancel.clone(), stop: self.stop.clone() });
+        let stop = self.stop.child_token();
+        let future = work(JobControl { cancel: cancel.clone(), stop: stop.clone() });
         let supervisor = Arc::downgrade(self);
         // The job's log lines carry the span (request id) of whoever started it.
         let span = tracing::Span::current();
+        let leases = self.leases.clone();
+        let lease_key = key.to_string();
         let job = async move {
-            future.await;
+            match leases {
+                Some(leases) => leases.run(lease_key, stop, future).await,
+                None => future.await,
+            }
             if let Some(supervisor) = supervisor.upgrade() {
                 let mut live = supervisor.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if live.1.get(&key).is_some_and(|job| job.generation == generation) {

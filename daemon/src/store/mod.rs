@@ -111,6 +111,9 @@ pub struct Commit {
     /// Idempotency records to store (`Some`) or forget (`None`: a transient answer whose
     /// retry must run again).
     pub idempotency: Vec<(String, Option<IdempotencyRecord>)>,
+    /// The lease (a payment's or refund's id) this daemon must still hold for the commit
+    /// to land: a job's changes are refused once another daemon took its work over.
+    pub lease: Option<String>,
 }
 
 impl Commit {

@@ -236,6 +236,9 @@ impl PostgresStore {
     async fn write(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(classify)?;
+        if let Some(work) = &commit.lease {
+            self.hold(&transaction, work).await?;
+        }
         for (receipt, payment) in &commit.reserve {
             reserve(&transaction, receipt, payment).await?;
         }
@@ -263,6 +266,19 @@ impl PostgresStore {
             self.inner.announce(last.id);
         }
         Ok(events)
+    }
+
+    /// Refuses the transaction unless this daemon holds the lease on `work`; locks the
+    /// lease row to the commit, so no other daemon takes the work over meanwhile.
+    async fn hold(&self, transaction: &Transaction<'_>, work: &str) -> Result<(), StoreError> {
+        let statement = transaction
+            .prepare_cached("SELECT 1 FROM posbridge_leases WHERE work = $1 AND owner = $2 AND expires_at > now() FOR UPDATE")
+            .await
+            .map_err(classify)?;
+        match transaction.query_opt(&statement, &[&work, &self.inner.node]).await.map_err(classify)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::LeaseLost(work.to_string())),
+        }
     }
 
     /// Deletes in batches with `sql` (which answers the number of rows it removed when
