@@ -1,7 +1,6 @@
 //! Smartum payments end to end: the real binary on a loopback port, the real Smartum
 //! plugin, and the sandbox Smartum (docs/smartum.md) with an ES512 key made in the test.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -523,45 +522,19 @@ fn events_stream_resumes_by_last_event_id_across_a_restart() {
     let mut shop = Shop::new("", "");
     let payment = shop.create();
     shop.scan(&payment, &shop.smartum.create_receipt(3000).jws);
-    let first_three = read_events(shop.daemon(), None, 3);
+    let first_three = shop.daemon().events(None, 3);
     assert_eq!(first_three.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(first_three.iter().all(|e| e.1 == "payment.updated"));
     assert_eq!(first_three[2].2["status"], "succeeded");
 
     shop.restart();
     let refund = shop.daemon().post("/v1/refunds", &json!({"payment": id(&payment), "amount": 500})).1;
-    let resumed = read_events(shop.daemon(), Some(2), 3);
+    let resumed = shop.daemon().events(Some(2), 3);
     assert_eq!(resumed[0].0, 3);
     assert_eq!(resumed[0].2["status"], "succeeded");
     let kinds: Vec<&str> = resumed[1..].iter().map(|e| e.1.as_str()).collect();
     assert!(kinds.contains(&"refund.updated"), "{kinds:?}");
     assert!(resumed.iter().any(|e| e.2["id"] == refund["id"]));
-}
-
-/// Reads `count` events from `/v1/events` (with `Last-Event-ID` when given).
-fn read_events(daemon: &Daemon, last_event_id: Option<u64>, count: usize) -> Vec<(u64, String, Value)> {
-    let mut request = daemon.request(reqwest::Method::GET, "/v1/events");
-    if let Some(last) = last_event_id {
-        request = request.header("Last-Event-ID", last.to_string());
-    }
-    let response = request.send().unwrap();
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut lines = BufReader::new(response).lines();
-    let mut events = Vec::new();
-    let (mut id, mut kind) = (0, String::new());
-    let started = std::time::Instant::now();
-    while events.len() < count {
-        assert!(started.elapsed() < Duration::from_secs(60), "only {} events: {events:?}", events.len());
-        let line = lines.next().expect("stream open").expect("line");
-        if let Some(value) = line.strip_prefix("id: ") {
-            id = value.parse().unwrap();
-        } else if let Some(value) = line.strip_prefix("event: ") {
-            kind = value.to_string();
-        } else if let Some(value) = line.strip_prefix("data: ") {
-            events.push((id, kind.clone(), serde_json::from_str(value).unwrap()));
-        }
-    }
-    events
 }
 
 #[test]
@@ -1038,7 +1011,7 @@ fn retention_removes_old_payments_and_events_while_the_daemon_runs() {
     let (_, listed) = shop.daemon().get_json("/v1/payments?reference=R-2026-000123");
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
 
-    let resumed = read_events(shop.daemon(), Some(1), 1);
+    let resumed = shop.daemon().events(Some(1), 1);
     assert_eq!(resumed[0].1, "events.truncated", "{resumed:?}");
     assert!(resumed[0].2["oldest_kept"].as_u64().unwrap() > 2, "{resumed:?}");
 }

@@ -321,6 +321,42 @@ impl Daemon {
         Daemon { child, base_url: format!("http://{address}"), log, logged, printed, output, http }
     }
 
+    /// Reads `count` events from `/v1/events` with the till's token (after
+    /// `Last-Event-ID` when given): id, kind and data of each.
+    pub fn events(&self, last_event_id: Option<u64>, count: usize) -> Vec<(u64, String, serde_json::Value)> {
+        self.events_until(last_event_id, |events| events.len() >= count)
+    }
+
+    /// Reads events from `/v1/events` until `enough` says so of those read.
+    pub fn events_until(
+        &self,
+        last_event_id: Option<u64>,
+        enough: impl Fn(&[(u64, String, serde_json::Value)]) -> bool,
+    ) -> Vec<(u64, String, serde_json::Value)> {
+        let mut request = self.request(reqwest::Method::GET, "/v1/events");
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut lines = BufReader::new(response).lines();
+        let mut events = Vec::new();
+        let (mut id, mut kind) = (0, String::new());
+        let started = std::time::Instant::now();
+        while !enough(&events) {
+            assert!(started.elapsed() < Duration::from_secs(60), "only {} events: {events:?}", events.len());
+            let line = lines.next().expect("stream open").expect("line");
+            if let Some(value) = line.strip_prefix("id: ") {
+                id = value.parse().unwrap();
+            } else if let Some(value) = line.strip_prefix("event: ") {
+                kind = value.to_string();
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                events.push((id, kind.clone(), serde_json::from_str(value).unwrap()));
+            }
+        }
+        events
+    }
+
     /// `GET path` without a token.
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http.get(format!("{}{path}", self.base_url)).send().expect("GET")

@@ -62,6 +62,11 @@ impl Postgres {
         })
     }
 
+    /// A server of the caller's own (stopped when dropped): for a test that stops it.
+    pub fn private() -> Postgres {
+        Postgres::start_cluster()
+    }
+
     fn start_cluster() -> Postgres {
         let bin = server_binaries().unwrap_or_else(|| {
             panic!("PostgreSQL's server programs (initdb, pg_ctl) are not installed: `apt-get install postgresql` (the shared-store tests need them)")
@@ -81,7 +86,7 @@ impl Postgres {
         let port = crate::free_port();
         let cluster = Cluster { _root: root, data, bin, port };
         cluster.start();
-        register_stop_at_exit();
+        register_stop_at_exit(cluster.data.clone(), cluster.bin.clone());
         Postgres { server_url: format!("postgres://postgres@127.0.0.1:{port}"), cluster: Some(cluster) }
     }
 
@@ -156,17 +161,30 @@ fn run_as_server_user(command: &mut Command) -> Output {
     Command::new("runuser").args(["-u", "postgres", "--"]).arg(program).args(args).current_dir(Path::new("/")).output().expect("runuser")
 }
 
-/// Stops this process's cluster when the test binary exits (statics are never dropped).
-fn register_stop_at_exit() {
-    extern "C" fn stop_cluster() {
-        if let Some(cluster) = SERVER.get().and_then(|server| server.cluster.as_ref()) {
-            cluster.stop("immediate");
-            // The directory is removed by hand: the TempDir inside a static is never dropped.
-            let _ = std::fs::remove_dir_all(cluster.data.parent().expect("root"));
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop("immediate");
+    }
+}
+
+/// Clusters to stop when the test binary exits: the shared one lives in a static, which
+/// is never dropped (nor its temporary directory removed).
+static AT_EXIT: std::sync::Mutex<Vec<(PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn register_stop_at_exit(data: PathBuf, bin: PathBuf) {
+    extern "C" fn stop_clusters() {
+        let clusters = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        for (data, bin) in clusters {
+            let _ = run_as_server_user(Command::new(bin.join("pg_ctl")).arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]));
+            let _ = std::fs::remove_dir_all(data.parent().expect("root"));
         }
     }
-    // SAFETY: registers a plain function with no captured state, run once at exit.
-    unsafe {
-        libc::atexit(stop_cluster);
+    let mut clusters = AT_EXIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if clusters.is_empty() {
+        // SAFETY: registers a plain function with no captured state, run once at exit.
+        unsafe {
+            libc::atexit(stop_clusters);
+        }
     }
+    clusters.push((data, bin));
 }

@@ -1,0 +1,203 @@
+//! Several daemons on one PostgreSQL store, as a shop with a posbridge beside each till:
+//! each real binary on its own port and node name, one throwaway database, one sandbox
+//! Smartum. What one daemon took, another refunds, lists and streams; a receipt is held
+//! once across daemons; a killed daemon's work is finished by another after its lease
+//! expires; a database outage refuses work clearly and heals without restarts.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox};
+use posbridge_testkit::postgres::Postgres;
+use posbridge_testkit::{Daemon, Install, TILL_TOKEN};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
+
+/// Two tills' machines (A and B) on one database and one Smartum.
+struct Chain {
+    smartum: SmartumSandbox,
+    installs: [Install; 2],
+    daemons: [Option<Daemon>; 2],
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain::on(Postgres::shared())
+    }
+
+    fn on(server: &Postgres) -> Chain {
+        let smartum = SmartumSandbox::start("127.0.0.1:0".parse::<SocketAddr>().unwrap(), SandboxOptions::default()).expect("sandbox");
+        let first = Install::new(BIN).on_shared_store(&server.new_database());
+        let second = first.beside();
+        for install in [&first, &second] {
+            install.add_plugin("posbridge-plugin-smartum");
+            let method = smartum.config_section(install.path(), "").unwrap();
+            install.configure(&method);
+        }
+        let daemons = [Some(first.start()), Some(second.start())];
+        Chain { smartum, installs: [first, second], daemons }
+    }
+
+    fn at(&self, till: usize) -> &Daemon {
+        self.daemons[till].as_ref().expect("running")
+    }
+
+    fn create(&self, till: usize) -> Value {
+        let (status, payment) = self.at(till).post("/v1/payments", &json!({"method": "smartum", "amount": 3000, "currency": "EUR"}));
+        assert_eq!(status, 201, "{payment}");
+        payment
+    }
+
+    fn scan(&self, till: usize, payment: &Value, code: &str) -> (u16, Value) {
+        self.at(till).post(&format!("/v1/payments/{}/scan", id(payment)), &json!({"code": code}))
+    }
+}
+
+fn id(value: &Value) -> &str {
+    value["id"].as_str().expect("an id")
+}
+
+fn failure_code(payment: &Value) -> &str {
+    payment["failure"]["code"].as_str().or(payment["error"]["code"].as_str()).unwrap_or_default()
+}
+
+#[test]
+fn a_payment_taken_at_one_till_is_found_refunded_and_streamed_at_another() {
+    let chain = Chain::new();
+    let payment = chain.create(0);
+    let receipt = chain.smartum.create_receipt(3000);
+    let (status, paid) = chain.scan(0, &payment, &receipt.jws);
+    assert_eq!((status, paid["status"].as_str()), (200, Some("succeeded")), "{paid}");
+
+    // B reads A's payment, finds it by receipt, and refunds part of it.
+    let (status, seen) = chain.at(1).get_json(&format!("/v1/payments/{}", id(&payment)));
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen, paid, "B answers what A stored");
+    let (status, refund) = chain.at(1).post("/v1/refunds", &json!({"transaction_id": receipt.transaction_id, "amount": 1000}));
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(refund["status"], "succeeded", "{refund}");
+    assert_eq!(refund["payment"], payment["id"]);
+    assert_eq!(chain.smartum.refund_count(), 1);
+
+    // A sees the refund on the payment it took, and refuses more than is left.
+    let after = chain.at(0).get_json(&format!("/v1/payments/{}", id(&payment))).1;
+    assert_eq!(after["refunded_amount"], 1000, "{after}");
+    let (status, refused) = chain.at(0).post("/v1/refunds", &json!({"payment": id(&payment), "amount": 2500}));
+    assert_eq!(status, 422, "{refused}");
+
+    // Both daemons stream the same journal: A's changes and B's refund, in order, with
+    // the same ids.
+    let refunded = |events: &[(u64, String, Value)]| events.iter().any(|event| event.1 == "refund.updated" && event.2["status"] == "succeeded");
+    let at_b = chain.at(1).events_until(None, refunded);
+    let at_a = chain.at(0).events(None, at_b.len());
+    assert_eq!(at_a, at_b, "one journal, whichever daemon is asked");
+    let ids: Vec<u64> = at_b.iter().map(|event| event.0).collect();
+    assert_eq!(ids, (1..=at_b.len() as u64).collect::<Vec<_>>(), "ids increase by one in commit order");
+    assert_eq!(at_b[2].2["status"], "succeeded", "A's payment, as B streams it");
+
+    // A stream waiting at A wakes for a change made at B.
+    let last = ids.last().copied();
+    let second = chain.create(1);
+    let woken = chain.at(0).events(last, 1);
+    assert_eq!(woken[0].2["id"], second["id"], "A's stream carries B's new payment");
+
+    // Lists at either till see both tills' payments.
+    let listed = chain.at(1).get_json("/v1/payments?limit=10").1;
+    let listed: Vec<&str> = listed["data"].as_array().unwrap().iter().map(id).collect();
+    assert_eq!(listed, [id(&second), id(&payment)]);
+}
+
+#[test]
+fn one_receipt_scanned_at_two_tills_at_once_pays_once() {
+    let chain = Chain::new();
+    for round in 0..4 {
+        let payments = [chain.create(0), chain.create(1)];
+        let receipt = chain.smartum.create_receipt(3000);
+        let start = Arc::new(Barrier::new(2));
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let scans: Vec<_> = (0..2)
+                .map(|till| {
+                    let (start, payment, code, chain) = (start.clone(), &payments[till], receipt.jws.clone(), &chain);
+                    scope.spawn(move || {
+                        start.wait();
+                        chain.scan(till, payment, &code)
+                    })
+                })
+                .collect();
+            scans.into_iter().map(|scan| scan.join().unwrap()).collect()
+        });
+        let succeeded = answers.iter().filter(|(_, body)| body["status"] == "succeeded").count();
+        let refused = answers.iter().filter(|(_, body)| failure_code(body) == "receipt_already_used").count();
+        assert_eq!((succeeded, refused), (1, 1), "round {round}: {answers:?}");
+        assert_eq!(chain.smartum.checks(), round + 1, "round {round}: Smartum asked once per receipt; the store refused the other");
+    }
+}
+
+#[test]
+fn a_killed_daemons_payment_is_finished_by_another_after_its_lease() {
+    let mut chain = Chain::new();
+    let payment = chain.create(0);
+    let receipt = chain.smartum.create_receipt(3000);
+    chain.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
+    let url = format!("{}/v1/payments/{}/scan", chain.at(0).base_url, id(&payment));
+    let code = receipt.jws.clone();
+    let hanging = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new().post(url).bearer_auth(TILL_TOKEN).json(&json!({"code": code})).timeout(Duration::from_secs(30)).send();
+    });
+    assert!(chain.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum never saw the check");
+    assert_eq!(chain.at(1).get_json(&format!("/v1/payments/{}", id(&payment))).1["status"], "processing");
+
+    // A dies holding the lease; B waits it out (3 s here), asks Smartum what became of
+    // the attempt and finishes the payment: redeemed once.
+    chain.smartum.set_faults(Faults::default());
+    chain.daemons[0].take().expect("running").kill();
+    let finished = chain.at(1).follow(id(&payment), 2, &["processing"]);
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["transaction_id"], receipt.transaction_id.as_str());
+    assert_eq!(chain.smartum.checks(), 1, "never checked twice");
+    hanging.join().unwrap();
+
+    // A comes back and agrees; the receipt cannot pay again at either till.
+    chain.daemons[0] = Some(chain.installs[0].start());
+    assert_eq!(chain.at(0).get_json(&format!("/v1/payments/{}", id(&payment))).1, finished);
+    let again = chain.create(0);
+    assert_eq!(failure_code(&chain.scan(0, &again, &receipt.jws).1), "receipt_already_used");
+}
+
+#[test]
+fn a_database_outage_refuses_new_work_clearly_and_heals_without_restarts() {
+    // Its own server: stopping it must not disturb the other tests' databases.
+    let server = Postgres::private();
+    let chain = Chain::on(&server);
+    let before = chain.create(0);
+    let receipt = chain.smartum.create_receipt(3000);
+    assert_eq!(chain.scan(0, &before, &receipt.jws).1["status"], "succeeded");
+    let pending = chain.create(1);
+
+    server.stop();
+    let (status, refused) = chain.at(1).post("/v1/payments", &json!({"method": "smartum", "amount": 100, "currency": "EUR"}));
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "store_unavailable", "{refused}");
+    let ready = chain.at(0).get("/readyz");
+    assert_eq!(ready.status().as_u16(), 503, "not ready while the store is down");
+    let checks_before = chain.smartum.checks();
+    let later = chain.smartum.create_receipt(3000);
+    let (status, refused) = chain.scan(1, &pending, &later.jws);
+    assert_eq!((status, refused["error"]["code"].as_str()), (503, Some("store_unavailable")), "{refused}");
+    assert_eq!(chain.smartum.checks(), checks_before, "no provider call without its write-ahead");
+
+    server.start();
+    // Both daemons serve again by themselves; what was acknowledged is all there.
+    let after = chain.at(1).get_json(&format!("/v1/payments/{}", id(&before))).1;
+    assert_eq!(after["status"], "succeeded", "{after}");
+    let (status, paid) = chain.scan(1, &pending, &later.jws);
+    assert_eq!((status, paid["status"].as_str()), (200, Some("succeeded")), "{paid}");
+    let next = chain.create(0);
+    assert_eq!(chain.scan(0, &next, &chain.smartum.create_receipt(3000).jws).1["status"], "succeeded");
+    assert_eq!(chain.at(0).get("/readyz").status().as_u16(), 200);
+    // The event stream picks up after the outage, at either daemon.
+    let streamed = chain.at(1).events(None, 8);
+    assert!(streamed.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1), "{streamed:?}");
+}
