@@ -89,7 +89,8 @@ fn a_payment_taken_at_one_till_is_found_refunded_and_streamed_at_another() {
 
     // Both daemons stream the same journal: A's changes and B's refund, in order, with
     // the same ids.
-    let refunded = |events: &[(u64, String, Value)]| events.iter().any(|event| event.1 == "refund.updated" && event.2["status"] == "succeeded");
+    let refunded =
+        |events: &[(u64, String, Value)]| events.iter().any(|event| event.1 == "refund.updated" && event.2["status"] == "succeeded");
     let at_b = chain.at(1).events_until(None, refunded);
     let at_a = chain.at(0).events(None, at_b.len());
     assert_eq!(at_a, at_b, "one journal, whichever daemon is asked");
@@ -144,7 +145,12 @@ fn a_killed_daemons_payment_is_finished_by_another_after_its_lease() {
     let url = format!("{}/v1/payments/{}/scan", chain.at(0).base_url, id(&payment));
     let code = receipt.jws.clone();
     let hanging = std::thread::spawn(move || {
-        let _ = reqwest::blocking::Client::new().post(url).bearer_auth(TILL_TOKEN).json(&json!({"code": code})).timeout(Duration::from_secs(30)).send();
+        let _ = reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(TILL_TOKEN)
+            .json(&json!({"code": code}))
+            .timeout(Duration::from_secs(30))
+            .send();
     });
     assert!(chain.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum never saw the check");
     assert_eq!(chain.at(1).get_json(&format!("/v1/payments/{}", id(&payment))).1["status"], "processing");

@@ -221,7 +221,9 @@ async fn migrate_store(config_path: &Path) -> Result<(), Box<dyn std::error::Err
     let applied = crate::store::PostgresStore::migrate(url.expose()).await?;
     match applied.as_slice() {
         [] => println!("the store's schema is up to date ({})", config.store.backend.describe()),
-        versions => println!("migrated {} to schema version {}", config.store.backend.describe(), versions.last().copied().unwrap_or_default()),
+        versions => {
+            println!("migrated {} to schema version {}", config.store.backend.describe(), versions.last().copied().unwrap_or_default())
+        }
     }
     Ok(())
 }

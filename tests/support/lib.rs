@@ -49,7 +49,8 @@ impl Install {
         // The daemon refuses files and directories other users may write: make the
         // installation's modes independent of the umask the tests run under.
         set_mode(&dir.path().join("plugins"), 0o755);
-        let store_url = (postgres::store_backend() == postgres::StoreBackend::Postgres).then(|| postgres::Postgres::shared().new_database());
+        let store_url =
+            (postgres::store_backend() == postgres::StoreBackend::Postgres).then(|| postgres::Postgres::shared().new_database());
         let install = Install { dir, bin: PathBuf::from(bin), store_url: None };
         let install = match store_url {
             Some(url) => install.on_shared_store(&url),

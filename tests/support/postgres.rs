@@ -141,9 +141,7 @@ fn server_binaries() -> Option<PathBuf> {
         .map(|entries| entries.filter_map(Result::ok).map(|entry| entry.path().join("bin")).collect())
         .unwrap_or_default();
     versions.sort();
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let on_path = std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
     versions.into_iter().rev().chain(on_path).find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
 }
 

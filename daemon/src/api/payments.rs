@@ -562,6 +562,9 @@ pub async fn get_refund(State(state): State<Arc<AppState>>, client: Client, Path
         }
     };
     answer(
-        visible.await.map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default())).map_err(ApiError::from),
+        visible
+            .await
+            .map(|refund| (StatusCode::OK, serde_json::to_value(refund_view(&refund)).unwrap_or_default()))
+            .map_err(ApiError::from),
     )
 }

@@ -690,7 +690,11 @@ impl Payments {
         let quiet_since = now_ms() - ttl.as_millis() as Millis;
         for payment in self.store.unfinished_payments().await? {
             if payment.status.accepts_scan() {
-                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(payment.id.clone()).or_insert(payment.expires_at);
+                self.expiring
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .entry(payment.id.clone())
+                    .or_insert(payment.expires_at);
             } else if payment.updated_at < quiet_since && self.jobs.live(&JobKey::Payment(payment.id.clone())).is_none() {
                 self.resume_payment(&payment);
             }

@@ -34,7 +34,8 @@ impl Payments {
                 Next::Changed(after) => *after,
                 Next::Unchanged => before.clone(),
             };
-            let compensate = after.status == PaymentStatus::Canceled && after.compensation.is_none() && self.abandons_purchase(&after).await?;
+            let compensate =
+                after.status == PaymentStatus::Canceled && after.compensation.is_none() && self.abandons_purchase(&after).await?;
             if compensate {
                 if let Next::Changed(marked) = super::machine::next(&after, PaymentEvent::CompensationStarted, now)? {
                     after = *marked;
@@ -137,8 +138,7 @@ impl Payments {
         let mut next = 0;
         while next < legs.len() {
             let parent = legs[next].id.clone();
-            let mut children: Vec<Payment> =
-                self.store.payments(&[PaymentIndex::LegsOf(&parent)], &Window::default(), usize::MAX).await?;
+            let mut children: Vec<Payment> = self.store.payments(&[PaymentIndex::LegsOf(&parent)], &Window::default(), usize::MAX).await?;
             children.reverse(); // oldest first
             legs.extend(children);
             next += 1;

@@ -140,7 +140,6 @@ pub struct Window {
     pub before: Option<String>,
 }
 
-
 /// The store, as the engine sees it: one of the backends, chosen by `[store] backend`.
 #[derive(Clone)]
 pub enum Store {

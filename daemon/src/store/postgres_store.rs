@@ -154,12 +154,7 @@ impl PostgresStore {
             Some(tls) => build_pool(config.clone(), tls.clone())?,
         };
         let store = PostgresStore {
-            inner: Arc::new(Inner {
-                pool,
-                node: node.to_string(),
-                last_event: watch::channel(0).0,
-                ids: Mutex::new((0, 0)),
-            }),
+            inner: Arc::new(Inner { pool, node: node.to_string(), last_event: watch::channel(0).0, ids: Mutex::new((0, 0)) }),
         };
         {
             let client = store.client().await?;
@@ -432,10 +427,8 @@ async fn write_payment(transaction: &Transaction<'_>, payment: &Payment) -> Resu
     if written == 1 {
         return Ok(());
     }
-    let stored = transaction
-        .query_opt("SELECT version FROM posbridge_payments WHERE id = $1", &[&payment.id.as_str()])
-        .await
-        .map_err(classify)?;
+    let stored =
+        transaction.query_opt("SELECT version FROM posbridge_payments WHERE id = $1", &[&payment.id.as_str()]).await.map_err(classify)?;
     Err(match stored {
         // Read before a retention sweep removed it: never bring it back.
         None => StoreError::Gone(payment.id.clone()),
@@ -446,8 +439,11 @@ async fn write_payment(transaction: &Transaction<'_>, payment: &Payment) -> Resu
 /// Inserts or replaces a refund, with its payment's register (staged in the same commit,
 /// or stored).
 async fn write_refund(transaction: &Transaction<'_>, commit: &Commit, refund: &Refund) -> Result<(), StoreError> {
-    let staged_register =
-        refund.payment.as_ref().and_then(|id| commit.payments.iter().find(|payment| &payment.id == id)).map(|payment| payment.register.as_str());
+    let staged_register = refund
+        .payment
+        .as_ref()
+        .and_then(|id| commit.payments.iter().find(|payment| &payment.id == id))
+        .map(|payment| payment.register.as_str());
     let statement = transaction
         .prepare_cached(
             "INSERT INTO posbridge_refunds (id, payment, register, status, amount, currency, created_at, record) \

@@ -64,8 +64,6 @@ fn compressed(path: &Path) -> bool {
     }
 }
 
-
-
 const NEXT_EVENT: &[u8] = b"next_event";
 /// The version of the index layout the `index` tree holds; rebuilt from the records
 /// when it differs (a store written before the indexes existed).
@@ -387,7 +385,6 @@ impl SledStore {
         }
         Ok(sizes)
     }
-
 }
 
 impl Backend for SledStore {
@@ -515,7 +512,6 @@ impl Iterator for NewestFirst<'_> {
         }
     }
 }
-
 
 pub(super) fn storage_error(error: TransactionError<StoreError>) -> StoreError {
     match error {
