@@ -219,14 +219,14 @@ fn reason(status: u16) -> &'static str {
         }
         404 => "not_found: no such object (or another register's)",
         405 => "method_not_allowed",
-        409 => "invalid_state, receipt_already_used, idempotency_conflict, method_not_configured…",
+        409 => "invalid_state, receipt_already_used, idempotency_conflict, method_not_configured, conflict…",
         413 => "payload_too_large, image_too_large",
         415 => "unsupported_media_type",
         422 => "the request cannot be done: unknown_method, refund_exceeds_payment, a provider's refusal…",
         429 => "rate_limited, decoder_busy",
         500 => "store_error",
         502 => "provider_error, plugin_panicked, plugin_error",
-        503 => "provider_unavailable, outcome_unknown",
+        503 => "provider_unavailable, outcome_unknown, store_unavailable",
         504 => "plugin_timeout",
         _ => "An error",
     }
