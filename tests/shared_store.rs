@@ -5,12 +5,13 @@
 //! expires; a database outage refuses work clearly and heals without restarts.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox};
 use posbridge_testkit::postgres::Postgres;
-use posbridge_testkit::{Daemon, Install, TILL_TOKEN};
+use posbridge_testkit::{till_token, Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -34,7 +35,9 @@ impl Chain {
         for install in [&first, &second] {
             install.add_plugin("posbridge-plugin-smartum");
             let method = smartum.config_section(install.path(), "").unwrap();
-            install.configure(&method);
+            install.configure(&format!("{method}\n{}", posbridge_testkit::more_tills(4)));
+            // The checks read every payment as fast as they can.
+            install.unlimited();
         }
         let daemons = [Some(first.start()), Some(second.start())];
         Chain { smartum, installs: [first, second], daemons }
@@ -186,8 +189,12 @@ fn a_database_outage_refuses_new_work_clearly_and_heals_without_restarts() {
     let (status, refused) = chain.at(1).post("/v1/payments", &json!({"method": "smartum", "amount": 100, "currency": "EUR"}));
     assert_eq!(status, 503, "{refused}");
     assert_eq!(refused["error"]["code"], "store_unavailable", "{refused}");
-    let ready = chain.at(0).get("/readyz");
-    assert_eq!(ready.status().as_u16(), 503, "not ready while the store is down");
+    let (status, ready) = chain.at(0).get_json_as(posbridge_testkit::MANAGER_TOKEN, "/readyz");
+    assert_eq!(status, 503, "not ready while the store is down: {ready}");
+    assert!(ready["store_error"].as_str().is_some_and(|why| why.contains("unavailable")), "/readyz says why: {ready}");
+    let (_, shown) = chain.at(1).get_json_as(posbridge_testkit::MANAGER_TOKEN, "/v1/status");
+    assert_eq!((shown["store_ok"].as_bool(), shown["store_backend"].as_str()), (Some(false), Some("postgres")), "{shown}");
+    assert!(shown["store_error"].is_string(), "the status page says why: {shown}");
     let checks_before = chain.smartum.checks();
     let later = chain.smartum.create_receipt(3000);
     let (status, refused) = chain.scan(1, &pending, &later.jws);
@@ -206,4 +213,179 @@ fn a_database_outage_refuses_new_work_clearly_and_heals_without_restarts() {
     // The event stream picks up after the outage, at either daemon.
     let streamed = chain.at(1).events(None, 8);
     assert!(streamed.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1), "{streamed:?}");
+}
+
+#[test]
+fn a_shop_moves_from_its_sled_store_to_the_shared_database_and_keeps_everything() {
+    let smartum = SmartumSandbox::start("127.0.0.1:0".parse::<SocketAddr>().unwrap(), SandboxOptions::default()).expect("sandbox");
+    let configure = |install: &Install| {
+        install.add_plugin("posbridge-plugin-smartum");
+        install.configure(&smartum.config_section(install.path(), "").unwrap());
+    };
+    // The shop as it was: one daemon on sled, three payments, one refunded in part.
+    let old = Install::new(BIN);
+    assert!(old.store_url.is_none(), "this target runs on sled");
+    configure(&old);
+    let daemon = old.start();
+    let mut receipts = Vec::new();
+    for _ in 0..3 {
+        let (_, payment) = daemon.post("/v1/payments", &json!({"method": "smartum", "amount": 3000, "currency": "EUR"}));
+        let receipt = smartum.create_receipt(3000);
+        let (_, paid) = daemon.post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": receipt.jws}));
+        assert_eq!(paid["status"], "succeeded", "{paid}");
+        receipts.push((paid, receipt));
+    }
+    let (status, refund) = daemon.post("/v1/refunds", &json!({"payment": id(&receipts[0].0), "amount": 1000}));
+    assert_eq!((status, refund["status"].as_str()), (201, Some("succeeded")), "{refund}");
+    let history =
+        daemon.events_until(None, |events| events.iter().any(|event| event.1 == "refund.updated" && event.2["status"] == "succeeded"));
+    assert!(daemon.terminate().success());
+
+    // The move: the shared database's config, its schema, the copy (twice: the second
+    // adds nothing and still verifies).
+    let new = Install::new(BIN).on_shared_store(&Postgres::shared().new_database());
+    configure(&new);
+    let from = format!("sled:{}", old.path().join("data").display());
+    assert!(new.run(&["store", "migrate"]).status.success());
+    for run in 0..2 {
+        let output = new.run(&["store", "copy", "--from", &from, "--to", "postgres"]);
+        let printed = posbridge_testkit::all_output(&output);
+        assert!(output.status.success(), "run {run}: {printed}");
+        assert!(printed.contains("payments                     3 in"), "run {run}: {printed}");
+        assert!(printed.contains("copied: every record"), "run {run}: {printed}");
+    }
+    let refused = new.run(&["store", "copy", "--from", "/no/such/store"]);
+    assert!(!refused.status.success());
+    assert!(posbridge_testkit::all_output(&refused).contains("sled:PATH"));
+
+    // The shop on the shared store: the payments answer as before, refunds go on from
+    // what is left, a used receipt stays used, and the event history continues.
+    let daemon = new.start();
+    for (paid, _) in &receipts {
+        let (status, found) = daemon.get_json(&format!("/v1/payments/{}", id(paid)));
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(found["captured_amount"], paid["captured_amount"]);
+    }
+    let (status, too_much) = daemon.post("/v1/refunds", &json!({"payment": id(&receipts[0].0), "amount": 2500}));
+    assert_eq!(status, 422, "only 20.00 is left: {too_much}");
+    let (status, rest) = daemon.post("/v1/refunds", &json!({"transaction_id": receipts[1].1.transaction_id, "amount": 3000}));
+    assert_eq!((status, rest["status"].as_str()), (201, Some("succeeded")), "{rest}");
+    let (_, again) = daemon.post("/v1/payments", &json!({"method": "smartum", "amount": 3000, "currency": "EUR"}));
+    let (_, reused) = daemon.post(&format!("/v1/payments/{}/scan", id(&again)), &json!({"code": receipts[2].1.jws}));
+    assert_eq!(failure_code(&reused), "receipt_already_used", "{reused}");
+    let replayed = daemon.events(None, history.len());
+    assert_eq!(replayed, history, "the journal came along");
+    let next = daemon.events(Some(history.len() as u64), 1);
+    assert_eq!(next[0].0, history.len() as u64 + 1, "new events follow the copied ones");
+}
+
+/// What the tills of the crash campaign were told, and what they could not be sure of.
+#[derive(Default)]
+struct Told {
+    /// Payments answered `succeeded`: (payment id, transaction id).
+    paid: Vec<(String, String)>,
+    /// Refunds answered (201): refund id.
+    refunded: Vec<String>,
+    /// Every scan sent, answered or not: (payment id, transaction id).
+    scanned: Vec<(String, String)>,
+}
+
+/// One till of the campaign: pays and sometimes refunds at its daemon, whichever port it
+/// listens on now, until told to stop; a request lost to a kill is simply not counted.
+fn till_at_work(
+    number: usize,
+    url: &Mutex<String>,
+    smartum: &SmartumSandbox,
+    told: &Mutex<Told>,
+    acknowledged: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let token = till_token(number);
+    let post = |path: &str, body: &Value| -> Option<(u16, Value)> {
+        let base = url.lock().unwrap().clone();
+        let response = client.post(format!("{base}{path}")).bearer_auth(&token).json(body).send().ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().ok()?))
+    };
+    let mut payments = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Some((201, payment)) = post("/v1/payments", &json!({"method": "smartum", "amount": 3000, "currency": "EUR"})) else { continue };
+        let receipt = smartum.create_receipt(3000);
+        told.lock().unwrap().scanned.push((id(&payment).to_string(), receipt.transaction_id.clone()));
+        let Some((200, paid)) = post(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": receipt.jws})) else { continue };
+        if paid["status"] != "succeeded" {
+            continue;
+        }
+        told.lock().unwrap().paid.push((id(&payment).to_string(), receipt.transaction_id.clone()));
+        acknowledged.fetch_add(1, Ordering::SeqCst);
+        payments += 1;
+        if payments % 3 == 0 {
+            if let Some((201, refund)) = post("/v1/refunds", &json!({"payment": id(&payment), "amount": 1000})) {
+                told.lock().unwrap().refunded.push(id(&refund).to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_crash_campaign_over_two_daemons_loses_nothing_acknowledged_and_redeems_each_receipt_once() {
+    const KILLS: usize = 6;
+    let mut chain = Chain::new();
+    let urls = [Mutex::new(chain.at(0).base_url.clone()), Mutex::new(chain.at(1).base_url.clone())];
+    let told = Mutex::new(Told::default());
+    let acknowledged = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Tills 1 and 2 pay at A, tills 3 and 4 at B.
+        for number in 1..=4 {
+            let (url, smartum, told, acknowledged, stop) = (&urls[(number - 1) / 2], &chain.smartum, &told, &acknowledged, &stop);
+            scope.spawn(move || till_at_work(number, url, smartum, told, acknowledged, stop));
+        }
+        // Every few acknowledged payments, kill -9 one daemon (A and B in turn), start it
+        // again, and let the tills find it on its new port.
+        for kill in 0..KILLS {
+            let target = (kill + 1) * 6;
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while acknowledged.load(Ordering::SeqCst) < target {
+                assert!(std::time::Instant::now() < deadline, "the tills stalled at {} payments", acknowledged.load(Ordering::SeqCst));
+                std::thread::yield_now();
+            }
+            let daemon = kill % 2;
+            chain.daemons[daemon].take().expect("running").kill();
+            let restarted = chain.installs[daemon].start();
+            *urls[daemon].lock().unwrap() = restarted.base_url.clone();
+            chain.daemons[daemon] = Some(restarted);
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let told = told.into_inner().unwrap();
+    assert!(told.paid.len() >= KILLS * 6, "{} payments acknowledged", told.paid.len());
+
+    // Every scan sent ends succeeded (holding its receipt) or not, never in between, and
+    // agrees with Smartum's ledger: a receipt checked at Smartum is held by exactly that
+    // payment; one never checked is held by none.
+    let mut succeeded = 0;
+    for (payment, transaction_id) in &told.scanned {
+        let settled = chain.at(1).follow_as(posbridge_testkit::MANAGER_TOKEN, payment, 0, &["processing"]);
+        let checked = chain.smartum.transaction(transaction_id).is_some_and(|transaction| transaction.status != "paid");
+        if settled["status"] == "succeeded" {
+            succeeded += 1;
+            assert_eq!(settled["transaction_id"], transaction_id.as_str(), "{settled}");
+            assert!(checked, "{payment} succeeded without Smartum checking {transaction_id}");
+        } else {
+            assert!(!checked, "Smartum checked {transaction_id} but {payment} is {}: {settled}", settled["status"]);
+        }
+    }
+    assert_eq!(chain.smartum.checks(), succeeded as u64, "each receipt redeemed once, and each redemption is a payment");
+    // Everything acknowledged is there, as it was told.
+    for (payment, transaction_id) in &told.paid {
+        let stored = chain.at(0).get_json_as(posbridge_testkit::MANAGER_TOKEN, &format!("/v1/payments/{payment}")).1;
+        assert_eq!((stored["status"].as_str(), stored["transaction_id"].as_str()), (Some("succeeded"), Some(transaction_id.as_str())));
+    }
+    for refund in &told.refunded {
+        let (status, stored) = chain.at(0).get_json_as(posbridge_testkit::MANAGER_TOKEN, &format!("/v1/refunds/{refund}"));
+        assert_eq!(status, 200, "{refund}: {stored}");
+        assert_ne!(stored["status"], "failed", "{stored}");
+    }
 }

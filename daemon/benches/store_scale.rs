@@ -8,6 +8,11 @@
 //! `STORE_SCALE_ONLY=throughput` for the parallel payments on an empty store only;
 //! `STORE_SCALE_KEEP=/path` copies the filled store there, `STORE_SCALE_DIR=/path`
 //! measures the refund reservation on such a kept store only).
+//!
+//! Then the same store on PostgreSQL (a throwaway cluster of Debian's server): the
+//! filled store moved with `posbridge store copy`, two daemons on it, and the same
+//! lookups, payments and throughput (10 registers over the 2 daemons), beside the sled
+//! figures of the same run (`STORE_SCALE_ONLY=postgres` skips the rest of the sled part).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant};
 use posbridge::payments::model::{Amount, Currency, Millis, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
 use posbridge::sandbox::{SandboxOptions, SmartumSandbox};
 use posbridge::store::{Commit, PaymentIndex, SledStore as Store, Window};
+use posbridge_testkit::postgres::Postgres;
 use posbridge_testkit::{Daemon, Install, MANAGER_TOKEN};
 use serde_json::{json, Value};
 
@@ -63,7 +69,7 @@ fn main() {
     if only == "throughput" {
         let daemon = install.start();
         for registers in [4, 10] {
-            let throughput = payments_per_second(&daemon, &smartum, registers, 1_000);
+            let throughput = payments_per_second(&[&daemon], &smartum, registers, 1_000);
             println!("empty store: {throughput:.1} payments/s ({registers} registers in parallel, create + scan)");
         }
         return;
@@ -83,47 +89,38 @@ fn main() {
     if only == "fill" {
         return;
     }
-    let refund = refund_reservations(&data, &references);
-    println!(
-        "refund of a 300-day-old payment (lookup by reference + reserve + flush, no provider): p50 {:.3} ms p99 {:.3} ms",
-        ms(refund.0),
-        ms(refund.1)
-    );
-
-    let (full_start, full_rss) = start_figures(&install);
-    println!(
-        "{count} payments: start to listening {:.1} ms (median of 5; {:.0}% of empty), RSS {:.1} MB",
-        ms(full_start),
-        100.0 * full_start.as_secs_f64() / empty_start.as_secs_f64(),
-        full_rss
-    );
+    if only != "postgres" {
+        let refund = refund_reservations(&data, &references);
+        println!(
+            "refund of a 300-day-old payment (lookup by reference + reserve + flush, no provider): p50 {:.3} ms p99 {:.3} ms",
+            ms(refund.0),
+            ms(refund.1)
+        );
+        let (full_start, full_rss) = start_figures(&install);
+        println!(
+            "{count} payments: start to listening {:.1} ms (median of 5; {:.0}% of empty), RSS {:.1} MB",
+            ms(full_start),
+            100.0 * full_start.as_secs_f64() / empty_start.as_secs_f64(),
+            full_rss
+        );
+    }
 
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();
-    let query = |path: &str| timed(|| get(&client, &daemon, path));
-    let samples = |make: &dyn Fn(usize) -> String| -> (Duration, Duration) {
-        let mut times: Vec<Duration> = (0..SAMPLES).map(|n| query(&make(n))).collect();
-        percentiles(&mut times)
-    };
-    let by_reference = samples(&|n| format!("/v1/payments?reference={}", references[(n * 7919) % references.len()].0));
-    report("GET /v1/payments?reference=R", by_reference);
-    report("first page by status=refunded-or-failed (failed)", samples(&|_| "/v1/payments?status=failed".into()));
-    report("first page by status=succeeded", samples(&|_| "/v1/payments?status=succeeded".into()));
-    report("first page by register", samples(&|n| format!("/v1/payments?register=till-{}", 1 + n % REGISTERS)));
-    let now = posbridge::payments::model::now_ms();
-    report(
-        "first page by time window (one day, 300 days ago)",
-        samples(&|n| format!("/v1/payments?from={}&to={}", iso(now - 300 * DAY + (n as Millis % 10) * 3_600_000), iso(now - 299 * DAY))),
-    );
-    report("first page, no filter", samples(&|_| "/v1/payments?limit=20".into()));
+    let lookups = list_lookups(&client, &daemon, &references);
+    let by_reference = lookups[0].1;
 
     let (sequential, _) = pay_sequentially(&client, &daemon, &smartum, 200);
     report("create + scan, one register, sequential (baseline for retention)", sequential);
-    let throughput = payments_per_second(&daemon, &smartum, 10, 1_000);
+    let throughput = payments_per_second(&[&daemon], &smartum, 10, 1_000);
     println!("throughput: {throughput:.1} payments/s (10 registers in parallel, create + scan)");
-    let throughput_4 = payments_per_second(&daemon, &smartum, 4, 1_000);
+    let throughput_4 = payments_per_second(&[&daemon], &smartum, 4, 1_000);
     println!("throughput: {throughput_4:.1} payments/s (4 registers in parallel, create + scan)");
     drop(daemon);
+    on_postgres(&install, &bin, &smartum, &references, sequential, by_reference, count);
+    if only == "postgres" {
+        return;
+    }
 
     // Retention over the same store with half of it expired: payments go on meanwhile.
     install.write("conf.d/retention.toml", "[store]\nretention = \"200d\"\n");
@@ -142,6 +139,94 @@ fn main() {
     drop(daemon);
     let after = directory_bytes(&data);
     println!("after retention: {:.1} MB on disk", after as f64 / 1e6);
+}
+
+/// `SAMPLES` timed GETs of the paths `make` gives: p50 and p99.
+fn samples(client: &reqwest::blocking::Client, daemon: &Daemon, make: &dyn Fn(usize) -> String) -> (Duration, Duration) {
+    let mut times: Vec<Duration> = (0..SAMPLES).map(|n| timed(|| get(client, daemon, &make(n)))).collect();
+    percentiles(&mut times)
+}
+
+/// The list reads a shop makes, each reported; answers them (the first is by reference).
+fn list_lookups(
+    client: &reqwest::blocking::Client,
+    daemon: &Daemon,
+    references: &[(String, Millis)],
+) -> Vec<(&'static str, (Duration, Duration))> {
+    let now = posbridge::payments::model::now_ms();
+    let by_reference = move |n: usize| format!("/v1/payments?reference={}", references[(n * 7919) % references.len()].0);
+    let by_window =
+        move |n: usize| format!("/v1/payments?from={}&to={}", iso(now - 300 * DAY + (n as Millis % 10) * 3_600_000), iso(now - 299 * DAY));
+    let lookups: [(&'static str, &dyn Fn(usize) -> String); 6] = [
+        ("GET /v1/payments?reference=R", &by_reference),
+        ("first page by status=refunded-or-failed (failed)", &|_| "/v1/payments?status=failed".into()),
+        ("first page by status=succeeded", &|_| "/v1/payments?status=succeeded".into()),
+        ("first page by register", &|n| format!("/v1/payments?register=till-{}", 1 + n % REGISTERS)),
+        ("first page by time window (one day, 300 days ago)", &by_window),
+        ("first page, no filter", &|_| "/v1/payments?limit=20".into()),
+    ];
+    lookups
+        .into_iter()
+        .map(|(what, make)| {
+            let figures = samples(client, daemon, make);
+            report(what, figures);
+            (what, figures)
+        })
+        .collect()
+}
+
+/// The filled store moved to PostgreSQL with `posbridge store copy`, then two daemons
+/// on it: the same lookups, sequential payments and throughput (10 registers over both
+/// daemons), with the ratios to the sled figures of this run.
+fn on_postgres(
+    sled: &Install,
+    bin: &str,
+    smartum: &SmartumSandbox,
+    references: &[(String, Millis)],
+    sled_sequential: (Duration, Duration),
+    sled_reference: (Duration, Duration),
+    count: usize,
+) {
+    let server = Postgres::private();
+    let first = Install::new(bin).on_shared_store(&server.new_database());
+    let second = first.beside();
+    let config = std::fs::read_to_string(sled.config_path()).expect("the sled install's config");
+    for install in [&first, &second] {
+        install.write("posbridge.toml", &config);
+        install.write("smartum.secret", &std::fs::read_to_string(sled.path().join("smartum.secret")).expect("secret"));
+        posbridge_testkit::private(&install.path().join("smartum.secret"));
+        install.write("smartum-es512.pem", &std::fs::read_to_string(sled.path().join("smartum-es512.pem")).expect("key"));
+        install.add_plugin("posbridge-plugin-smartum");
+        install.unlimited();
+    }
+    assert!(first.run(&["store", "migrate"]).status.success());
+    let copy_started = Instant::now();
+    let from = format!("sled:{}", sled.path().join("data").display());
+    let copied = first.run(&["store", "copy", "--from", &from, "--to", "postgres"]);
+    let printed = posbridge_testkit::all_output(&copied);
+    assert!(copied.status.success(), "{printed}");
+    println!("postgres: `store copy` of {count} payments took {:.1} s:\n{printed}", copy_started.elapsed().as_secs_f64());
+    let analyzed = std::process::Command::new("psql").arg(first.store_url.as_deref().expect("url")).args(["-q", "-c", "ANALYZE"]).status();
+    assert!(analyzed.is_ok_and(|status| status.success()), "ANALYZE");
+
+    let (a, b) = (first.start(), second.start());
+    let client = reqwest::blocking::Client::new();
+    let lookups = list_lookups(&client, &a, references);
+    let by_reference = lookups[0].1;
+    println!(
+        "postgres/sled, reference lookup: p50 {:.2}x p99 {:.2}x",
+        by_reference.0.as_secs_f64() / sled_reference.0.as_secs_f64(),
+        by_reference.1.as_secs_f64() / sled_reference.1.as_secs_f64()
+    );
+    let (sequential, _) = pay_sequentially(&client, &a, smartum, 200);
+    report("postgres: create + scan, one register, sequential", sequential);
+    println!(
+        "postgres/sled, create + scan: p50 {:.2}x p99 {:.2}x (goal: p99 at most 2x)",
+        sequential.0.as_secs_f64() / sled_sequential.0.as_secs_f64(),
+        sequential.1.as_secs_f64() / sled_sequential.1.as_secs_f64()
+    );
+    let throughput = payments_per_second(&[&a, &b], smartum, 10, 1_000);
+    println!("postgres: throughput {throughput:.1} payments/s (10 registers over 2 daemons, create + scan)");
 }
 
 /// Commits per second from `writers` concurrent writers, each committing one payment
@@ -460,13 +545,14 @@ fn pay_while(
     (percentiles(&mut times), paid)
 }
 
-/// `registers` tills paying in parallel; payments per second over `count` payments.
-fn payments_per_second(daemon: &Daemon, smartum: &SmartumSandbox, registers: usize, count: usize) -> f64 {
+/// `registers` tills paying in parallel, spread over `daemons` (register n at daemon n
+/// modulo their number); payments per second over `count` payments.
+fn payments_per_second(daemons: &[&Daemon], smartum: &SmartumSandbox, registers: usize, count: usize) -> f64 {
     let receipts: Vec<String> = (0..count).map(|n| smartum.create_receipt(100 + n as u64).jws).collect();
-    let base = daemon.base_url.as_str();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (n, chunk) in receipts.chunks(count.div_ceil(registers)).enumerate() {
+            let base = daemons[n % daemons.len()].base_url.as_str();
             scope.spawn(move || {
                 let client = reqwest::blocking::Client::new();
                 let register = format!("till-{}", n + 1);

@@ -100,6 +100,17 @@ enum StoreAction {
     /// Create or upgrade the tables of the `[store] backend = "postgres"` database (run
     /// once per upgrade, from any one daemon's machine; safe to run again).
     Migrate,
+    /// Copy an embedded (sled) store into the config's PostgreSQL store: every payment,
+    /// refund, receipt, idempotency record and event; safe to run again; exit 1 unless
+    /// every record is in the database after. Stop the daemon using the sled store first.
+    Copy {
+        /// The store to copy: `sled:PATH` (its directory).
+        #[arg(long, value_name = "sled:PATH")]
+        from: String,
+        /// Where to: `postgres`, the config's `[store]` database.
+        #[arg(long, default_value = "postgres")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +239,33 @@ async fn migrate_store(config_path: &Path) -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
+async fn copy_store(config_path: &Path, from: &str, to: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(path) = from.strip_prefix("sled:") else {
+        return Err(format!("--from {from:?}: give the sled store as sled:PATH (its directory)").into());
+    };
+    if to != "postgres" {
+        return Err(format!("--to {to:?}: the store is copied into `postgres`, the config's [store] database").into());
+    }
+    let config = crate::config::load(config_path)?;
+    let crate::config::StoreBackend::Postgres { url, node } = &config.store.backend else {
+        return Err("the config's [store] is not `backend = \"postgres\"`: name the database to copy into there".into());
+    };
+    let source = crate::store::SledStore::open(Path::new(path))?;
+    let target = crate::store::PostgresStore::connect(url.expose(), node).await?;
+    let report = crate::store::copy::sled_to_postgres(&source, &target).await?;
+    for copied in &report.copied {
+        println!("{:<20} {:>9} in {path}, {:>9} in the database", copied.kind, copied.in_source, copied.in_target);
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    if !report.complete() {
+        return Err("not every record is in the database (see above)".into());
+    }
+    println!("copied: every record of {path} is in {}", config.store.backend.describe());
+    Ok(())
+}
+
 fn new_token(config: &std::path::Path, client: &str, file: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
     let made = crate::tokens::new_token(config, client, file)?;
     match &made.file {
@@ -278,6 +316,7 @@ pub fn main() -> ExitCode {
             }
             Command::Plugins { json } => list_plugins(&config, json).map_err(Into::into),
             Command::Store { action: StoreAction::Migrate } => migrate_store(&config).await,
+            Command::Store { action: StoreAction::Copy { from, to } } => copy_store(&config, &from, &to).await,
             Command::Plugin { action: PluginAction::New { .. } } => Ok(()),
             Command::Inspect { method, image, code } => {
                 let code = code_to_inspect(image.as_deref(), code)?;

@@ -377,7 +377,8 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
-    let store = state.payments.store().health().await.is_ok();
+    let store_health = state.payments.store().health().await;
+    let store = store_health.is_ok();
     let snapshot = state.snapshot();
     let plugins = snapshot.methods.iter().count() == snapshot.access.configured_methods;
     let ready = store && plugins;
@@ -389,6 +390,9 @@ async fn readyz(State(state): State<Arc<AppState>>, headers: axum::http::HeaderM
         return (status, Json(json!({"status": status_name}))).into_response();
     }
     let mut body = json!({"status": status_name, "checks": {"store": store, "plugins": plugins, "config": true}});
+    if let Err(error) = &store_health {
+        body["store_error"] = json!(error.to_string());
+    }
     // A refused reload leaves the running config in force: still ready, and said so.
     if let Some(error) = state.config_error() {
         body["last_reload_error"] = json!(error);
@@ -455,6 +459,10 @@ struct StatusView {
     /// RFC 3339.
     started_at: String,
     store_ok: bool,
+    /// Which store: `sled` (this machine) or `postgres` (shared by several daemons).
+    store_backend: String,
+    /// Why the store is failing (the shared database cannot be reached, say), when it is.
+    store_error: Option<String>,
     /// Loaded plugins and refused files.
     plugins: Vec<PluginStatus>,
     /// The last config reload's problems, until a reload succeeds.
@@ -496,10 +504,13 @@ async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) ->
         file: refusal.file.display().to_string(),
         refused: Some(refusal.reason.clone()),
     }));
+    let store_health = state.payments.store().health().await;
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: crate::payments::model::rfc3339(state.started_at),
-        store_ok: state.payments.store().health().await.is_ok(),
+        store_ok: store_health.is_ok(),
+        store_backend: state.payments.store().backend().to_string(),
+        store_error: store_health.err().map(|error| error.to_string()),
         plugins,
         last_config_error: state.config_error(),
         waiting_for_method: state.payments.orphans(),

@@ -356,13 +356,20 @@ impl Payments {
             let parent_id = after.split_of.clone().expect("a leg has a parent");
             let parent = match commit.payments.iter().find(|staged| staged.id == parent_id) {
                 Some(staged) => staged.clone(),
-                None => self.load(&parent_id).await?,
+                None => {
+                    let parent = self.load(&parent_id).await?;
+                    commit.read_at(&parent);
+                    parent
+                }
             };
             if let Next::Changed(parent) = machine::next(&parent, PaymentEvent::Leg(effect), now_ms())? {
                 commit.payments.retain(|staged| staged.id != parent_id);
                 commit.events.push(("payment.updated".into(), view::payment(&parent)));
                 commit.payments.push(*parent);
             }
+        }
+        if let Some(before) = before {
+            commit.read_at(before);
         }
         let attempt_before = before.and_then(|before| before.attempt.as_ref());
         if let Some(attempt) = after.attempt.as_ref().filter(|attempt| attempt_before != Some(*attempt)) {
@@ -669,6 +676,11 @@ impl Payments {
     /// and refund left `pending`. Work whose method is not configured waits as an orphan.
     pub async fn resume(&self) -> Result<(), PaymentError> {
         for payment in self.store.unfinished_payments().await? {
+            // Work of a method this daemon does not have is another daemon's to finish
+            // (not an orphan here).
+            if self.method(&payment.method).is_err() {
+                continue;
+            }
             if payment.status.accepts_scan() {
                 self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(payment.id.clone(), payment.expires_at);
             } else {
@@ -689,6 +701,11 @@ impl Payments {
         let Some(ttl) = self.jobs.lease_ttl() else { return Ok(()) };
         let quiet_since = now_ms() - ttl.as_millis() as Millis;
         for payment in self.store.unfinished_payments().await? {
+            // Work of a method this daemon does not have is another daemon's to finish
+            // (not an orphan here).
+            if self.method(&payment.method).is_err() {
+                continue;
+            }
             if payment.status.accepts_scan() {
                 self.expiring
                     .lock()
@@ -700,7 +717,8 @@ impl Payments {
             }
         }
         for refund in self.store.pending_refunds().await? {
-            if refund.updated_at < quiet_since && self.jobs.live(&JobKey::Refund(refund.id.clone())).is_none() {
+            let ours = self.method(&refund.method).is_ok();
+            if ours && refund.updated_at < quiet_since && self.jobs.live(&JobKey::Refund(refund.id.clone())).is_none() {
                 self.resume_refund(&refund);
             }
         }

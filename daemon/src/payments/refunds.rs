@@ -150,6 +150,7 @@ impl Payments {
                     unreachable!("a reservation always changes the payment")
                 };
                 commit.events.push(("payment.updated".into(), view::payment(&reserved)));
+                commit.read_at(&payment);
                 commit.payments.push((*reserved).clone());
                 (amount, payment.currency.clone(), Some(*reserved))
             }
@@ -313,11 +314,12 @@ impl Payments {
                 Some(payment_id) => Some(self.load(payment_id).await?),
                 None => None,
             };
-            if let Some(payment) = payment {
+            if let Some(stored) = payment {
                 if let Next::Changed(payment) =
-                    super::machine::next(&payment, PaymentEvent::RefundReleased(refund.amount), refund.updated_at)?
+                    super::machine::next(&stored, PaymentEvent::RefundReleased(refund.amount), refund.updated_at)?
                 {
                     commit.events.push(("payment.updated".into(), view::payment(&payment)));
+                    commit.read_at(&stored);
                     commit.payments.push(*payment);
                 }
             }

@@ -98,7 +98,10 @@ impl Payments {
         control: JobControl,
     ) {
         let outcome = self.attempt(&method, &id, code, ticket.as_ref()).await;
-        let unresolved = matches!(&outcome, Ok(payment) if payment.status == PaymentStatus::Processing);
+        let unresolved = match &outcome {
+            Ok(payment) => payment.status == PaymentStatus::Processing,
+            Err(error) => is_unrecorded(error),
+        };
         let _ = reply.send(outcome);
         if unresolved {
             recovery::follow(&self, &method, &id, ticket.as_ref(), &control).await;
@@ -159,7 +162,16 @@ impl Payments {
     ) -> Result<Payment, PaymentError> {
         let answer = Record::answer(ticket, 200);
         match outcome {
-            Ok(settlement) => self.transition(id, PaymentEvent::Settled(settlement), answer).await,
+            Ok(settlement) => match self.transition(id, PaymentEvent::Settled(settlement), answer).await {
+                // The provider took it; the store could not say so yet (a shared store's
+                // database away, say). Never "nothing happened": the job looks the
+                // payment up until the store records it.
+                Err(PaymentError::Store(error)) => {
+                    tracing::error!(payment = %id, %error, "the provider took the payment but the store could not record it yet; its job keeps trying");
+                    Err(unrecorded())
+                }
+                other => other,
+            },
             Err(error) if outcome_unknown(&error) => {
                 tracing::warn!(payment = %id, %error, "provider outcome unknown; the payment's job looks it up");
                 self.load(id).await
@@ -213,4 +225,18 @@ impl Payments {
             Err(other) => Err(other.into()),
         }
     }
+}
+
+/// The answer when the provider took a payment the store could not record yet: the
+/// `outcome_unknown` failure (the payment stays `processing`; follow it).
+fn unrecorded() -> PaymentError {
+    PaymentError::Provider {
+        code: "outcome_unknown".into(),
+        message: "the provider took this payment but posbridge could not record it yet; it keeps trying: follow the payment".into(),
+        field: None,
+    }
+}
+
+fn is_unrecorded(error: &PaymentError) -> bool {
+    matches!(error, PaymentError::Provider { code, .. } if code == "outcome_unknown")
 }

@@ -59,16 +59,27 @@ impl Leases {
             }
         }
         let finished = CancellationToken::new();
+        let lost = std::sync::atomic::AtomicBool::new(false);
         let renewing = async {
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = finished.cancelled() => return,
                     _ = tokio::time::sleep(self.ttl / 3) => {}
                 }
-                if !matches!(self.store.try_lease(&key, self.ttl).await, Ok(true)) {
-                    tracing::warn!(work = %key, "lost the lease on this work; stopping it (another daemon may take it over)");
-                    stop.cancel();
-                    return;
+                match self.store.renew_lease(&key, self.ttl).await {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    // The database did not answer: try again while the lease may still
+                    // run; past its time another daemon may hold it.
+                    Err(error) if renewed.elapsed() < self.ttl => {
+                        tracing::warn!(work = %key, %error, "cannot renew the lease; trying again");
+                    }
+                    _ => {
+                        tracing::warn!(work = %key, "lost the lease on this work; stopping it (another daemon may take it over)");
+                        lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                        stop.cancel();
+                        return;
+                    }
                 }
             }
         };
@@ -77,7 +88,9 @@ impl Leases {
             finished.cancel();
         });
         tokio::join!(working, renewing);
-        if !stop.is_cancelled() {
+        // Given back when the work ended here (done, or stopped by a shutdown: another
+        // daemon may go on at once), never when another daemon may hold it already.
+        if !lost.load(std::sync::atomic::Ordering::SeqCst) {
             if let Err(error) = self.store.release_lease(&key).await {
                 tracing::warn!(work = %key, %error, "cannot give up the lease; it expires by itself");
             }

@@ -11,6 +11,7 @@
 //! durable before [`Store::commit`] returns; event ids increase by one in commit order;
 //! a receipt is held by one payment at most; a payment's stored version only grows.
 
+pub mod copy;
 pub mod index;
 mod postgres_schema;
 pub mod postgres_store;
@@ -114,9 +115,25 @@ pub struct Commit {
     /// The lease (a payment's or refund's id) this daemon must still hold for the commit
     /// to land: a job's changes are refused once another daemon took its work over.
     pub lease: Option<String>,
+    /// The stored version each changed payment was read at: the change lands only over
+    /// that very version (`Conflict` otherwise). A payment written without one lands
+    /// over any older version.
+    pub read_versions: Vec<(PaymentId, u64)>,
 }
 
 impl Commit {
+    /// Notes that a change of `payment` was computed from this stored version of it.
+    pub fn read_at(&mut self, payment: &Payment) {
+        if !self.read_versions.iter().any(|(id, _)| id == &payment.id) {
+            self.read_versions.push((payment.id.clone(), payment.version));
+        }
+    }
+
+    /// The version `payment` was read at, if the change said.
+    pub fn read_version(&self, payment: &PaymentId) -> Option<u64> {
+        self.read_versions.iter().find(|(id, _)| id == payment).map(|(_, version)| *version)
+    }
+
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.payments.is_empty()
@@ -301,6 +318,14 @@ impl Store {
         match self {
             Store::Sled(_) => Ok(true),
             Store::Postgres(store) => store.try_lease(work, ttl).await,
+        }
+    }
+
+    /// Extends the lease this daemon holds on `work`: `false` once it no longer holds it.
+    pub async fn renew_lease(&self, work: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Sled(_) => Ok(true),
+            Store::Postgres(store) => store.renew_lease(work, ttl).await,
         }
     }
 

@@ -41,6 +41,8 @@ const POOL_SIZE: usize = 16;
 const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Numbers per block taken from the `posbridge_ids` sequence (its increment).
 const ID_BLOCK: u64 = 1000;
+/// How often the event listener checks its quiet connection.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Removals per retention batch.
 const SWEEP_BATCH: i64 = 500;
 
@@ -52,8 +54,11 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
-    /// This daemon's name in leases and logs (`[store] node`).
+    /// This daemon's name in logs (`[store] node`).
     node: String,
+    /// Who holds this daemon's leases: the node name and this process's own mark, so two
+    /// daemons given the same name (or one restarted) never share a lease.
+    owner: String,
     /// The newest event id known committed, by this daemon or another.
     last_event: watch::Sender<u64>,
     /// The block of unique numbers being handed out: next, end (exclusive).
@@ -122,6 +127,11 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_WAIT);
     }
+    // A database gone silent (a cable pulled, a host down) is noticed within seconds,
+    // not after the system's two-hour keepalive: requests answer `store_unavailable` and
+    // the event listener reconnects.
+    config.keepalives(true).keepalives_idle(Duration::from_secs(5)).keepalives_interval(Duration::from_secs(2)).keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(10));
     Ok(config)
 }
 
@@ -154,7 +164,13 @@ impl PostgresStore {
             Some(tls) => build_pool(config.clone(), tls.clone())?,
         };
         let store = PostgresStore {
-            inner: Arc::new(Inner { pool, node: node.to_string(), last_event: watch::channel(0).0, ids: Mutex::new((0, 0)) }),
+            inner: Arc::new(Inner {
+                pool,
+                node: node.to_string(),
+                owner: format!("{node}/{}-{:x}", std::process::id(), now_ms()),
+                last_event: watch::channel(0).0,
+                ids: Mutex::new((0, 0)),
+            }),
         };
         {
             let client = store.client().await?;
@@ -213,15 +229,30 @@ impl PostgresStore {
             .await
             .map_err(classify)?;
         let ttl_ms = ttl.as_millis() as f64;
-        let rows = client.query(&statement, &[&work, &self.inner.node, &ttl_ms]).await.map_err(classify)?;
+        let rows = client.query(&statement, &[&work, &self.inner.owner, &ttl_ms]).await.map_err(classify)?;
         Ok(!rows.is_empty())
+    }
+
+    /// Extends this daemon's lease on `work` by `ttl`: `false` when it no longer holds it
+    /// (it expired, and another daemon may have taken it meanwhile, even given it back).
+    pub async fn renew_lease(&self, work: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE posbridge_leases SET expires_at = now() + $3 * interval '1 millisecond' \
+                 WHERE work = $1 AND owner = $2 AND expires_at > now()",
+            )
+            .await
+            .map_err(classify)?;
+        let ttl_ms = ttl.as_millis() as f64;
+        Ok(client.execute(&statement, &[&work, &self.inner.owner, &ttl_ms]).await.map_err(classify)? == 1)
     }
 
     /// Gives up this daemon's lease on `work`.
     pub async fn release_lease(&self, work: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .execute("DELETE FROM posbridge_leases WHERE work = $1 AND owner = $2", &[&work, &self.inner.node])
+            .execute("DELETE FROM posbridge_leases WHERE work = $1 AND owner = $2", &[&work, &self.inner.owner])
             .await
             .map_err(classify)?;
         Ok(())
@@ -242,7 +273,7 @@ impl PostgresStore {
             transaction.execute(&statement, &[receipt]).await.map_err(classify)?;
         }
         for payment in &commit.payments {
-            write_payment(&transaction, payment).await?;
+            write_payment(&transaction, payment, commit.read_version(&payment.id)).await?;
         }
         for refund in &commit.refunds {
             write_refund(&transaction, commit, refund).await?;
@@ -263,6 +294,87 @@ impl PostgresStore {
         Ok(events)
     }
 
+    /// Inserts copied records unless present (one transaction); answers how many of
+    /// them the database holds after (a receipt counts only with the same payment).
+    pub(super) async fn insert_missing(&self, rows: Rows) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(classify)?;
+        let (insert, count, keys, holders): (String, &str, Vec<String>, Vec<String>) = match &rows {
+            Rows::Payments(payments) => {
+                (INSERT_PAYMENT.to_string(), "posbridge_payments WHERE id = ANY($1)", payments.iter().map(|p| p.id.to_string()).collect(), vec![])
+            }
+            Rows::Refunds(refunds) => (
+                format!("{INSERT_REFUND} ON CONFLICT (id) DO NOTHING"),
+                "posbridge_refunds WHERE id = ANY($1)",
+                refunds.iter().map(|r| r.id.to_string()).collect(),
+                vec![],
+            ),
+            Rows::Receipts(receipts) => (
+                "INSERT INTO posbridge_receipts (receipt, payment) VALUES ($1, $2) ON CONFLICT (receipt) DO NOTHING".into(),
+                "posbridge_receipts r JOIN unnest($1::text[], $2::text[]) AS c(receipt, payment) ON r.receipt = c.receipt AND r.payment = c.payment",
+                receipts.iter().map(|(receipt, _)| receipt.clone()).collect(),
+                receipts.iter().map(|(_, payment)| payment.clone()).collect(),
+            ),
+            Rows::Idempotency(records) => (
+                "INSERT INTO posbridge_idempotency (key, created_at, record) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING".into(),
+                "posbridge_idempotency WHERE key = ANY($1)",
+                records.iter().map(|(key, _)| key.clone()).collect(),
+                vec![],
+            ),
+            Rows::Events(_) => return Err(StoreError::Database("a journal is copied whole, by copy_journal".into())),
+        };
+        insert_all(&transaction, &insert, &rows).await?;
+        let counted = match holders.is_empty() {
+            true => transaction.query_one(&format!("SELECT count(*) FROM {count}"), &[&keys]).await,
+            false => transaction.query_one(&format!("SELECT count(*) FROM {count}"), &[&keys, &holders]).await,
+        };
+        let present = counted.map_err(classify)?.get::<_, i64>(0) as usize;
+        transaction.commit().await.map_err(classify)?;
+        Ok(present)
+    }
+
+    /// Copies a store's journal (`events`, and its counter `next_event`) in one
+    /// transaction holding the counter row, so no daemon appends meanwhile; only into a
+    /// journal that is empty or already holds this very history (a copy run again).
+    /// Answers how many of `events` the database holds after, or `None` when it keeps
+    /// a history of its own.
+    pub(super) async fn copy_journal(&self, events: Vec<Event>, next_event: u64) -> Result<Option<usize>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(classify)?;
+        let counter: i64 = transaction.query_one("SELECT next_event FROM posbridge_meta FOR UPDATE", &[]).await.map_err(classify)?.get(0);
+        let fresh =
+            counter == 1 && transaction.query_opt("SELECT 1 FROM posbridge_journal LIMIT 1", &[]).await.map_err(classify)?.is_none();
+        let ours = match events.first() {
+            Some(first) => transaction
+                .query_opt(
+                    "SELECT 1 FROM posbridge_journal WHERE id = $1 AND kind = $2 AND at = $3",
+                    &[&(first.id as i64), &first.kind, &first.at],
+                )
+                .await
+                .map_err(classify)?
+                .is_some(),
+            None => false,
+        };
+        if !fresh && !ours {
+            return Ok(None);
+        }
+        let ids: Vec<String> = events.iter().map(|event| event.id.to_string()).collect();
+        let newest = events.last().map_or(0, |event| event.id);
+        let insert = "INSERT INTO posbridge_journal (id, kind, at, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
+        insert_all(&transaction, insert, &Rows::Events(events)).await?;
+        let present: i64 = transaction
+            .query_one("SELECT count(*) FROM posbridge_journal WHERE id::text = ANY($1)", &[&ids])
+            .await
+            .map_err(classify)?
+            .get(0);
+        let next = i64::try_from(next_event.max(newest + 1)).unwrap_or(i64::MAX);
+        transaction.execute("UPDATE posbridge_meta SET next_event = GREATEST(next_event, $1)", &[&next]).await.map_err(classify)?;
+        transaction.commit().await.map_err(classify)?;
+        drop(client);
+        self.catch_up().await?;
+        Ok(Some(present as usize))
+    }
+
     /// Refuses the transaction unless this daemon holds the lease on `work`; locks the
     /// lease row to the commit, so no other daemon takes the work over meanwhile.
     async fn hold(&self, transaction: &Transaction<'_>, work: &str) -> Result<(), StoreError> {
@@ -270,7 +382,7 @@ impl PostgresStore {
             .prepare_cached("SELECT 1 FROM posbridge_leases WHERE work = $1 AND owner = $2 AND expires_at > now() FOR UPDATE")
             .await
             .map_err(classify)?;
-        match transaction.query_opt(&statement, &[&work, &self.inner.node]).await.map_err(classify)? {
+        match transaction.query_opt(&statement, &[&work, &self.inner.owner]).await.map_err(classify)? {
             Some(_) => Ok(()),
             None => Err(StoreError::LeaseLost(work.to_string())),
         }
@@ -278,6 +390,45 @@ impl PostgresStore {
 
     /// Deletes in batches with `sql` (which answers the number of rows it removed when
     /// given a cutoff and a batch size) until a batch comes back short.
+    /// One batch of the payments sweep, in one transaction: candidates are locked first
+    /// (skipping rows another transaction holds), then checked again and removed by a
+    /// second statement, whose snapshot sees every change committed before the locks (a
+    /// refund made meanwhile keeps its payment). Answers how many went, and whether to go
+    /// on (a full batch that removed something).
+    async fn sweep_payments(&self, before: &str) -> Result<(usize, bool), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(classify)?;
+        let chosen: Vec<String> = transaction
+            .query(
+                "SELECT id FROM posbridge_payments p WHERE p.id < $1 AND NOT p.open AND p.split_reserved_amount = 0 \
+                   AND NOT EXISTS (SELECT 1 FROM posbridge_refunds r WHERE r.payment = p.id AND r.status = 'pending') \
+                 ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&before, &SWEEP_BATCH],
+            )
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        if chosen.is_empty() {
+            return Ok((0, false));
+        }
+        let removed = transaction
+            .query_one(
+                "WITH gone AS (DELETE FROM posbridge_payments p WHERE p.id = ANY($1) AND NOT p.open AND p.split_reserved_amount = 0 \
+                   AND NOT EXISTS (SELECT 1 FROM posbridge_refunds r WHERE r.payment = p.id AND r.status = 'pending') RETURNING id), \
+                 refunds AS (DELETE FROM posbridge_refunds WHERE payment IN (SELECT id FROM gone)), \
+                 receipts AS (DELETE FROM posbridge_receipts WHERE payment IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone",
+                &[&chosen],
+            )
+            .await
+            .map_err(classify)?
+            .get::<_, i64>(0) as usize;
+        transaction.commit().await.map_err(classify)?;
+        Ok((removed, chosen.len() as i64 == SWEEP_BATCH && removed > 0))
+    }
+
     async fn drain(&self, sql: &str, cutoff: &(dyn ToSql + Sync)) -> Result<usize, StoreError> {
         let mut removed = 0;
         loop {
@@ -355,10 +506,22 @@ where
         Some(inner) => inner.announce(newest as u64),
         None => return Ok(()),
     }
-    while let Some(id) = received.recv().await {
-        let Some(inner) = store.upgrade() else { return Ok(()) };
-        if let Some(id) = id {
-            inner.announce(id);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            notice = received.recv() => {
+                let Some(id) = notice else { break };
+                let Some(inner) = store.upgrade() else { return Ok(()) };
+                if let Some(id) = id {
+                    inner.announce(id);
+                }
+            }
+            // A quiet connection is asked something now and then: a dead one fails
+            // here and is replaced.
+            _ = heartbeat.tick() => {
+                client.simple_query("SELECT 1").await?;
+            }
         }
     }
     drop(client);
@@ -366,6 +529,19 @@ where
 }
 
 type Transaction<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Runs `sql` once per row, all sent together: the connection pipelines them (one round
+/// trip in all, not one per row).
+async fn insert_all(transaction: &Transaction<'_>, sql: &str, rows: &Rows) -> Result<(), StoreError> {
+    let statement = transaction.prepare_cached(sql).await.map_err(classify)?;
+    let values = rows.values();
+    let inserts = values.iter().map(|values| {
+        let statement = &statement;
+        async move { transaction.execute(statement, &parameters(values)).await }
+    });
+    futures_util::future::try_join_all(inserts).await.map_err(classify)?;
+    Ok(())
+}
 
 async fn reserve(transaction: &Transaction<'_>, receipt: &str, payment: &PaymentId) -> Result<(), StoreError> {
     let statement = transaction
@@ -383,47 +559,92 @@ async fn reserve(transaction: &Transaction<'_>, receipt: &str, payment: &Payment
     Ok(())
 }
 
+/// Inserts a payment unless its id is stored (a new payment; a copied one).
+const INSERT_PAYMENT: &str = "INSERT INTO posbridge_payments (id, register, reference, status, method, currency, amount, \
+     captured_amount, refunded_amount, split_reserved_amount, split_of, open, created_at, version, record) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13::double precision / 1000), $14, $15) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// Replaces a stored payment with a newer version of it.
+const UPDATE_PAYMENT: &str = "UPDATE posbridge_payments SET register = $2, reference = $3, status = $4, method = $5, \
+     currency = $6, amount = $7, captured_amount = $8, refunded_amount = $9, split_reserved_amount = $10, split_of = $11, \
+     open = $12, created_at = to_timestamp($13::double precision / 1000), version = $14, record = $15 \
+     WHERE id = $1 AND version < $14 AND version = COALESCE($16, version)";
+
+type Values<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+/// Records copied from another store, of one kind.
+pub(super) enum Rows {
+    Payments(Vec<Payment>),
+    Refunds(Vec<Refund>),
+    /// Receipt → the payment holding it.
+    Receipts(Vec<(String, String)>),
+    Idempotency(Vec<(String, IdempotencyRecord)>),
+    Events(Vec<Event>),
+}
+
+impl Rows {
+    /// Each record's row, in its insert's parameter order.
+    fn values(&self) -> Vec<Values<'_>> {
+        match self {
+            Rows::Payments(payments) => payments.iter().map(payment_values).collect(),
+            Rows::Refunds(refunds) => refunds.iter().map(|refund| refund_values(refund, None)).collect(),
+            Rows::Receipts(receipts) => receipts
+                .iter()
+                .map(|(receipt, payment)| vec![Box::new(receipt.as_str()) as Box<dyn ToSql + Sync + Send>, Box::new(payment.as_str())])
+                .collect(),
+            Rows::Idempotency(records) => records
+                .iter()
+                .map(|(key, record)| {
+                    vec![Box::new(key.as_str()) as Box<dyn ToSql + Sync + Send>, Box::new(record.created_at), Box::new(Json(record))]
+                })
+                .collect(),
+            Rows::Events(events) => events
+                .iter()
+                .map(|event| {
+                    vec![
+                        Box::new(event.id as i64) as Box<dyn ToSql + Sync + Send>,
+                        Box::new(event.kind.as_str()),
+                        Box::new(event.at),
+                        Box::new(&event.data),
+                    ]
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A payment's row, in the order of [`INSERT_PAYMENT`]'s and [`UPDATE_PAYMENT`]'s parameters.
+fn payment_values(payment: &Payment) -> Values<'_> {
+    vec![
+        Box::new(payment.id.as_str()),
+        Box::new(payment.register.as_str()),
+        Box::new(payment.reference.as_deref()),
+        Box::new(payment.status.as_str()),
+        Box::new(payment.method.as_str()),
+        Box::new(payment.currency.as_str()),
+        Box::new(payment.amount.0 as i64),
+        Box::new(payment.captured_amount.0 as i64),
+        Box::new(payment.refunded_amount.0 as i64),
+        Box::new(payment.split_reserved_amount.0 as i64),
+        Box::new(payment.split_of.as_ref().map(PaymentId::as_str)),
+        Box::new(index::is_open(payment)),
+        Box::new(payment.created_at as f64),
+        Box::new(payment.version as i64),
+        Box::new(Json(payment)),
+    ]
+}
+
 /// Inserts a new payment or updates a stored one over an older version.
-async fn write_payment(transaction: &Transaction<'_>, payment: &Payment) -> Result<(), StoreError> {
-    let columns = "register = $2, reference = $3, status = $4, method = $5, currency = $6, amount = $7, \
-                   captured_amount = $8, refunded_amount = $9, split_reserved_amount = $10, split_of = $11, \
-                   open = $12, created_at = to_timestamp($13::double precision / 1000), version = $14, record = $15";
-    let sql = if payment.version <= 1 {
-        "INSERT INTO posbridge_payments (id, register, reference, status, method, currency, amount, captured_amount, \
-         refunded_amount, split_reserved_amount, split_of, open, created_at, version, record) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13::double precision / 1000), $14, $15) \
-         ON CONFLICT (id) DO NOTHING"
-            .to_string()
-    } else {
-        format!("UPDATE posbridge_payments SET {columns} WHERE id = $1 AND version < $14")
-    };
-    let statement = transaction.prepare_cached(&sql).await.map_err(classify)?;
-    let created_at = payment.created_at as f64;
-    let version = payment.version as i64;
-    let split_of = payment.split_of.as_ref().map(PaymentId::as_str);
-    let written = transaction
-        .execute(
-            &statement,
-            &[
-                &payment.id.as_str(),
-                &payment.register,
-                &payment.reference,
-                &payment.status.as_str(),
-                &payment.method,
-                &payment.currency.as_str(),
-                &(payment.amount.0 as i64),
-                &(payment.captured_amount.0 as i64),
-                &(payment.refunded_amount.0 as i64),
-                &(payment.split_reserved_amount.0 as i64),
-                &split_of,
-                &index::is_open(payment),
-                &created_at,
-                &version,
-                &Json(payment),
-            ],
-        )
-        .await
-        .map_err(classify)?;
+async fn write_payment(transaction: &Transaction<'_>, payment: &Payment, read_version: Option<u64>) -> Result<(), StoreError> {
+    let sql = if payment.version <= 1 { INSERT_PAYMENT } else { UPDATE_PAYMENT };
+    let statement = transaction.prepare_cached(sql).await.map_err(classify)?;
+    let mut values = payment_values(payment);
+    if payment.version > 1 {
+        // The version the change was computed from: the update lands only over it.
+        values.push(Box::new(read_version.map(|version| version as i64)));
+    }
+    let written = transaction.execute(&statement, &parameters(&values)).await.map_err(classify)?;
     if written == 1 {
         return Ok(());
     }
@@ -436,6 +657,25 @@ async fn write_payment(transaction: &Transaction<'_>, payment: &Payment) -> Resu
     })
 }
 
+/// A refund's row: its payment's register comes from the commit (`$3`) or the stored
+/// payment.
+const INSERT_REFUND: &str = "INSERT INTO posbridge_refunds (id, payment, register, status, amount, currency, created_at, record) \
+     VALUES ($1, $2, COALESCE($3, (SELECT register FROM posbridge_payments WHERE id = $2)), $4, $5, $6, \
+             to_timestamp($7::double precision / 1000), $8)";
+
+fn refund_values<'a>(refund: &'a Refund, register: Option<&'a str>) -> Values<'a> {
+    vec![
+        Box::new(refund.id.as_str()),
+        Box::new(refund.payment.as_ref().map(PaymentId::as_str)),
+        Box::new(register),
+        Box::new(refund.status.as_str()),
+        Box::new(refund.amount.0 as i64),
+        Box::new(refund.currency.as_str()),
+        Box::new(refund.created_at as f64),
+        Box::new(Json(refund)),
+    ]
+}
+
 /// Inserts or replaces a refund, with its payment's register (staged in the same commit,
 /// or stored).
 async fn write_refund(transaction: &Transaction<'_>, commit: &Commit, refund: &Refund) -> Result<(), StoreError> {
@@ -444,32 +684,12 @@ async fn write_refund(transaction: &Transaction<'_>, commit: &Commit, refund: &R
         .as_ref()
         .and_then(|id| commit.payments.iter().find(|payment| &payment.id == id))
         .map(|payment| payment.register.as_str());
-    let statement = transaction
-        .prepare_cached(
-            "INSERT INTO posbridge_refunds (id, payment, register, status, amount, currency, created_at, record) \
-             VALUES ($1, $2, COALESCE($3, (SELECT register FROM posbridge_payments WHERE id = $2)), $4, $5, $6, \
-                     to_timestamp($7::double precision / 1000), $8) \
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, amount = EXCLUDED.amount, record = EXCLUDED.record",
-        )
-        .await
-        .map_err(classify)?;
-    let payment = refund.payment.as_ref().map(PaymentId::as_str);
-    transaction
-        .execute(
-            &statement,
-            &[
-                &refund.id.as_str(),
-                &payment,
-                &staged_register,
-                &refund.status.as_str(),
-                &(refund.amount.0 as i64),
-                &refund.currency.as_str(),
-                &(refund.created_at as f64),
-                &Json(refund),
-            ],
-        )
-        .await
-        .map_err(classify)?;
+    let sql = format!(
+        "{INSERT_REFUND} ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, amount = EXCLUDED.amount, record = EXCLUDED.record"
+    );
+    let statement = transaction.prepare_cached(&sql).await.map_err(classify)?;
+    let values = refund_values(refund, staged_register);
+    transaction.execute(&statement, &parameters(&values)).await.map_err(classify)?;
     Ok(())
 }
 
@@ -686,7 +906,8 @@ impl Backend for PostgresStore {
             .prepare_cached("SELECT id, kind, at, data FROM posbridge_journal WHERE id > $1 ORDER BY id LIMIT $2")
             .await
             .map_err(classify)?;
-        let rows = client.query(&statement, &[&(after as i64), &limit_of(limit)]).await.map_err(classify)?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = client.query(&statement, &[&after, &limit_of(limit)]).await.map_err(classify)?;
         let events: Vec<Event> = rows
             .into_iter()
             .map(|row| Event { id: row.get::<_, i64>(0) as u64, kind: row.get(1), at: row.get(2), data: row.get(3) })
@@ -713,18 +934,14 @@ impl Backend for PostgresStore {
     async fn sweep(&self, cutoffs: &Cutoffs) -> Result<Totals, StoreError> {
         let payments_before = PaymentId::first_at(cutoffs.payments).to_string();
         let refunds_before = RefundId::first_at(cutoffs.payments).to_string();
-        let payments = self
-            .drain(
-                "WITH chosen AS (SELECT id FROM posbridge_payments p WHERE p.id < $1 AND NOT p.open AND p.split_reserved_amount = 0 \
-                   AND NOT EXISTS (SELECT 1 FROM posbridge_refunds r WHERE r.payment = p.id AND r.status = 'pending') \
-                   ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-                 gone AS (DELETE FROM posbridge_payments WHERE id IN (SELECT id FROM chosen) RETURNING id), \
-                 refunds AS (DELETE FROM posbridge_refunds WHERE payment IN (SELECT id FROM gone)), \
-                 receipts AS (DELETE FROM posbridge_receipts WHERE payment IN (SELECT id FROM gone)) \
-                 SELECT count(*) FROM gone",
-                &payments_before,
-            )
-            .await?;
+        let mut payments = 0;
+        loop {
+            let (removed, more) = self.sweep_payments(&payments_before).await?;
+            payments += removed;
+            if !more {
+                break;
+            }
+        }
         let refunds = self
             .drain(
                 "WITH gone AS (DELETE FROM posbridge_refunds WHERE id IN (SELECT id FROM posbridge_refunds \
@@ -733,13 +950,20 @@ impl Backend for PostgresStore {
                 &refunds_before,
             )
             .await?;
+        // Only ever a prefix of the journal (the daemons' clocks may differ): everything
+        // before the first event written at or after the cutoff.
         let events = self
             .drain(
-                "WITH gone AS (DELETE FROM posbridge_journal WHERE id IN (SELECT id FROM posbridge_journal \
-                   WHERE at < $1 ORDER BY id LIMIT $2) RETURNING 1) SELECT count(*) FROM gone",
+                "WITH keep AS (SELECT COALESCE((SELECT min(id) FROM posbridge_journal WHERE at >= $1), \
+                                               (SELECT next_event FROM posbridge_meta)) AS first), \
+                 gone AS (DELETE FROM posbridge_journal WHERE id IN (SELECT id FROM posbridge_journal, keep \
+                   WHERE id < keep.first ORDER BY id LIMIT $2) RETURNING 1) SELECT count(*) FROM gone",
                 &cutoffs.journal,
             )
             .await?;
+        // Leases of work long done or given up by a daemon that stopped.
+        let client = self.client().await?;
+        client.execute("DELETE FROM posbridge_leases WHERE expires_at < now() - interval '1 hour'", &[]).await.map_err(classify)?;
         let idempotency = self
             .drain(
                 "WITH gone AS (DELETE FROM posbridge_idempotency WHERE key IN (SELECT key FROM posbridge_idempotency \

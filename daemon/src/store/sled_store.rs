@@ -138,6 +138,11 @@ impl SledStore {
         Ok(())
     }
 
+    /// The id the next journal event gets.
+    pub fn next_event_id(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(NEXT_EVENT)?.map(|bytes| be_u64(&bytes)).unwrap_or(1))
+    }
+
     /// A number never handed out before, also across crashes (for ids).
     pub fn unique(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
@@ -176,7 +181,9 @@ impl SledStore {
                     // (without its receipt reservation and refunds).
                     None if payment.version > 1 => return Err(abort(StoreError::Gone(payment.id.clone()))),
                     // Written from an older read: the newer change would be lost.
-                    Some(old) if old.version >= payment.version => return Err(abort(StoreError::Conflict(payment.id.clone()))),
+                    Some(old) if commit.read_version(&payment.id).map_or(old.version >= payment.version, |read| read != old.version) => {
+                        return Err(abort(StoreError::Conflict(payment.id.clone())))
+                    }
                     _ => {}
                 }
                 let old_keys = old.as_ref().map(index::payment_keys).unwrap_or_default();
