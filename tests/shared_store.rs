@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox};
+use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox, StripeOptions, StripeSandbox};
 use posbridge_testkit::postgres::Postgres;
 use posbridge_testkit::{till_token, Daemon, Install, TILL_TOKEN};
 use serde_json::{json, Value};
@@ -388,4 +388,70 @@ fn a_crash_campaign_over_two_daemons_loses_nothing_acknowledged_and_redeems_each
         assert_eq!(status, 200, "{refund}: {stored}");
         assert_ne!(stored["status"], "failed", "{stored}");
     }
+}
+
+#[test]
+fn a_daemon_refuses_a_database_without_its_schema_and_a_bad_url_is_named_at_its_line() {
+    let install = Install::new(BIN).on_shared_store(&Postgres::shared().new_database());
+    install.configure("");
+    // Not migrated: `serve` stops at once and names the command to run.
+    let refused = install.run(&["serve"]);
+    assert!(!refused.status.success());
+    let said = posbridge_testkit::all_output(&refused);
+    assert!(said.contains("schema version 0") && said.contains("posbridge store migrate"), "{said}");
+    let migrated = install.run(&["store", "migrate"]);
+    assert!(posbridge_testkit::all_output(&migrated).contains("schema version 1"), "{}", posbridge_testkit::all_output(&migrated));
+    let again = install.run(&["store", "migrate"]);
+    assert!(posbridge_testkit::all_output(&again).contains("up to date"), "{}", posbridge_testkit::all_output(&again));
+    let doctor = install.run(&["doctor"]);
+    assert!(posbridge_testkit::all_output(&doctor).contains("OK   store: postgres"), "{}", posbridge_testkit::all_output(&doctor));
+
+    // A URL that is not one: `check` names the file, the line and the key.
+    install.write("conf.d/00-store.toml", "[store]\nbackend = \"postgres\"\nurl = \"postgres://user@host:notaport/db\"\n");
+    let checked = install.run(&["check"]);
+    assert!(!checked.status.success());
+    let said = posbridge_testkit::all_output(&checked);
+    assert!(said.contains("00-store.toml:3") && said.contains("store.url") && said.contains("not a PostgreSQL URL"), "{said}");
+}
+
+#[test]
+fn a_card_payment_waiting_at_one_till_is_canceled_from_another() {
+    const READER: &str = "tmr_SandboxReader1";
+    let any = || "127.0.0.1:0".parse::<SocketAddr>().unwrap();
+    let smartum = SmartumSandbox::start(any(), SandboxOptions::default()).unwrap();
+    let stripe = StripeSandbox::start(any(), StripeOptions::default()).unwrap();
+    let first = Install::new(BIN).on_shared_store(&Postgres::shared().new_database());
+    let second = first.beside();
+    for install in [&first, &second] {
+        install.add_plugin("posbridge-plugin-smartum");
+        install.add_plugin("posbridge-plugin-stripe-split");
+        install.write("stripe.secret", "sk_test_sandbox\n");
+        let card = format!(
+            "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\nreader = \"{READER}\"\ntimeout = \"3s\"\n",
+            stripe.url()
+        );
+        install.configure(&format!("{}\n{card}", smartum.config_section(install.path(), "").unwrap()));
+    }
+    let (at_a, at_b) = (first.start(), second.start());
+    // At A: 30.00 by Smartum, the 15.00 left on the reader beside A.
+    let cart = json!({"method": "smartum", "amount": 4500, "currency": "EUR", "lines": [
+        {"sku": "GYM", "name": "gym", "amount": 3000, "labels": ["smartum"]},
+        {"sku": "DRINK", "name": "drink", "amount": 1500, "labels": []}]});
+    let purchase = at_a.post("/v1/payments", &cart).1;
+    let receipt = smartum.create_receipt(3000);
+    assert_eq!(at_a.post(&format!("/v1/payments/{}/scan", id(&purchase)), &json!({"code": receipt.jws})).1["status"], "succeeded");
+    let (status, card) =
+        at_a.post("/v1/payments", &json!({"method": "card", "amount": 1500, "currency": "EUR", "split_of": id(&purchase)}));
+    assert_eq!(status, 201, "{card}");
+    assert!(stripe.wait_for_reader_action(READER, Duration::from_secs(30)), "the reader beside A shows the payment");
+
+    // The manager cancels it from B's machine: A's card job cancels it at Stripe, and the
+    // purchase is undone.
+    let (status, canceled) = at_b.post_as(posbridge_testkit::MANAGER_TOKEN, &format!("/v1/payments/{}/cancel", id(&card)), &json!({}));
+    assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")), "{canceled}");
+    assert_eq!(canceled["compensation"][0]["status"], "succeeded", "{canceled}");
+    assert_eq!(smartum.transaction(&receipt.transaction_id).unwrap().status, "refunded");
+    assert_eq!(stripe.charges(), 0);
+    let seen_at_a = at_a.get_json(&format!("/v1/payments/{}", id(&card))).1;
+    assert_eq!(seen_at_a["status"], "canceled", "{seen_at_a}");
 }

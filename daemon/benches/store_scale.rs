@@ -342,6 +342,7 @@ fn paid(at: Millis, unique: u64, register: usize, method: &str, amount: u64, ref
         attempts: 0,
         plugin_data: None,
         next_action: None,
+        cancel_requested_at: None,
         compensation: None,
     }
 }

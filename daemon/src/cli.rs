@@ -226,10 +226,10 @@ enum SandboxAction {
 
 async fn migrate_store(config_path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let config = crate::config::load(config_path)?;
-    let crate::config::StoreBackend::Postgres { url, .. } = &config.store.backend else {
+    let crate::config::StoreBackend::Postgres(shared) = &config.store.backend else {
         return Err("the store is sled (embedded): it needs no migration; `[store] backend = \"postgres\"` names a shared database".into());
     };
-    let applied = crate::store::PostgresStore::migrate(url.expose()).await?;
+    let applied = crate::store::PostgresStore::migrate(shared).await?;
     match applied.as_slice() {
         [] => println!("the store's schema is up to date ({})", config.store.backend.describe()),
         versions => {
@@ -247,11 +247,11 @@ async fn copy_store(config_path: &Path, from: &str, to: &str) -> Result<(), Box<
         return Err(format!("--to {to:?}: the store is copied into `postgres`, the config's [store] database").into());
     }
     let config = crate::config::load(config_path)?;
-    let crate::config::StoreBackend::Postgres { url, node } = &config.store.backend else {
+    let crate::config::StoreBackend::Postgres(shared) = &config.store.backend else {
         return Err("the config's [store] is not `backend = \"postgres\"`: name the database to copy into there".into());
     };
     let source = crate::store::SledStore::open(Path::new(path))?;
-    let target = crate::store::PostgresStore::connect(url.expose(), node).await?;
+    let target = crate::store::PostgresStore::connect(shared).await?;
     let report = crate::store::copy::sled_to_postgres(&source, &target).await?;
     for copied in &report.copied {
         println!("{:<20} {:>9} in {path}, {:>9} in the database", copied.kind, copied.in_source, copied.in_target);

@@ -73,7 +73,7 @@ fn plugin_findings(catalog: &Catalog) -> Vec<Finding> {
 async fn store(config: &Config) -> Option<Finding> {
     let path = match &config.store.backend {
         StoreBackend::Sled { path } => path,
-        StoreBackend::Postgres { url, node } => return Some(shared_store(url, node).await),
+        StoreBackend::Postgres(shared) => return Some(shared_store(shared).await),
     };
     Some(match Store::open_sled(path) {
         Ok(store) if store.health().await.is_ok() => ok("store", format!("{} opens and reads", path.display())),
@@ -86,9 +86,10 @@ async fn store(config: &Config) -> Option<Finding> {
 }
 
 /// A shared store: reachable, at the schema this version knows, answering reads.
-async fn shared_store(url: &config::Secret, node: &str) -> Finding {
-    let backend = StoreBackend::Postgres { url: url.clone(), node: node.to_string() };
-    match crate::store::PostgresStore::connect(url.expose(), node).await.map(Store::Postgres) {
+async fn shared_store(shared: &config::SharedStore) -> Finding {
+    let backend = StoreBackend::Postgres(shared.clone());
+    let node = &shared.node;
+    match crate::store::PostgresStore::connect(shared).await.map(Store::Postgres) {
         Ok(store) => match store.health().await {
             Ok(()) => ok("store", format!("{} answers (node {node})", backend.describe())),
             Err(error) => fail("store", format!("{error}")),

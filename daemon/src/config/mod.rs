@@ -102,7 +102,7 @@ fn build(root: &Table, source: &Path, root_at: Location, p: &mut Problems) -> Co
 fn warnings(server: &ServerConfig, store: &StoreConfig, root: &Table) -> Vec<String> {
     let mut warnings = Vec::new();
     let store_table = root.entries.iter().find(|entry| entry.key == "store").map(|entry| &entry.node.value);
-    if let (StoreBackend::Postgres { .. }, Some(Value::Table(table))) = (&store.backend, store_table) {
+    if let (StoreBackend::Postgres(_), Some(Value::Table(table))) = (&store.backend, store_table) {
         if table.entries.iter().any(|entry| entry.key == "path") {
             warnings.push("store.path is the sled store's directory; with backend = \"postgres\" it is not used".to_string());
         }
@@ -256,7 +256,14 @@ fn postgres_store(s: &mut Section<'_>, p: &mut Problems) -> StoreBackend {
     if node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         p.add(&s.value_at("node"), &s.key_path("node"), "a node name is 1 to 64 letters, digits, '-', '_' or '.'");
     }
-    StoreBackend::Postgres { url: url.unwrap_or_else(|| Secret::from_value("postgres://invalid").expect("a literal")), node }
+    let ca_file = s.path(p, "ca_file");
+    if let Some(file) = &ca_file {
+        if let Err(error) = crate::store::postgres_store::read_ca_file(file) {
+            p.add(&s.value_at("ca_file"), &s.key_path("ca_file"), error);
+        }
+    }
+    let url = url.unwrap_or_else(|| Secret::from_value("postgres://invalid").expect("a literal"));
+    StoreBackend::Postgres(SharedStore { url, node, ca_file })
 }
 
 /// This machine's host name, the default node name of a daemon on a shared store.

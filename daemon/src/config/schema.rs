@@ -77,8 +77,20 @@ pub struct StoreConfig {
 pub enum StoreBackend {
     /// The embedded store in a directory of this machine (`path`).
     Sled { path: PathBuf },
-    /// A PostgreSQL database (`url` or `url_file`), shared by the daemons named `node`.
-    Postgres { url: Secret, node: String },
+    /// A PostgreSQL database shared by several daemons.
+    Postgres(SharedStore),
+}
+
+/// `[store] backend = "postgres"`: where the database is and who this daemon is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedStore {
+    /// `url` or `url_file`: `postgres://user:password@host:5432/database`.
+    pub url: Secret,
+    /// This daemon's name in leases and logs.
+    pub node: String,
+    /// CA certificates (PEM) a remote database's certificate may chain to, besides the
+    /// public roots: a managed service's own CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl StoreBackend {
@@ -86,11 +98,11 @@ impl StoreBackend {
     pub fn describe(&self) -> String {
         match self {
             StoreBackend::Sled { path } => format!("sled at {}", path.display()),
-            StoreBackend::Postgres { url, node } => {
-                let place = crate::store::postgres_store::parse_url(url.expose())
-                    .map(|config| format!("{:?}/{}", config.get_hosts(), config.get_dbname().unwrap_or_default()))
+            StoreBackend::Postgres(shared) => {
+                let place = crate::store::postgres_store::parse_url(shared.url.expose())
+                    .map(|config| crate::store::postgres_store::place(&config))
                     .unwrap_or_default();
-                format!("postgres {place} as node {node}")
+                format!("postgres {place} as node {}", shared.node)
             }
         }
     }

@@ -94,7 +94,7 @@ impl Payments {
             other => return (other, None),
         };
         let context = Self::context(&payment, method);
-        let stop = if control.cancel_requested() {
+        let stop = if control.cancel_requested() || payment.cancel_requested_at.is_some() {
             Some(Failure { code: "canceled".into(), message: "the POS canceled the card payment".into(), retryable: false })
         } else if now_ms() >= payment.expires_at {
             Some(Failure {
@@ -165,11 +165,19 @@ impl Payments {
     /// reached: the job keeps trying.
     pub(super) async fn cancel_card_at_provider(&self, payment: &Payment) -> Result<Payment, PaymentError> {
         let method = self.method(&payment.method)?;
+        // Recorded first: on a shared store the card job may run at another daemon,
+        // which sees the request at its next look.
+        let mut current = self.transition(&payment.id, PaymentEvent::CancelRequested, Record::Nothing).await?;
         let job = start(self, method.clone(), payment.id.clone(), None, None);
         job.request_cancel();
-        let bound = method.timeout * 2 + POLL_EVERY * 4;
-        let _ = tokio::time::timeout(bound, job.finished()).await;
-        let current = self.load(&payment.id).await?;
+        let deadline = tokio::time::Instant::now() + method.timeout * 2 + POLL_EVERY * 4;
+        while waiting(&current) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            current = self.wait(current.id.as_str(), current.version, left).await?;
+        }
         if waiting(&current) {
             return Err(PaymentError::Provider {
                 code: "provider_unavailable".into(),

@@ -21,6 +21,9 @@ pub enum PaymentEvent {
     CardFailed { failure: Failure, plugin_data: String },
     /// The POS canceled it.
     Canceled,
+    /// The POS asked to cancel a waiting card payment: recorded, so the card job cancels
+    /// it at the provider wherever it runs.
+    CancelRequested,
     /// Its time to be scanned ran out.
     Expired,
     /// A refund reserved part of what it took.
@@ -143,6 +146,12 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
             }
             after.status = PaymentStatus::Canceled;
             after.next_action = None;
+        }
+        PaymentEvent::CancelRequested => {
+            if !waiting_for_card(payment) || payment.cancel_requested_at.is_some() {
+                return Ok(Next::Unchanged);
+            }
+            after.cancel_requested_at = Some(now);
         }
         PaymentEvent::Expired => {
             if !payment.status.accepts_scan() || payment.expires_at > now {
@@ -288,6 +297,16 @@ mod tests {
         assert_eq!(failed.status, Failed);
         let late = PaymentEvent::CardFailed { failure: failure("card_declined"), plugin_data: "pi_1".into() };
         assert_eq!(next(&payment(Succeeded), late, NOW).unwrap(), Next::Unchanged);
+    }
+
+    #[test]
+    fn a_cancel_request_is_recorded_once_and_only_while_a_card_waits() {
+        let waiting = payment(AwaitingCard);
+        let requested = changed(next(&waiting, PaymentEvent::CancelRequested, NOW));
+        assert_eq!((requested.status, requested.cancel_requested_at), (AwaitingCard, Some(NOW)));
+        assert_eq!(requested.version, waiting.version + 1);
+        assert_eq!(next(&requested, PaymentEvent::CancelRequested, NOW + 1).unwrap(), Next::Unchanged, "once");
+        assert_eq!(next(&payment(Succeeded), PaymentEvent::CancelRequested, NOW).unwrap(), Next::Unchanged);
     }
 
     #[test]

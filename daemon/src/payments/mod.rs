@@ -480,6 +480,7 @@ impl Payments {
             attempts: 0,
             plugin_data: None,
             next_action: None,
+            cancel_requested_at: None,
             compensation: None,
         };
         {

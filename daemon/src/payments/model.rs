@@ -330,6 +330,10 @@ pub struct Payment {
     /// What the POS should show the customer (a payment page as a QR code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_action: Option<NextAction>,
+    /// When a POS asked to cancel this waiting card payment: whichever daemon runs its
+    /// card job (on a shared store, perhaps another till's) cancels it at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<Millis>,
     /// Set when canceling this leg abandoned its purchase: the saga that refunds the
     /// purchase's other legs, persisted so it finishes after a crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -468,6 +472,7 @@ pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) ->
         attempts: 0,
         plugin_data: None,
         next_action: None,
+        cancel_requested_at: None,
         compensation: None,
     }
 }

@@ -186,10 +186,10 @@ impl Store {
     pub async fn open(backend: &StoreBackend) -> Result<Store, StoreError> {
         match backend {
             StoreBackend::Sled { path } => Store::open_sled(path),
-            StoreBackend::Postgres { url, node } => {
+            StoreBackend::Postgres(shared) => {
                 let mut pause = Duration::from_millis(500);
                 loop {
-                    match PostgresStore::connect(url.expose(), node).await {
+                    match PostgresStore::connect(shared).await {
                         Err(StoreError::Unavailable(why)) => {
                             tracing::error!(store = %backend.describe(), %why, "the store's database cannot be reached; trying again");
                             tokio::time::sleep(pause).await;

@@ -30,6 +30,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use super::index::{self, PaymentIndex, RefundIndex};
 use super::retention::{Cutoffs, Totals};
 use super::{postgres_schema, Backend, Commit, Event, IdempotencyRecord, StoreError, Window};
+use crate::config::SharedStore;
 use crate::payments::model::{now_ms, Payment, PaymentId, Refund, RefundId};
 
 /// The channel every daemon's commits announce their newest event id on.
@@ -88,6 +89,20 @@ fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+/// Where a URL points, for logs and messages (never its password): `host:port/database`.
+pub fn place(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{}:{port}/{}", hosts.join(","), config.get_dbname().unwrap_or_default())
+}
+
 /// Whether every host of a URL is this machine (or a Unix socket): only then may the
 /// connection go without TLS.
 fn is_local(config: &tokio_postgres::Config) -> bool {
@@ -97,9 +112,25 @@ fn is_local(config: &tokio_postgres::Config) -> bool {
     })
 }
 
+/// The certificates of a `ca_file` (PEM): at least one, or why not.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{} is not PEM certificates: {error}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certificates)
+}
+
 /// The TLS a connection to `config` needs: none on loopback; rustls with the public
-/// roots elsewhere, required.
-fn tls_for(config: &mut tokio_postgres::Config) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, StoreError> {
+/// roots (and the `ca_file`'s) elsewhere, required.
+fn tls_for(
+    config: &mut tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, StoreError> {
     if is_local(config) {
         return Ok(None);
     }
@@ -109,7 +140,12 @@ fn tls_for(config: &mut tokio_postgres::Config) -> Result<Option<tokio_postgres_
         ));
     }
     config.ssl_mode(SslMode::Require);
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(file) = ca_file {
+        for certificate in read_ca_file(file).map_err(StoreError::Schema)? {
+            roots.add(certificate).map_err(|error| StoreError::Schema(format!("{}: {error}", file.display())))?;
+        }
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|error| StoreError::Unavailable(format!("TLS setup: {error}")))?
@@ -156,9 +192,11 @@ where
 impl PostgresStore {
     /// Connects to the database at `url` as daemon `node`: checks the schema, reads the
     /// newest event and starts following the others' events.
-    pub async fn connect(url: &str, node: &str) -> Result<PostgresStore, StoreError> {
-        let mut config = parse_url(url).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
-        let tls = tls_for(&mut config)?;
+    pub async fn connect(shared: &SharedStore) -> Result<PostgresStore, StoreError> {
+        let node = shared.node.as_str();
+        let mut config =
+            parse_url(shared.url.expose()).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
+        let tls = tls_for(&mut config, shared.ca_file.as_deref())?;
         let pool = match &tls {
             None => build_pool(config.clone(), NoTls)?,
             Some(tls) => build_pool(config.clone(), tls.clone())?,
@@ -186,9 +224,10 @@ impl PostgresStore {
     }
 
     /// Applies the schema's missing migrations to the database at `url`.
-    pub async fn migrate(url: &str) -> Result<Vec<i32>, StoreError> {
-        let mut config = parse_url(url).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
-        let pool = match tls_for(&mut config)? {
+    pub async fn migrate(shared: &SharedStore) -> Result<Vec<i32>, StoreError> {
+        let mut config =
+            parse_url(shared.url.expose()).map_err(|error| StoreError::Schema(format!("the store URL is not valid: {error}")))?;
+        let pool = match tls_for(&mut config, shared.ca_file.as_deref())? {
             None => build_pool(config, NoTls)?,
             Some(tls) => build_pool(config, tls)?,
         };
@@ -1013,10 +1052,24 @@ mod tests {
         assert!(!local("postgres://posbridge@db.example.com/posbridge"));
         assert!(!local("postgres://posbridge@10.0.0.5/posbridge"));
         let mut remote_plain = parse_url("postgres://posbridge@db.example.com/posbridge?sslmode=disable").unwrap();
-        assert!(matches!(tls_for(&mut remote_plain), Err(StoreError::Schema(_))), "a remote URL never goes in the clear");
+        assert!(matches!(tls_for(&mut remote_plain, None), Err(StoreError::Schema(_))), "a remote URL never goes in the clear");
         let mut remote = parse_url("postgres://posbridge@db.example.com/posbridge").unwrap();
-        assert!(tls_for(&mut remote).unwrap().is_some());
+        assert!(tls_for(&mut remote, None).unwrap().is_some());
         assert_eq!(remote.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn a_ca_file_adds_its_certificates_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/testdata/test-ca.pem");
+        assert_eq!(read_ca_file(&ca).unwrap().len(), 1);
+        let mut remote = parse_url("postgres://posbridge@db.example.com/posbridge").unwrap();
+        assert!(tls_for(&mut remote, Some(&ca)).unwrap().is_some());
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        assert!(read_ca_file(&not_pem).unwrap_err().contains("holds no certificate"));
+        assert!(read_ca_file(&dir.path().join("missing.pem")).unwrap_err().contains("cannot read"));
+        assert!(matches!(tls_for(&mut remote, Some(&not_pem)), Err(StoreError::Schema(_))));
     }
 
     #[test]
