@@ -301,26 +301,20 @@ impl PostgresStore {
     async fn write(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(classify)?;
+        // Every statement of the change is sent at once: the connection pipelines them
+        // and the server runs them in this order (one round trip, not one each). The
+        // event counter comes last, so its lock is held only to the commit.
+        let tx = &transaction;
+        let mut steps: Vec<Step<'_>> = Vec::new();
         if let Some(work) = &commit.lease {
-            self.hold(&transaction, work).await?;
+            steps.push(Box::pin(self.hold(tx, work)));
         }
-        for (receipt, payment) in &commit.reserve {
-            reserve(&transaction, receipt, payment).await?;
-        }
-        for receipt in &commit.release {
-            let statement = transaction.prepare_cached("DELETE FROM posbridge_receipts WHERE receipt = $1").await.map_err(classify)?;
-            transaction.execute(&statement, &[receipt]).await.map_err(classify)?;
-        }
-        for payment in &commit.payments {
-            write_payment(&transaction, payment, commit.read_version(&payment.id)).await?;
-        }
-        for refund in &commit.refunds {
-            write_refund(&transaction, commit, refund).await?;
-        }
-        for (key, record) in &commit.idempotency {
-            write_idempotency(&transaction, key, record.as_ref()).await?;
-        }
-        let events = append_events(&transaction, &commit.events).await?;
+        steps.extend(commit.reserve.iter().map(|(receipt, payment)| Box::pin(reserve(tx, receipt, payment)) as Step<'_>));
+        steps.extend(commit.release.iter().map(|receipt| Box::pin(release(tx, receipt)) as Step<'_>));
+        steps.extend(commit.payments.iter().map(|payment| Box::pin(write_payment(tx, payment, commit.read_version(&payment.id))) as Step<'_>));
+        steps.extend(commit.refunds.iter().map(|refund| Box::pin(write_refund(tx, commit, refund)) as Step<'_>));
+        steps.extend(commit.idempotency.iter().map(|(key, record)| Box::pin(write_idempotency(tx, key, record.as_ref())) as Step<'_>));
+        let (_, events) = futures_util::future::try_join(futures_util::future::try_join_all(steps), append_events(tx, &commit.events)).await?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("store-before-flush", |_| Err(StoreError::Corrupt {
             key: "failpoint".into(),
@@ -569,6 +563,15 @@ where
 
 type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 
+/// One statement of a change, to be pipelined with the others.
+type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+async fn release(transaction: &Transaction<'_>, receipt: &str) -> Result<(), StoreError> {
+    let statement = transaction.prepare_cached("DELETE FROM posbridge_receipts WHERE receipt = $1").await.map_err(classify)?;
+    transaction.execute(&statement, &[&receipt]).await.map_err(classify)?;
+    Ok(())
+}
+
 /// Runs `sql` once per row, all sent together: the connection pipelines them (one round
 /// trip in all, not one per row).
 async fn insert_all(transaction: &Transaction<'_>, sql: &str, rows: &Rows) -> Result<(), StoreError> {
@@ -758,31 +761,30 @@ async fn append_events(transaction: &Transaction<'_>, drafts: &[(String, serde_j
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
-    let count = drafts.len() as i64;
-    let counter = transaction
-        .prepare_cached("UPDATE posbridge_meta SET next_event = next_event + $1 RETURNING next_event - $1")
-        .await
-        .map_err(classify)?;
-    let first = transaction.query_one(&counter, &[&count]).await.map_err(classify)?.get::<_, i64>(0) as u64;
-    let at = now_ms();
-    let events: Vec<Event> = drafts
-        .iter()
-        .enumerate()
-        .map(|(offset, (kind, data))| Event { id: first + offset as u64, kind: kind.clone(), at, data: data.clone() })
-        .collect();
-    let ids: Vec<i64> = events.iter().map(|event| event.id as i64).collect();
-    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
-    let data: Vec<&serde_json::Value> = events.iter().map(|event| &event.data).collect();
-    let insert = transaction
+    // One statement: take the ids from the counter (its row lock orders the commits),
+    // write the events, and announce the newest to every listening daemon at commit.
+    let append = transaction
         .prepare_cached(
-            "INSERT INTO posbridge_journal (id, kind, at, data) SELECT id, kind, $4, data FROM unnest($1::bigint[], $2::text[], $3::jsonb[]) AS e(id, kind, data)",
+            "WITH counter AS (UPDATE posbridge_meta SET next_event = next_event + cardinality($1::text[]) \
+                              RETURNING next_event - cardinality($1::text[]) AS first), \
+                  written AS (INSERT INTO posbridge_journal (id, kind, at, data) \
+                              SELECT counter.first + e.position - 1, e.kind, $3, e.data \
+                              FROM counter, unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS e(kind, data, position) \
+                              RETURNING id) \
+             SELECT min(id), max(id), pg_notify($4, max(id)::text)::text FROM written",
         )
         .await
         .map_err(classify)?;
-    transaction.execute(&insert, &[&ids, &kinds, &data, &at]).await.map_err(classify)?;
-    let last = events.last().map(|event| event.id).unwrap_or_default().to_string();
-    transaction.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last]).await.map_err(classify)?;
-    Ok(events)
+    let at = now_ms();
+    let kinds: Vec<&str> = drafts.iter().map(|(kind, _)| kind.as_str()).collect();
+    let data: Vec<&serde_json::Value> = drafts.iter().map(|(_, data)| data).collect();
+    let row = transaction.query_one(&append, &[&kinds, &data, &at, &CHANNEL]).await.map_err(classify)?;
+    let first = row.get::<_, i64>(0) as u64;
+    Ok(drafts
+        .iter()
+        .enumerate()
+        .map(|(offset, (kind, data))| Event { id: first + offset as u64, kind: kind.clone(), at, data: data.clone() })
+        .collect())
 }
 
 /// A `WHERE` clause (and its parameters) selecting what any of `indexes` holds.
