@@ -311,10 +311,13 @@ impl PostgresStore {
         }
         steps.extend(commit.reserve.iter().map(|(receipt, payment)| Box::pin(reserve(tx, receipt, payment)) as Step<'_>));
         steps.extend(commit.release.iter().map(|receipt| Box::pin(release(tx, receipt)) as Step<'_>));
-        steps.extend(commit.payments.iter().map(|payment| Box::pin(write_payment(tx, payment, commit.read_version(&payment.id))) as Step<'_>));
+        steps.extend(
+            commit.payments.iter().map(|payment| Box::pin(write_payment(tx, payment, commit.read_version(&payment.id))) as Step<'_>),
+        );
         steps.extend(commit.refunds.iter().map(|refund| Box::pin(write_refund(tx, commit, refund)) as Step<'_>));
         steps.extend(commit.idempotency.iter().map(|(key, record)| Box::pin(write_idempotency(tx, key, record.as_ref())) as Step<'_>));
-        let (_, events) = futures_util::future::try_join(futures_util::future::try_join_all(steps), append_events(tx, &commit.events)).await?;
+        let (_, events) =
+            futures_util::future::try_join(futures_util::future::try_join_all(steps), append_events(tx, &commit.events)).await?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("store-before-flush", |_| Err(StoreError::Corrupt {
             key: "failpoint".into(),
