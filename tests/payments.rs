@@ -245,17 +245,8 @@ fn crash_after_smartum_checked_the_receipt_ends_succeeded_once() {
     let receipt = shop.smartum.create_receipt(3000);
     shop.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
 
-    let url = format!("{}/v1/payments/{}/scan", shop.daemon().base_url, id(&payment));
-    let code = receipt.jws.clone();
-    let scanning = std::thread::spawn(move || {
-        // The answer never comes: the daemon is killed while it waits for Smartum.
-        let _ = reqwest::blocking::Client::new()
-            .post(url)
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"code": code}))
-            .timeout(Duration::from_secs(30))
-            .send();
-    });
+    // The answer never comes: the daemon is killed while it waits for Smartum.
+    let scanning = shop.daemon().post_unanswered(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": receipt.jws}));
     assert!(shop.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum never saw the check");
     assert_eq!(shop.payment(&payment)["status"], "processing", "write-ahead recorded the attempt");
 

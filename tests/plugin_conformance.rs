@@ -124,12 +124,7 @@ fn the_shipped_stripe_plugin_passes_against_the_sandbox_stripe_and_scan_rules_ar
     let stripe = StripeSandbox::start("127.0.0.1:0".parse().unwrap(), StripeOptions::default()).expect("stripe sandbox");
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-stripe-split");
-    install.write("stripe.secret", "sk_test_sandbox\n");
-    posbridge_testkit::private(&install.path().join("stripe.secret"));
-    install.configure(&format!(
-        "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\nreader = \"tmr_SandboxReader1\"\n",
-        stripe.url()
-    ));
+    install.configure(&stripe.config_section(install.path(), "reader = \"tmr_SandboxReader1\"").unwrap());
     let (passed, report, text) = plugin_test(&install, "card", None);
     assert!(passed, "{text}");
     assert_eq!(outcome(&report, "capabilities").0, "passed", "{text}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use posbridge::sandbox::{Faults, SandboxOptions, SmartumSandbox, StripeOptions, StripeSandbox};
 use posbridge_testkit::postgres::Postgres;
-use posbridge_testkit::{till_token, Daemon, Install, TILL_TOKEN};
+use posbridge_testkit::{till_token, Daemon, Install};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_posbridge");
@@ -145,16 +145,7 @@ fn a_killed_daemons_payment_is_finished_by_another_after_its_lease() {
     let payment = chain.create(0);
     let receipt = chain.smartum.create_receipt(3000);
     chain.smartum.set_faults(Faults { stall_after_check: true, ..Faults::default() });
-    let url = format!("{}/v1/payments/{}/scan", chain.at(0).base_url, id(&payment));
-    let code = receipt.jws.clone();
-    let hanging = std::thread::spawn(move || {
-        let _ = reqwest::blocking::Client::new()
-            .post(url)
-            .bearer_auth(TILL_TOKEN)
-            .json(&json!({"code": code}))
-            .timeout(Duration::from_secs(30))
-            .send();
-    });
+    let hanging = chain.at(0).post_unanswered(&format!("/v1/payments/{}/scan", id(&payment)), &json!({"code": receipt.jws}));
     assert!(chain.smartum.wait_for_checks(1, Duration::from_secs(30)), "Smartum never saw the check");
     assert_eq!(chain.at(1).get_json(&format!("/v1/payments/{}", id(&payment))).1["status"], "processing");
 
@@ -425,11 +416,7 @@ fn a_card_payment_waiting_at_one_till_is_canceled_from_another() {
     for install in [&first, &second] {
         install.add_plugin("posbridge-plugin-smartum");
         install.add_plugin("posbridge-plugin-stripe-split");
-        install.write("stripe.secret", "sk_test_sandbox\n");
-        let card = format!(
-            "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\nreader = \"{READER}\"\ntimeout = \"3s\"\n",
-            stripe.url()
-        );
+        let card = stripe.config_section(install.path(), &format!("reader = \"{READER}\"\ntimeout = \"3s\"")).unwrap();
         install.configure(&format!("{}\n{card}", smartum.config_section(install.path(), "").unwrap()));
     }
     let (at_a, at_b) = (first.start(), second.start());

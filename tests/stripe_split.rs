@@ -36,11 +36,7 @@ impl Shop {
         let install = Install::new(BIN);
         install.add_plugin("posbridge-plugin-smartum");
         install.add_plugin("posbridge-plugin-stripe-split");
-        install.write("stripe.secret", "sk_test_sandbox\n");
-        let card = format!(
-            "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"acct_1SandboxMerchant\"\n{card_extra}\n",
-            stripe.url()
-        );
+        let card = stripe.config_section(install.path(), card_extra).unwrap();
         install.configure(&format!("{}\n{card}\n{config_extra}", smartum.config_section(install.path(), "").unwrap()));
         let daemon = install.start();
         Shop { install, smartum, stripe, daemon: Some(daemon) }

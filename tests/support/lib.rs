@@ -358,6 +358,17 @@ impl Daemon {
         events
     }
 
+    /// `POST path` with the till's token from a thread of its own, for a request whose
+    /// answer never comes (the daemon is killed, or the provider stalls, meanwhile): the
+    /// answer, if any, is dropped; join the handle once the test is done with it.
+    pub fn post_unanswered(&self, path: &str, body: &serde_json::Value) -> std::thread::JoinHandle<()> {
+        let (url, body) = (format!("{}{path}", self.base_url), body.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let _ = client.post(url).bearer_auth(TILL_TOKEN).json(&body).timeout(Duration::from_secs(30)).send();
+        })
+    }
+
     /// `GET path` without a token.
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http.get(format!("{}{path}", self.base_url)).send().expect("GET")

@@ -261,3 +261,15 @@ pub fn render_qr(text: &str) -> String {
         Err(error) => format!("(cannot draw a QR code: {error})"),
     }
 }
+
+/// Writes a secret a sandbox config section names (readable by its owner only, as the
+/// daemon requires of secret files).
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{secret}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}

@@ -177,13 +177,7 @@ impl SmartumSandbox {
     /// into the section.
     pub fn config_section(&self, dir: &std::path::Path, extra: &str) -> std::io::Result<String> {
         let options = &self.shared.options;
-        let secret = dir.join("smartum.secret");
-        std::fs::write(&secret, format!("{}\n", options.client_secret))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
-        }
+        super::write_secret(&dir.join("smartum.secret"), &options.client_secret)?;
         std::fs::write(dir.join("smartum-es512.pem"), self.public_key_pem())?;
         Ok(format!(
             "[methods.smartum]\nplugin = \"smartum\"\napi_url = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"smartum.secret\"\nvenue_id = \"{}\"\nbenefit = \"{}\"\neligible_label = \"smartum\"\n{extra}\n[[methods.smartum.jwt_keys]]\nkid = \"{}\"\npem_file = \"smartum-es512.pem\"\n",

@@ -253,6 +253,18 @@ impl StripeSandbox {
         Ok(StripeSandbox { shared, address: server.address, shutdown: Some(server.shutdown) })
     }
 
+    /// A `[methods.card]` section for this fake (its first connected account; `extra`
+    /// appended), its secret key written to `stripe.secret` in `dir` (mode 600).
+    pub fn config_section(&self, dir: &std::path::Path, extra: &str) -> std::io::Result<String> {
+        let options = &self.shared.options;
+        super::write_secret(&dir.join("stripe.secret"), &options.secret_key)?;
+        let account = options.connected_accounts.first().map(String::as_str).unwrap_or_default();
+        Ok(format!(
+            "[methods.card]\nplugin = \"stripe-split\"\napi_url = \"{}\"\nsecret_key_file = \"stripe.secret\"\nconnected_account = \"{account}\"\n{extra}\n",
+            self.url()
+        ))
+    }
+
     /// `http://127.0.0.1:PORT`, the `api_url` to configure.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)

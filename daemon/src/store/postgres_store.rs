@@ -790,52 +790,73 @@ async fn append_events(transaction: &Transaction<'_>, drafts: &[(String, serde_j
         .collect())
 }
 
-/// A `WHERE` clause (and its parameters) selecting what any of `indexes` holds.
-fn payment_filter<'a>(indexes: &'a [PaymentIndex<'a>], parameters: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) -> String {
-    let mut place = |value: Box<dyn ToSql + Sync + Send + 'a>| {
-        parameters.push(value);
-        format!("${}", parameters.len())
-    };
-    let conditions: Vec<String> = indexes
-        .iter()
-        .map(|index| match *index {
-            PaymentIndex::All => "true".to_string(),
-            PaymentIndex::Reference(reference) => format!("reference = {}", place(Box::new(reference))),
-            PaymentIndex::Register(register) => format!("register = {}", place(Box::new(register))),
-            PaymentIndex::Status(status) => format!("status = {}", place(Box::new(status.as_str()))),
-            PaymentIndex::RegisterStatus(register, status) => {
-                format!("(register = {} AND status = {})", place(Box::new(register)), place(Box::new(status.as_str())))
-            }
-            PaymentIndex::LegsOf(parent) => format!("split_of = {}", place(Box::new(parent.as_str()))),
-            PaymentIndex::Open => "open".to_string(),
-        })
-        .collect();
-    if conditions.is_empty() {
-        "false".into()
-    } else {
-        format!("({})", conditions.join(" OR "))
+/// A newest-first read of records by index: the conditions of the indexes asked (any
+/// of them), narrowed by id bounds, with the parameters they bind.
+struct IndexQuery<'a> {
+    conditions: String,
+    values: Values<'a>,
+}
+
+impl<'a> IndexQuery<'a> {
+    /// Records matching any of `indexes`, each turned into its condition by `condition`
+    /// (which binds its values through the query).
+    fn matching_any<I: Copy>(indexes: &[I], condition: impl Fn(I, &mut IndexQuery<'a>) -> String) -> IndexQuery<'a> {
+        let mut query = IndexQuery { conditions: String::new(), values: Vec::new() };
+        let any: Vec<String> = indexes.iter().map(|index| condition(*index, &mut query)).collect();
+        query.conditions = if any.is_empty() { "false".into() } else { format!("({})", any.join(" OR ")) };
+        query
+    }
+
+    /// Binds `value` as the next parameter: its placeholder.
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'a) -> String {
+        self.values.push(Box::new(value));
+        format!("${}", self.values.len())
+    }
+
+    /// Keeps only ids `compared` (`>=`, `<`) to `id`, when given.
+    fn id(&mut self, compared: &str, id: Option<String>) {
+        if let Some(id) = id {
+            let placeholder = self.bind(id);
+            self.conditions += &format!(" AND id {compared} {placeholder}");
+        }
+    }
+
+    /// Up to `limit` records of `table`, newest first.
+    async fn records<T: for<'de> serde::Deserialize<'de>>(
+        mut self,
+        client: &deadpool_postgres::Object,
+        table: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let limit = self.bind(limit_of(limit));
+        let sql = format!("SELECT record FROM {table} WHERE {} ORDER BY id DESC LIMIT {limit}", self.conditions);
+        let rows = client.query(&sql, &parameters(&self.values)).await.map_err(classify)?;
+        Ok(rows.into_iter().map(|row| row.get::<_, Json<T>>(0).0).collect())
     }
 }
 
-/// The same for refunds.
-fn refund_filter<'a>(indexes: &'a [RefundIndex<'a>], parameters: &mut Vec<Box<dyn ToSql + Sync + Send + 'a>>) -> String {
-    let mut place = |value: Box<dyn ToSql + Sync + Send + 'a>| {
-        parameters.push(value);
-        format!("${}", parameters.len())
-    };
-    let conditions: Vec<String> = indexes
-        .iter()
-        .map(|index| match *index {
-            RefundIndex::All => "true".to_string(),
-            RefundIndex::OfPayment(payment) => format!("payment = {}", place(Box::new(payment.as_str()))),
-            RefundIndex::OfRegister(register) => format!("register = {}", place(Box::new(register))),
-            RefundIndex::Pending => "status = 'pending'".to_string(),
-        })
-        .collect();
-    if conditions.is_empty() {
-        "false".into()
-    } else {
-        format!("({})", conditions.join(" OR "))
+/// The condition a payment index stands for.
+fn payment_condition<'a>(index: PaymentIndex<'a>, query: &mut IndexQuery<'a>) -> String {
+    match index {
+        PaymentIndex::All => "true".to_string(),
+        PaymentIndex::Reference(reference) => format!("reference = {}", query.bind(reference)),
+        PaymentIndex::Register(register) => format!("register = {}", query.bind(register)),
+        PaymentIndex::Status(status) => format!("status = {}", query.bind(status.as_str())),
+        PaymentIndex::RegisterStatus(register, status) => {
+            format!("(register = {} AND status = {})", query.bind(register), query.bind(status.as_str()))
+        }
+        PaymentIndex::LegsOf(parent) => format!("split_of = {}", query.bind(parent.as_str())),
+        PaymentIndex::Open => "open".to_string(),
+    }
+}
+
+/// The condition a refund index stands for.
+fn refund_condition<'a>(index: RefundIndex<'a>, query: &mut IndexQuery<'a>) -> String {
+    match index {
+        RefundIndex::All => "true".to_string(),
+        RefundIndex::OfPayment(payment) => format!("payment = {}", query.bind(payment.as_str())),
+        RefundIndex::OfRegister(register) => format!("register = {}", query.bind(register)),
+        RefundIndex::Pending => "status = 'pending'".to_string(),
     }
 }
 
@@ -895,39 +916,17 @@ impl Backend for PostgresStore {
     }
 
     async fn payments(&self, indexes: &[PaymentIndex<'_>], window: &Window, limit: usize) -> Result<Vec<Payment>, StoreError> {
-        let mut values: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
-        let mut sql = format!("SELECT record FROM posbridge_payments WHERE {}", payment_filter(indexes, &mut values));
-        if let Some(from) = window.from {
-            values.push(Box::new(PaymentId::first_at(from).to_string()));
-            sql += &format!(" AND id >= ${}", values.len());
-        }
-        if let Some(to) = window.to {
-            values.push(Box::new(PaymentId::first_at(to.saturating_add(1)).to_string()));
-            sql += &format!(" AND id < ${}", values.len());
-        }
-        if let Some(before) = &window.before {
-            values.push(Box::new(before.clone()));
-            sql += &format!(" AND id < ${}", values.len());
-        }
-        values.push(Box::new(limit_of(limit)));
-        sql += &format!(" ORDER BY id DESC LIMIT ${}", values.len());
-        let client = self.client().await?;
-        let rows = client.query(&sql, &parameters(&values)).await.map_err(classify)?;
-        Ok(rows.into_iter().map(|row| row.get::<_, Json<Payment>>(0).0).collect())
+        let mut query = IndexQuery::matching_any(indexes, payment_condition);
+        query.id(">=", window.from.map(|from| PaymentId::first_at(from).to_string()));
+        query.id("<", window.to.map(|to| PaymentId::first_at(to.saturating_add(1)).to_string()));
+        query.id("<", window.before.clone());
+        query.records(&self.client().await?, "posbridge_payments", limit).await
     }
 
     async fn refunds(&self, indexes: &[RefundIndex<'_>], before: Option<&str>, limit: usize) -> Result<Vec<Refund>, StoreError> {
-        let mut values: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
-        let mut sql = format!("SELECT record FROM posbridge_refunds WHERE {}", refund_filter(indexes, &mut values));
-        if let Some(before) = before {
-            values.push(Box::new(before.to_string()));
-            sql += &format!(" AND id < ${}", values.len());
-        }
-        values.push(Box::new(limit_of(limit)));
-        sql += &format!(" ORDER BY id DESC LIMIT ${}", values.len());
-        let client = self.client().await?;
-        let rows = client.query(&sql, &parameters(&values)).await.map_err(classify)?;
-        Ok(rows.into_iter().map(|row| row.get::<_, Json<Refund>>(0).0).collect())
+        let mut query = IndexQuery::matching_any(indexes, refund_condition);
+        query.id("<", before.map(str::to_string));
+        query.records(&self.client().await?, "posbridge_refunds", limit).await
     }
 
     async fn redeemed_by(&self, transaction_id: &str) -> Result<Option<PaymentId>, StoreError> {
