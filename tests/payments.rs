@@ -853,13 +853,14 @@ fn a_crash_between_the_refund_and_its_answer_replays_the_same_answer() {
 
 #[test]
 fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
-    let mut shop = Shop::new("timeout = \"3s\"", "");
+    let mut shop = Shop::new("timeout = \"3s\"", "[payments]\nscan_timeout = \"5s\"\n");
     let first = shop.create();
     let second = shop.create();
     for payment in [&first, &second] {
         let receipt = shop.smartum.create_receipt(3000);
         assert_eq!(shop.scan(payment, &receipt.jws).1["status"], "succeeded");
     }
+    let unscanned = shop.create();
     // A refund Smartum cannot take now stays pending…
     shop.smartum.set_faults(Faults { unavailable: true, ..Faults::default() });
     let (status, pending) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&first), "amount": 500}));
@@ -877,6 +878,9 @@ fn work_for_a_method_no_longer_configured_waits_for_it_and_goes_on() {
     assert_eq!(status["waiting_for_method"], ready["waiting_for_method"], "the status page shows it too");
     let (status, refused) = shop.daemon().post("/v1/refunds", &json!({"payment": id(&second), "amount": 700}));
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("method_not_configured")), "{refused}");
+    // A payment of the missing method that awaited a scan is still taken up: it expires.
+    let (_, expired) = shop.daemon().get_json(&format!("/v1/payments/{}?wait=30&version=1", id(&unscanned)));
+    assert_eq!(expired["status"], "expired", "{expired}");
 
     shop.smartum.set_faults(Faults::default());
     std::fs::write(shop.install.config_path(), full_config).unwrap();

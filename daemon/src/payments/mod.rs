@@ -676,22 +676,7 @@ impl Payments {
     /// attempt left `processing`, card payment still waiting, compensation under way
     /// and refund left `pending`. Work whose method is not configured waits as an orphan.
     pub async fn resume(&self) -> Result<(), PaymentError> {
-        for payment in self.store.unfinished_payments().await? {
-            // Work of a method this daemon does not have is another daemon's to finish
-            // (not an orphan here).
-            if self.method(&payment.method).is_err() {
-                continue;
-            }
-            if payment.status.accepts_scan() {
-                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(payment.id.clone(), payment.expires_at);
-            } else {
-                self.resume_payment(&payment);
-            }
-        }
-        for refund in self.store.pending_refunds().await? {
-            self.resume_refund(&refund);
-        }
-        Ok(())
+        self.take_up_work(None).await
     }
 
     /// On a store shared with other daemons: takes over the work a daemon left (it
@@ -700,26 +685,30 @@ impl Payments {
     /// payments awaiting a scan are expired here too. Called periodically.
     pub async fn adopt(&self) -> Result<(), PaymentError> {
         let Some(ttl) = self.jobs.lease_ttl() else { return Ok(()) };
-        let quiet_since = now_ms() - ttl.as_millis() as Millis;
+        self.take_up_work(Some(now_ms() - ttl.as_millis() as Millis)).await
+    }
+
+    /// Takes up the open work the store holds: payments awaiting a scan into the expiry
+    /// index, a job for every other payment with work left and every pending refund.
+    /// Work of a method this daemon does not have waits here as an orphan (listed until
+    /// the method is configured again). With `quiet_since` (adoption, repeated on a
+    /// shared store), only work unchanged since then, without a live job here and of a
+    /// method this daemon has: the rest is another daemon's.
+    async fn take_up_work(&self, quiet_since: Option<Millis>) -> Result<(), PaymentError> {
+        let ours = |method: &str| quiet_since.is_none() || self.method(method).is_ok();
+        let due = |updated_at: Millis, key: JobKey| quiet_since.is_none_or(|since| updated_at < since && self.jobs.live(&key).is_none());
         for payment in self.store.unfinished_payments().await? {
-            // Work of a method this daemon does not have is another daemon's to finish
-            // (not an orphan here).
-            if self.method(&payment.method).is_err() {
+            if !ours(&payment.method) {
                 continue;
             }
             if payment.status.accepts_scan() {
-                self.expiring
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .entry(payment.id.clone())
-                    .or_insert(payment.expires_at);
-            } else if payment.updated_at < quiet_since && self.jobs.live(&JobKey::Payment(payment.id.clone())).is_none() {
+                self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(payment.id.clone(), payment.expires_at);
+            } else if due(payment.updated_at, JobKey::Payment(payment.id.clone())) {
                 self.resume_payment(&payment);
             }
         }
         for refund in self.store.pending_refunds().await? {
-            let ours = self.method(&refund.method).is_ok();
-            if ours && refund.updated_at < quiet_since && self.jobs.live(&JobKey::Refund(refund.id.clone())).is_none() {
+            if ours(&refund.method) && due(refund.updated_at, JobKey::Refund(refund.id.clone())) {
                 self.resume_refund(&refund);
             }
         }
