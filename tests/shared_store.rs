@@ -442,3 +442,55 @@ fn a_card_payment_waiting_at_one_till_is_canceled_from_another() {
     let seen_at_a = at_a.get_json(&format!("/v1/payments/{}", id(&card))).1;
     assert_eq!(seen_at_a["status"], "canceled", "{seen_at_a}");
 }
+
+/// A payment made by the real daemon on `install`'s store (then stopped), read back
+/// through the store's port.
+fn stored_payment(
+    runtime: &tokio::runtime::Runtime,
+    install: &Install,
+    smartum: &SmartumSandbox,
+) -> (posbridge::store::Store, posbridge::payments::model::Payment) {
+    install.add_plugin("posbridge-plugin-smartum");
+    install.configure(&smartum.config_section(install.path(), "").unwrap());
+    let daemon = install.start();
+    let (_, created) = daemon.post("/v1/payments", &json!({"method": "smartum", "amount": 3000, "currency": "EUR"}));
+    assert!(daemon.terminate().success());
+    let config = posbridge::config::load(&install.config_path()).expect("config");
+    let store = runtime.block_on(posbridge::store::Store::open(&config.store.backend)).expect("store");
+    let id = posbridge::payments::model::PaymentId::parse(id(&created)).expect("an id");
+    let payment = runtime.block_on(store.payment(&id)).expect("read").expect("stored");
+    (store, payment)
+}
+
+#[test]
+fn a_change_computed_from_a_stale_read_is_refused_on_both_stores() {
+    use posbridge::store::{Commit, StoreError};
+    let smartum = SmartumSandbox::start("127.0.0.1:0".parse::<SocketAddr>().unwrap(), SandboxOptions::default()).unwrap();
+    let on_sled = Install::new(BIN);
+    let on_postgres = Install::new(BIN).on_shared_store(&Postgres::shared().new_database());
+    for install in [&on_sled, &on_postgres] {
+        // One runtime for the store's whole life: its connections' tasks run on it.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (store, read) = stored_payment(&runtime, install, &smartum);
+        let change = |from: &posbridge::payments::model::Payment, reference: &str| {
+            let mut commit = Commit::default();
+            commit.read_at(from);
+            commit.payments.push(posbridge::payments::model::Payment {
+                reference: Some(reference.into()),
+                version: from.version + 1,
+                ..from.clone()
+            });
+            runtime.block_on(store.commit(&commit))
+        };
+        assert!(change(&read, "first").is_ok(), "{}: a change over the version read lands", store.backend());
+        let stale = change(&read, "second");
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{}: {stale:?}", store.backend());
+        let now = runtime.block_on(store.payment(&read.id)).unwrap().unwrap();
+        assert_eq!(now.reference.as_deref(), Some("first"), "{}: the first change stays", store.backend());
+        // Two versions up from a fresh read (a cancel that starts a compensation) lands.
+        let mut commit = Commit::default();
+        commit.read_at(&now);
+        commit.payments.push(posbridge::payments::model::Payment { version: now.version + 2, ..now.clone() });
+        assert!(runtime.block_on(store.commit(&commit)).is_ok(), "{}", store.backend());
+    }
+}
