@@ -391,7 +391,7 @@ fn a_daemon_refuses_a_database_without_its_schema_and_a_bad_url_is_named_at_its_
     let said = posbridge_testkit::all_output(&refused);
     assert!(said.contains("schema version 0") && said.contains("posbridge store migrate"), "{said}");
     let migrated = install.run(&["store", "migrate"]);
-    assert!(posbridge_testkit::all_output(&migrated).contains("schema version 1"), "{}", posbridge_testkit::all_output(&migrated));
+    assert!(posbridge_testkit::all_output(&migrated).contains("schema version 2"), "{}", posbridge_testkit::all_output(&migrated));
     let again = install.run(&["store", "migrate"]);
     assert!(posbridge_testkit::all_output(&again).contains("up to date"), "{}", posbridge_testkit::all_output(&again));
     let doctor = install.run(&["doctor"]);

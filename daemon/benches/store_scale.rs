@@ -349,6 +349,7 @@ fn paid(at: Millis, unique: u64, register: usize, method: &str, amount: u64, ref
         next_action: None,
         cancel_requested_at: None,
         compensation: None,
+        offline: None,
     }
 }
 

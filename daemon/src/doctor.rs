@@ -55,7 +55,69 @@ pub async fn examine(config_path: &Path) -> Vec<Finding> {
     findings.extend(store(config).await);
     findings.extend(scanners(config));
     findings.extend(providers(&prepared.methods).await);
+    findings.extend(offline(config).await);
     findings
+}
+
+/// Each method that takes receipts offline: its limits, and what it risks now (the open
+/// total and the oldest unconfirmed receipt), read from the store, or from the running
+/// daemon when it holds the store.
+async fn offline(config: &Config) -> Vec<Finding> {
+    let methods: Vec<_> = config.methods.values().filter_map(|method| method.offline.map(|policy| (method.id.clone(), policy))).collect();
+    if methods.is_empty() {
+        return Vec::new();
+    }
+    let exposures = match Store::open(&config.store.backend).await {
+        Ok(store) => {
+            let mut found = Vec::new();
+            for (method, _) in &methods {
+                found.extend(crate::payments::exposure_in(&store, method).await.ok());
+            }
+            Some(found)
+        }
+        Err(_) => from_running_daemon(config).await,
+    };
+    methods
+        .iter()
+        .map(|(method, policy)| {
+            let limits = format!(
+                "on: at most {} per receipt and {} unconfirmed in all, receipts issued at most {} min ago",
+                policy.max_amount,
+                policy.max_total,
+                policy.max_age.as_secs() / 60
+            );
+            let exposure = exposures.as_ref().and_then(|found| found.iter().find(|exposure| &exposure.method == method));
+            let subject = format!("offline {method}");
+            match (exposures.is_some(), exposure) {
+                (_, Some(exposure)) => {
+                    let oldest = exposure.oldest_accepted_at.as_deref().map(|at| format!("; oldest taken {at}")).unwrap_or_default();
+                    let line = format!("{limits}; open: {} receipt(s), {} of {}{oldest}", exposure.open_receipts, exposure.open_amount, policy.max_total);
+                    let down = exposure.provider_down_since.as_deref().map(|since| format!("; the provider is DOWN since {since}")).unwrap_or_default();
+                    if exposure.open_amount.0 >= policy.max_total {
+                        fail(subject, format!("{line}{down}: the limit is reached, further receipts are refused until the provider answers"))
+                    } else {
+                        ok(subject, format!("{line}{down}"))
+                    }
+                }
+                (true, None) => ok(subject, format!("{limits}; open: none")),
+                (false, None) => ok(subject, format!("{limits}; the running daemon holds the store: its status page shows the open total")),
+            }
+        })
+        .collect()
+}
+
+/// The offline status of the daemon serving this config, asked with a manager's or
+/// technician's token written in it (a token given only as a digest cannot be used).
+async fn from_running_daemon(config: &Config) -> Option<Vec<crate::payments::OfflineExposure>> {
+    let token = config.clients.iter().find_map(|client| match (&client.token, client.role) {
+        (config::ClientToken::Secret(secret), config::Role::Manager | config::Role::Technician) => Some(secret.expose().to_string()),
+        _ => None,
+    })?;
+    let address = std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), config.server.listen.port());
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().ok()?;
+    let status: serde_json::Value =
+        client.get(format!("http://{address}/v1/status")).bearer_auth(token).send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
+    serde_json::from_value(status.get("offline")?.clone()).ok()
 }
 
 fn plugin_findings(catalog: &Catalog) -> Vec<Finding> {

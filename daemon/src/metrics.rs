@@ -23,6 +23,7 @@ struct Registry {
     reloads: BTreeMap<&'static str, u64>,
     payments: BTreeMap<(String, String), u64>,
     refunds: BTreeMap<(String, String), u64>,
+    offline_receipts: BTreeMap<(String, String), u64>,
     scanner_events: BTreeMap<(String, String), u64>,
     connections_refused: u64,
     decodes_refused: BTreeMap<&'static str, u64>,
@@ -66,6 +67,12 @@ pub fn record_payment(method: &str, status: &str) {
 /// Counts a refund reaching `status`.
 pub fn record_refund(method: &str, status: &str) {
     with(|registry| *registry.refunds.entry((method.to_string(), status.to_string())).or_default() += 1);
+}
+
+/// Counts a receipt taken offline reaching `status` (accepted, confirmed, refused: an
+/// exception, canceled).
+pub fn record_offline_receipt(method: &str, status: &str) {
+    with(|registry| *registry.offline_receipts.entry((method.to_string(), status.to_string())).or_default() += 1);
 }
 
 /// Counts a scanner event (connected, disconnected, scan, unclaimed, error).
@@ -205,6 +212,13 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
             "Refunds that reached a status, by method.",
             "counter",
             by_method(&registry.refunds).into_iter(),
+        );
+        family(
+            &mut out,
+            "posbridge_offline_receipts_total",
+            "Receipts taken offline (provider unreachable), and how their deferred checks ended; refused ones are exceptions.",
+            "counter",
+            by_method(&registry.offline_receipts).into_iter(),
         );
         let scanner_events = registry
             .scanner_events

@@ -237,6 +237,22 @@ impl InspectedCode {
     /// `posbridge inspect` (keys such as `form`, `header`, `claims`, `signature`,
     /// `checks`, `online`, `result`; never a secret).
     pub const EXPLANATION: &'static str = "explanation";
+
+    /// Extension name of [`InspectedCode::issued_at_unix_ms`] (added in 1.0).
+    pub const ISSUED_AT_UNIX_MS: &'static str = "issued_at_unix_ms";
+
+    /// When the provider issued the code, as the signed code itself proves (a JWS
+    /// receipt's `iat`). The host accepts a signed code offline only with it, so it can
+    /// refuse receipts older than the method's `offline.max_age`; `None` when the code
+    /// carries no signed issue time.
+    pub fn issued_at_unix_ms(&self) -> Option<i64> {
+        self.extensions.get(Self::ISSUED_AT_UNIX_MS).and_then(|json| json.parse().ok())
+    }
+
+    /// Sets [`InspectedCode::issued_at_unix_ms`].
+    pub fn set_issued_at_unix_ms(&mut self, unix_ms: i64) {
+        self.extensions.set(Self::ISSUED_AT_UNIX_MS, unix_ms.to_string());
+    }
 }
 
 /// A settled payment leg: what the provider took, and what to remember about it.

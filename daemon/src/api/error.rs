@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds after which the same request may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 /// The error body's shape (for the OpenAPI document).
@@ -41,7 +43,7 @@ pub struct ErrorDetail {
 impl ApiError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into(), field: None }
+        ApiError { status, code: code.to_string(), message: message.into(), field: None, retry_after: None }
     }
 
     /// The same error, about `field`.
@@ -66,7 +68,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds.max(1)));
+        }
+        response
     }
 }
 
@@ -107,6 +113,11 @@ impl From<PaymentError> for ApiError {
                     None => error,
                 }
             }
+            PaymentError::NotConfirmedYet { retry_after, .. } => ApiError {
+                retry_after: Some(retry_after.as_secs()),
+                ..ApiError::new(S::CONFLICT, "not_confirmed_yet", message).field("payment")
+            },
+            PaymentError::OfflineRefused { .. } => ApiError::new(S::CONFLICT, "offline_check_refused", message).field("payment"),
             PaymentError::ReceiptAlreadyUsed { .. } => {
                 ApiError::new(provider_status("receipt_already_used"), "receipt_already_used", message)
             }

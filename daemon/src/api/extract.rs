@@ -57,6 +57,19 @@ impl Client {
         }
     }
 
+    /// The exceptions list (receipts the provider refused after they were taken offline)
+    /// is the shop's follow-up, not a till's: `403 forbidden_role` for tills.
+    pub fn may_read_exceptions(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Till => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_role",
+                "the exceptions list is for a manager's (or technician's) token",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The register a payment is for when the request names none: the till's first.
     pub fn default_register(&self) -> String {
         self.registers.first().cloned().unwrap_or_else(|| self.name.clone())

@@ -217,6 +217,13 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
             post(payments::refund),
         ),
         (D::new("GET", "/v1/refunds/{id}", "Read a refund").ok(schema::<RefundView>), get(payments::get_refund)),
+        (
+            D::new("GET", "/v1/exceptions", "Receipts taken offline that the provider later refused, newest first (managers)")
+                .query(schema::<payments::ExceptionListParams>)
+                .ok(schema::<ExceptionList>)
+                .also(&[403]),
+            get(payments::list_exceptions),
+        ),
         (D::new("GET", "/v1/scanners", "Configured scanners: register, connection, last scan").ok(schema::<ScannersView>), get(scanners)),
         (
             D::new("POST", "/v1/decode", "QR codes in a PNG or JPEG image; ?payment= applies the first as a scan")
@@ -279,6 +286,13 @@ struct MethodView {
 #[derive(serde::Serialize, schemars::JsonSchema)]
 struct PaymentList {
     data: Vec<PaymentView>,
+    has_more: bool,
+}
+
+/// A page of exceptions.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct ExceptionList {
+    data: Vec<crate::payments::view::ExceptionView>,
     has_more: bool,
 }
 
@@ -473,6 +487,12 @@ struct StatusView {
     /// The last 20 scanned codes a method's plugin could not read (hashed, with why),
     /// newest first: a first real receipt that differs from what the plugin expects.
     refused_codes: Vec<crate::payments::RefusedCode>,
+    /// Methods that take signed receipts offline: their limits, the open total and the
+    /// oldest receipt still unconfirmed, and whether the provider is down now.
+    offline: Vec<crate::payments::OfflineExposure>,
+    /// How many receipts taken offline the provider refused (`GET /v1/exceptions`), as
+    /// far as the newest 100 go.
+    exceptions: usize,
 }
 
 /// A plugin library as the status shows it.
@@ -515,6 +535,8 @@ async fn status(State(state): State<Arc<AppState>>, _client: extract::Client) ->
         last_config_error: state.config_error(),
         waiting_for_method: state.payments.orphans(),
         refused_codes: state.payments.refused_codes(),
+        offline: state.payments.offline_status().await.unwrap_or_default(),
+        exceptions: state.payments.exceptions(100, None).await.map(|(found, _)| found.len()).unwrap_or_default(),
     })
 }
 

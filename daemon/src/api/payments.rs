@@ -504,6 +504,46 @@ pub async fn list_refunds(
     answer(result.await)
 }
 
+/// `GET /v1/exceptions` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionListParams {
+    /// 1 to 100, default 20.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<usize>,
+    /// The last payment id of the previous page.
+    #[schemars(length(max = 64))]
+    pub starting_after: Option<String>,
+}
+
+/// Lists receipts taken offline that the provider refused, newest first: for managers
+/// (and technicians, who read everything); a till's token is refused.
+pub async fn list_exceptions(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    query: Result<Query<ExceptionListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(error) = settled(&state).await {
+        return error.into_response();
+    }
+    let result = async {
+        client.may_read_exceptions()?;
+        let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
+        }
+        let after = params
+            .starting_after
+            .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("starting_after must be a payment id").field("starting_after")))
+            .transpose()?;
+        let (payments, has_more) = state.payments.exceptions(limit, after.as_ref()).await?;
+        let data: Vec<Value> = payments.iter().map(crate::payments::view::exception).collect();
+        Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
+    };
+    answer(result.await)
+}
+
 /// Creates and sends a refund.
 pub async fn refund(State(state): State<Arc<AppState>>, client: Client, headers: HeaderMap, body: StrictJson<CreateRefund>) -> Response {
     let StrictJson { value, raw } = body;

@@ -584,6 +584,7 @@ fn method(id: &str, mut s: Section<'_>, p: &mut Problems) -> Option<MethodConfig
     let plugin = s.required_string(p, "plugin");
     let kind = s.string(p, "kind");
     let timeout = s.duration(p, "timeout").unwrap_or(DEFAULT_METHOD_TIMEOUT);
+    let offline = s.table(p, "offline").and_then(|section| offline_policy(section, p));
     let mut settings = PluginSettings { json: serde_json::Value::Object(Default::default()), locations: HashMap::new() };
     let prefix = s.key_path("");
     let rest: Vec<_> = s.remaining().collect();
@@ -592,7 +593,38 @@ fn method(id: &str, mut s: Section<'_>, p: &mut Problems) -> Option<MethodConfig
         plugin_setting(entry.key.as_str(), &entry.node, &entry.key, &prefix, &mut object, &mut settings.locations, p);
     }
     settings.json = serde_json::Value::Object(object);
-    Some(MethodConfig { id: id.to_string(), plugin: plugin?, kind, timeout, settings, at: s.location().clone() })
+    Some(MethodConfig { id: id.to_string(), plugin: plugin?, kind, timeout, offline, settings, at: s.location().clone() })
+}
+
+/// The longest `offline.max_age`: a receipt older than a day is no longer "the line
+/// dropped a moment ago".
+const MAX_OFFLINE_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// `[methods.<id>.offline]`: `None` unless `enabled = true`. Both limits must be written
+/// (no default can know what a shop may risk).
+fn offline_policy(mut s: Section<'_>, p: &mut Problems) -> Option<OfflinePolicy> {
+    let enabled = s.boolean(p, "enabled").unwrap_or(false);
+    let limit = |s: &mut Section<'_>, p: &mut Problems, key: &'static str| {
+        let present = s.entry(key).is_some();
+        let value = s.integer_in(p, key, 1..=100_000_000).map(|cents| cents as u64);
+        if enabled && !present {
+            s.missing(p, key, "the most it may pay offline, in cents");
+        }
+        value
+    };
+    let max_amount = limit(&mut s, p, "max_amount");
+    let max_total = limit(&mut s, p, "max_total");
+    let max_age = s.duration(p, "max_age").unwrap_or(Duration::from_secs(2 * 3600));
+    if max_age.is_zero() || max_age > MAX_OFFLINE_AGE {
+        p.add(&s.value_at("max_age"), &s.key_path("max_age"), "expected a duration from 1s to 24h");
+    }
+    if let (Some(amount), Some(total)) = (max_amount, max_total) {
+        if total < amount {
+            p.add(&s.value_at("max_total"), &s.key_path("max_total"), format!("max_total ({total}) is below max_amount ({amount})"));
+        }
+    }
+    s.finish(p);
+    Some(OfflinePolicy { max_amount: max_amount?, max_total: max_total?, max_age }).filter(|_| enabled)
 }
 
 /// Converts one plugin setting to JSON, resolving `*_file` and `env:` secrets, and

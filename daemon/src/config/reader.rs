@@ -84,6 +84,14 @@ impl<'t> Section<'t> {
         })
     }
 
+    /// A boolean value.
+    pub fn boolean(&mut self, p: &mut Problems, key: &'static str) -> Option<bool> {
+        self.typed(p, key, "true or false", |value| match value {
+            Value::Boolean(flag) => Some(*flag),
+            _ => None,
+        })
+    }
+
     /// An integer within `range`, e.g. a USB vendor id (`0x0c2e`).
     pub fn integer_in(&mut self, p: &mut Problems, key: &'static str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
         let number = self.integer(p, key)?;

@@ -233,10 +233,26 @@ pub struct MethodConfig {
     pub kind: Option<String>,
     /// How long one plugin call may take.
     pub timeout: Duration,
+    /// `[methods.<id>.offline]`: when signed receipts are taken while the provider
+    /// cannot be reached; `None` (the default) never.
+    pub offline: Option<OfflinePolicy>,
     /// The rest of the section, secrets resolved, for the plugin.
     pub settings: PluginSettings,
     /// The section header, for errors about the method as a whole.
     pub at: Location,
+}
+
+/// The limits within which a method takes signed receipts offline (the provider
+/// unreachable), each checked before a receipt is taken: they bound what the shop risks
+/// if the provider later refuses receipts it could not confirm at the till.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflinePolicy {
+    /// The most one receipt taken offline may pay (minor units).
+    pub max_amount: u64,
+    /// The most all receipts taken offline and not yet confirmed may pay together.
+    pub max_total: u64,
+    /// Receipts issued longer ago than this are not taken offline.
+    pub max_age: Duration,
 }
 
 /// A method's plugin-specific settings, with where each key was written so the plugin's

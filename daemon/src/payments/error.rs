@@ -48,6 +48,14 @@ pub enum PaymentError {
     /// `amount_exceeds_due`, `refund_window_closed`, `transaction_id_required`).
     #[error("{message}")]
     Provider { code: String, message: String, field: Option<String> },
+    /// A refund of a payment whose receipt was taken offline and may have reached the
+    /// provider unconfirmed: it waits for the provider's answer (`Retry-After`).
+    #[error("payment {payment}'s receipt was taken offline and the provider has not confirmed it yet; refund it once it is confirmed (the check is retried by itself)")]
+    NotConfirmedYet { payment: PaymentId, retry_after: std::time::Duration },
+    /// A refund of a payment whose receipt, taken offline, the provider refused: there is
+    /// nothing at the provider to refund; the shop settles it by hand.
+    #[error("payment {payment}'s receipt was taken offline and the provider refused it ({reason}); it is on the exceptions list: settle it with the customer by hand")]
+    OfflineRefused { payment: PaymentId, reason: String },
     /// The receipt (provider transaction) already paid another payment.
     #[error("this receipt already paid {holder}")]
     ReceiptAlreadyUsed { holder: PaymentId },

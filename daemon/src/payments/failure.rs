@@ -37,6 +37,14 @@ pub const TABLE: &[(&str, FailureClass)] = &[
     ("method_not_configured", class(409, true, false, false)),
     ("store_error", class(500, true, false, false)),
     ("rate_limited", class(429, true, false, false)),
+    // The provider could not be reached and the receipt is outside the method's offline
+    // limits: nothing was taken; the same receipt may pay once the provider answers.
+    ("offline_not_verifiable", class(503, true, false, false)),
+    ("offline_amount_exceeded", class(503, true, false, false)),
+    ("offline_receipt_too_old", class(503, true, false, false)),
+    ("offline_limit_reached", class(503, true, false, false)),
+    // A refund of a receipt taken offline, before the provider confirmed it.
+    ("not_confirmed_yet", class(409, true, false, false)),
 ];
 
 /// A provider's refusal of this particular request.

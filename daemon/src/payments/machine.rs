@@ -2,7 +2,7 @@
 //! next state, or why the event is refused. No I/O, no clock of its own: the engine
 //! reads, calls [`next`], and commits what it answers.
 
-use super::model::{Amount, Attempt, Compensation, Failure, Millis, NextAction, Payment, PaymentStatus};
+use super::model::{Amount, Attempt, Compensation, Failure, Millis, NextAction, OfflineCheck, OfflineState, Payment, PaymentStatus};
 use super::provider::Settlement;
 use super::PaymentError;
 
@@ -36,6 +36,17 @@ pub enum PaymentEvent {
     CompensationStarted,
     /// Every leg that took money was refunded.
     CompensationDone,
+    /// The provider could not be reached and the attempt's receipt was taken offline,
+    /// within the method's limits; `sent`: the attempt's check may have reached it.
+    AcceptedOffline { sent: bool },
+    /// The deferred check of a receipt taken offline is about to be sent.
+    OfflineCheckSent,
+    /// The provider confirmed a receipt taken offline.
+    OfflineConfirmed(Settlement),
+    /// The provider refused a receipt taken offline: an exception for the shop.
+    OfflineRefused(Failure),
+    /// A full refund before the deferred check was ever sent: it is not sent at all.
+    OfflineCanceled,
 }
 
 /// What a leg's change does to its parent payment.
@@ -185,10 +196,87 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
         }
         PaymentEvent::CompensationStarted => after.compensation = Some(Compensation::Pending),
         PaymentEvent::CompensationDone => after.compensation = Some(Compensation::Done),
+        PaymentEvent::AcceptedOffline { sent } => accept_offline(payment, &mut after, sent, now)?,
+        PaymentEvent::OfflineCheckSent => {
+            let Some(check) = pending_check(&mut after) else { return Ok(Next::Unchanged) };
+            check.sent = true;
+            check.tries += 1;
+        }
+        PaymentEvent::OfflineConfirmed(settlement) => {
+            let captured = payment.captured_amount;
+            let Some(check) = pending_check(&mut after) else { return Ok(Next::Unchanged) };
+            check.settled_at = Some(now);
+            if settlement.captured_amount != captured.0 {
+                check.state = OfflineState::Refused;
+                check.reason = Some(Failure {
+                    code: "amount_mismatch".into(),
+                    message: format!("the provider confirmed {} cents, the receipt said {captured}", settlement.captured_amount),
+                    retryable: false,
+                });
+                return Ok(changed(payment, after, now));
+            }
+            check.state = OfflineState::Confirmed;
+            after.verified = Some(settlement.verified);
+            after.transaction_id = settlement.transaction_id.or(after.transaction_id);
+            after.benefit = settlement.benefit.or(after.benefit);
+            after.plugin_data = Some(settlement.plugin_data);
+        }
+        PaymentEvent::OfflineRefused(failure) => {
+            let Some(check) = pending_check(&mut after) else { return Ok(Next::Unchanged) };
+            check.state = OfflineState::Refused;
+            check.reason = Some(failure);
+            check.settled_at = Some(now);
+        }
+        PaymentEvent::OfflineCanceled => {
+            match pending_check(&mut after) {
+                Some(check) if !check.sent => {
+                    check.state = OfflineState::Canceled;
+                    check.settled_at = Some(now);
+                }
+                _ => return Err(refuse(payment, "refunded before its receipt is confirmed")),
+            }
+        }
     }
+    Ok(changed(payment, after, now))
+}
+
+fn changed(before: &Payment, mut after: Payment, now: Millis) -> Next {
     after.version += 1;
-    after.updated_at = now.max(payment.updated_at);
-    Ok(Next::Changed(Box::new(after)))
+    after.updated_at = now.max(before.updated_at);
+    Next::Changed(Box::new(after))
+}
+
+/// The deferred check of `payment`, while it is still owed.
+fn pending_check(payment: &mut Payment) -> Option<&mut OfflineCheck> {
+    payment.offline.as_mut().filter(|check| check.state == OfflineState::Pending)
+}
+
+/// An attempt `processing` ends taken offline: `succeeded` with what the signed
+/// receipt says, unverified, its receipt kept reserved, its check owed.
+fn accept_offline(payment: &Payment, after: &mut Payment, sent: bool, now: Millis) -> Result<(), PaymentError> {
+    let attempt = match (&payment.status, &payment.attempt) {
+        (PaymentStatus::Processing, Some(attempt)) if attempt.amount.is_some() => attempt.clone(),
+        _ => return Err(refuse(payment, "taken offline")),
+    };
+    after.status = PaymentStatus::Succeeded;
+    after.captured_amount = attempt.amount.unwrap_or_default();
+    after.transaction_id = attempt.transaction.clone();
+    after.receipt_key = Some(attempt.key.clone()).filter(|key| Some(key) != attempt.transaction.as_ref());
+    after.verified = Some(false);
+    after.captured_at = Some(now);
+    after.failure = None;
+    after.attempt = None;
+    after.next_action = None;
+    after.offline = Some(OfflineCheck {
+        state: OfflineState::Pending,
+        attempt,
+        accepted_at: now,
+        sent,
+        tries: 0,
+        settled_at: None,
+        reason: None,
+    });
+    Ok(())
 }
 
 /// What a leg's change from `before` (`None`: just created) to `after` does to its
@@ -381,5 +469,57 @@ mod tests {
         assert_eq!((after.version, after.updated_at), (2, NOW + 5));
         let compensating = changed(next(&after, PaymentEvent::CompensationStarted, NOW));
         assert_eq!((compensating.compensation, compensating.version), (Some(Compensation::Pending), 3));
+    }
+
+    fn taken_offline(sent: bool) -> Payment {
+        let processing = Payment { attempt: Some(attempt()), ..payment(Processing) };
+        changed(next(&processing, PaymentEvent::AcceptedOffline { sent }, NOW))
+    }
+
+    #[test]
+    fn a_receipt_taken_offline_succeeds_unverified_and_owes_its_check() {
+        let paid = taken_offline(false);
+        assert_eq!(paid.status, Succeeded);
+        assert_eq!(paid.captured_amount, Amount(3000));
+        assert_eq!(paid.verified, Some(false));
+        assert_eq!(paid.transaction_id, None, "the attempt named no transaction");
+        assert!(paid.attempt.is_none());
+        let check = paid.offline.as_ref().expect("a check is owed");
+        assert_eq!((check.state, check.sent, check.attempt.key.as_str()), (OfflineState::Pending, false, "tx_1"));
+        assert_eq!(check.open_amount(), Amount(3000));
+        // Only an attempt under way, stating its amount, can be taken offline.
+        let unsigned = Payment { attempt: Some(Attempt { amount: None, ..attempt() }), ..payment(Processing) };
+        assert!(next(&unsigned, PaymentEvent::AcceptedOffline { sent: false }, NOW).is_err());
+        assert!(next(&payment(AwaitingScan), PaymentEvent::AcceptedOffline { sent: false }, NOW).is_err());
+    }
+
+    #[test]
+    fn the_deferred_check_confirms_or_refuses_once() {
+        let confirmed = changed(next(&taken_offline(false), PaymentEvent::OfflineConfirmed(settlement(3000)), NOW));
+        assert_eq!(confirmed.offline.as_ref().map(|check| check.state), Some(OfflineState::Confirmed));
+        assert_eq!((confirmed.verified, confirmed.transaction_id.as_deref()), (Some(true), Some("tx_1")));
+        assert_eq!(confirmed.offline.as_ref().map(OfflineCheck::open_amount), Some(Amount(0)));
+        assert!(matches!(next(&confirmed, PaymentEvent::OfflineRefused(failure("receipt_already_used")), NOW), Ok(Next::Unchanged)));
+
+        let refused = changed(next(&taken_offline(true), PaymentEvent::OfflineRefused(failure("receipt_already_used")), NOW));
+        assert_eq!(refused.status, Succeeded, "the goods are gone: the payment stays succeeded");
+        let check = refused.offline.as_ref().expect("kept");
+        assert_eq!((check.state, check.reason.as_ref().map(|reason| reason.code.as_str())), (OfflineState::Refused, Some("receipt_already_used")));
+        assert!(matches!(next(&refused, PaymentEvent::OfflineConfirmed(settlement(3000)), NOW), Ok(Next::Unchanged)));
+
+        let mismatch = changed(next(&taken_offline(false), PaymentEvent::OfflineConfirmed(settlement(2000)), NOW));
+        assert_eq!(mismatch.offline.as_ref().map(|check| check.state), Some(OfflineState::Refused));
+        assert_eq!(mismatch.verified, Some(false));
+    }
+
+    #[test]
+    fn an_offline_check_is_canceled_only_if_it_was_never_sent() {
+        let canceled = changed(next(&taken_offline(false), PaymentEvent::OfflineCanceled, NOW));
+        assert_eq!(canceled.offline.as_ref().map(|check| check.state), Some(OfflineState::Canceled));
+        let sent = changed(next(&taken_offline(false), PaymentEvent::OfflineCheckSent, NOW));
+        assert_eq!(sent.offline.as_ref().map(|check| (check.sent, check.tries)), Some((true, 1)));
+        assert!(next(&sent, PaymentEvent::OfflineCanceled, NOW).is_err());
+        assert!(next(&taken_offline(true), PaymentEvent::OfflineCanceled, NOW).is_err());
+        assert!(matches!(next(&canceled, PaymentEvent::OfflineCheckSent, NOW), Ok(Next::Unchanged)));
     }
 }

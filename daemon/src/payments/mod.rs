@@ -14,6 +14,7 @@ pub mod failure;
 mod locks;
 pub mod machine;
 pub mod model;
+mod offline;
 pub mod provider;
 mod purchase;
 mod recovery;
@@ -23,6 +24,7 @@ pub mod supervisor;
 pub mod view;
 
 pub use purchase::canceled_body;
+pub use offline::{exposure_in, OfflineExposure};
 pub use refunds::NewRefund;
 
 use std::collections::BTreeMap;
@@ -243,6 +245,8 @@ pub struct Payments {
     unclaimed: Mutex<std::collections::VecDeque<(String, String)>>,
     /// The last codes a plugin could not read, for the status page (hashed, never the code).
     refused_codes: Mutex<std::collections::VecDeque<RefusedCode>>,
+    /// Which providers are down, and the one-at-a-time offline decision.
+    offline: offline::OfflineDesk,
     /// This service, for the jobs it starts.
     me: Weak<Payments>,
 }
@@ -263,6 +267,7 @@ impl Payments {
             orphans: Mutex::new(BTreeMap::new()),
             unclaimed: Mutex::default(),
             refused_codes: Mutex::default(),
+            offline: offline::OfflineDesk::default(),
             me: me.clone(),
         })
     }
@@ -384,6 +389,9 @@ impl Payments {
             commit.reserve.push((transaction_id.clone(), after.id.clone()));
         }
         commit.events.push(("payment.updated".into(), view::payment(&after)));
+        if crate::store::is_exception(&after) && !before.is_some_and(crate::store::is_exception) {
+            commit.events.push(("exception.created".into(), view::exception(&after)));
+        }
         commit.payments.push(after);
         Ok(())
     }
@@ -482,6 +490,7 @@ impl Payments {
             next_action: None,
             cancel_requested_at: None,
             compensation: None,
+            offline: None,
         };
         {
             let _guard = match &payment.split_of {
@@ -721,6 +730,7 @@ impl Payments {
             (_, Some(model::Compensation::Pending)) => "compensation",
             (PaymentStatus::AwaitingCard | PaymentStatus::Processing, _) if self.is_card_payment(payment) => "card_payment",
             (PaymentStatus::Processing, _) => "lookup",
+            _ if offline::owes_check(payment) => "offline_check",
             _ => return,
         };
         let Ok(method) = self.method(&payment.method) else {
@@ -729,6 +739,7 @@ impl Payments {
         match work {
             "compensation" => purchase::resume_compensation(self, payment.clone()),
             "card_payment" => card::resume(self, method, payment.id.clone()),
+            "offline_check" => offline::resume(self, method, payment.id.clone()),
             _ => recovery::resume(self, method, payment.id.clone()),
         }
     }

@@ -256,6 +256,23 @@ pub struct Attempt {
     /// The deadline the attempt's provider calls carried (0 in older stores).
     #[serde(default, skip_serializing_if = "is_zero_millis")]
     pub deadline_at: Millis,
+    /// When the provider issued the code (its signed `iat`), if the code says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Millis>,
+}
+
+impl Attempt {
+    /// What `inspect_code` answered for this attempt's code, for `redeem` and `lookup`.
+    pub fn inspected(&self) -> super::provider::Inspected {
+        super::provider::Inspected {
+            receipt_key: self.key.clone(),
+            transaction_id: self.transaction.clone(),
+            amount: self.amount.map(|amount| amount.0),
+            signature_verified: self.signature_verified,
+            plugin_data: self.plugin_data.clone(),
+            issued_at_unix_ms: self.issued_at,
+        }
+    }
 }
 
 fn is_zero_millis(value: &Millis) -> bool {
@@ -338,6 +355,59 @@ pub struct Payment {
     /// purchase's other legs, persisted so it finishes after a crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Compensation>,
+    /// Set when the receipt was taken offline (the provider unreachable): the check the
+    /// payment still owes the provider, and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineCheck>,
+}
+
+/// Where the deferred online check of a receipt taken offline stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineState {
+    /// Not confirmed yet: the payment's job checks it when the provider answers again.
+    Pending,
+    /// The provider confirmed the receipt: the payment is as good as one made online.
+    Confirmed,
+    /// The provider refused the receipt (used elsewhere, refunded, unknown): the payment
+    /// stays `succeeded` (the goods are gone) and is listed as an exception.
+    Refused,
+    /// A full refund came before the check was ever sent: nothing is owed either way.
+    Canceled,
+}
+
+/// The check a receipt taken offline owes the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineCheck {
+    pub state: OfflineState,
+    /// The attempt as inspected (the receipt, its amount, the plugin's data): the
+    /// deferred check sends it with the same attempt id.
+    pub attempt: Attempt,
+    /// When the receipt was taken at the till.
+    pub accepted_at: Millis,
+    /// `true` once a check may have reached the provider (an attempt whose answer was
+    /// lost, or a deferred check sent): a refund must then wait for the answer.
+    #[serde(default)]
+    pub sent: bool,
+    /// How many times the deferred check was tried.
+    #[serde(default)]
+    pub tries: u32,
+    /// When it was confirmed, refused or canceled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<Millis>,
+    /// The provider's reason, when it refused the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Failure>,
+}
+
+impl OfflineCheck {
+    /// The amount still owed a confirmation (what counts against `offline.max_total`).
+    pub fn open_amount(&self) -> Amount {
+        match self.state {
+            OfflineState::Pending => self.attempt.amount.unwrap_or(Amount(0)),
+            _ => Amount(0),
+        }
+    }
 }
 
 /// Where the compensation of a canceled purchase stands.
@@ -474,6 +544,7 @@ pub(crate) fn example_payment(at: Millis, unique: u64, status: PaymentStatus) ->
         next_action: None,
         cancel_requested_at: None,
         compensation: None,
+        offline: None,
     }
 }
 

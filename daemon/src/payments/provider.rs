@@ -64,6 +64,9 @@ pub struct Inspected {
     pub signature_verified: bool,
     /// Opaque to the engine; handed back to `redeem` and `lookup`.
     pub plugin_data: String,
+    /// When the provider issued the code, as its signature proves: needed to take it
+    /// offline (`offline.max_age`).
+    pub issued_at_unix_ms: Option<i64>,
 }
 
 /// What the provider took.
@@ -209,6 +212,8 @@ pub trait Provider: Send + Sync {
     fn cancel_card(&self, payment: CallContext, plugin_data: String) -> impl Future<Output = Answer<CardProgress>> + Send;
     fn refund(&self, order: RefundOrder) -> impl Future<Output = Answer<RefundOutcome>> + Send;
     fn lookup(&self, order: LookupOrder) -> impl Future<Output = Answer<Found>> + Send;
+    /// Whether the provider answers with these credentials (a line of what was checked).
+    fn check_connection(&self, deadline_unix_ms: i64) -> impl Future<Output = Answer<String>> + Send;
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::machine::PaymentEvent;
-use super::model::{now_ms, Failure, Millis, Payment, PaymentId, PaymentStatus};
-use super::provider::{Found, Inspected, LookupOrder, Provider};
+use super::model::{now_ms, Attempt, Failure, Millis, Payment, PaymentId, PaymentStatus};
+use super::provider::{Found, LookupOrder, Provider};
 use super::supervisor::{backoff, JobControl, JobKey};
 use super::{failure_of, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
@@ -57,13 +57,7 @@ async fn look_up(payments: &Payments, method: &Method, id: &PaymentId, ticket: O
     let attempt = payment.attempt.as_ref();
     let order = LookupOrder {
         payment: Payments::context(&payment, method),
-        inspected: attempt.map(|attempt| Inspected {
-            receipt_key: attempt.key.clone(),
-            transaction_id: attempt.transaction.clone(),
-            amount: attempt.amount.map(|amount| amount.0),
-            signature_verified: attempt.signature_verified,
-            plugin_data: attempt.plugin_data.clone(),
-        }),
+        inspected: attempt.map(Attempt::inspected),
         plugin_data: payment.plugin_data.clone(),
         attempt_deadline_unix_ms: attempt
             .filter(|attempt| attempt.deadline_at > 0)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::machine::{Next, PaymentEvent};
-use super::model::{now_ms, Amount, Currency, Failure, Payment, PaymentId, Refund, RefundId, RefundStatus};
+use super::model::{now_ms, Amount, Currency, Failure, OfflineState, Payment, PaymentId, Refund, RefundId, RefundStatus};
 use super::provider::{Provider, ProviderError, RefundOrder};
 use super::supervisor::{backoff, JobControl, JobKey};
 use super::{await_answer, failure_of, view, Asked, PaymentError, Payments, Ticket};
@@ -141,14 +141,23 @@ impl Payments {
         };
         let now = now_ms();
         let mut commit = Commit::default();
+        let mut settled_here = false;
         let (amount, currency, payment) = match found {
             Some(payment) => {
                 let mut payment = self.load(&payment.id).await?;
                 self.agree_with_payment(request, &mut payment, &mut commit).await?;
                 let amount = request.amount.unwrap_or(payment.refundable_amount());
-                let Next::Changed(reserved) = super::machine::next(&payment, PaymentEvent::RefundReserved(amount), now)? else {
+                let Next::Changed(mut reserved) = super::machine::next(&payment, PaymentEvent::RefundReserved(amount), now)? else {
                     unreachable!("a reservation always changes the payment")
                 };
+                if Self::cancels_offline_check(&payment, amount)? {
+                    // Never sent: nothing is owed the provider, and nothing to refund there.
+                    if let Next::Changed(canceled) = super::machine::next(&reserved, PaymentEvent::OfflineCanceled, now)? {
+                        reserved = canceled;
+                    }
+                    commit.release.extend(payment.receipt_key.iter().chain(payment.transaction_id.iter()).cloned());
+                    settled_here = true;
+                }
                 commit.events.push(("payment.updated".into(), view::payment(&reserved)));
                 commit.read_at(&payment);
                 commit.payments.push((*reserved).clone());
@@ -164,7 +173,7 @@ impl Payments {
         };
         let refund = Refund {
             id: RefundId::new(now, self.store.unique().await?),
-            status: RefundStatus::Pending,
+            status: if settled_here { RefundStatus::Succeeded } else { RefundStatus::Pending },
             payment: payment.as_ref().map(|payment| payment.id.clone()),
             method: method.id.clone(),
             transaction_id: payment.as_ref().and_then(|payment| payment.transaction_id.clone()).or_else(|| request.transaction_id.clone()),
@@ -183,7 +192,30 @@ impl Payments {
         }
         commit.refunds.push(refund.clone());
         self.save(commit).await?;
+        if settled_here {
+            tracing::info!(refund = %refund.id, payment = ?refund.payment, "refund of a receipt taken offline whose check was never sent: the check is canceled, its receipt freed");
+            crate::metrics::record_offline_receipt(&method.id, "canceled");
+        }
         Ok(refund)
+    }
+
+    /// Whether refunding `amount` of `payment` cancels its receipt's deferred check
+    /// instead of asking the provider: a full refund before the check was ever sent.
+    /// A check that may have been sent, or a part refund, waits for the provider's
+    /// confirmation (`not_confirmed_yet`); a refused receipt has nothing to refund there.
+    fn cancels_offline_check(payment: &Payment, amount: Amount) -> Result<bool, PaymentError> {
+        let Some(check) = &payment.offline else { return Ok(false) };
+        match check.state {
+            OfflineState::Pending if !check.sent && amount == payment.refundable_amount() => Ok(true),
+            OfflineState::Pending => {
+                Err(PaymentError::NotConfirmedYet { payment: payment.id.clone(), retry_after: super::offline::REFUND_RETRY_AFTER })
+            }
+            OfflineState::Refused => Err(PaymentError::OfflineRefused {
+                payment: payment.id.clone(),
+                reason: check.reason.as_ref().map(|reason| reason.code.clone()).unwrap_or_default(),
+            }),
+            OfflineState::Confirmed | OfflineState::Canceled => Ok(false),
+        }
     }
 
     /// Fields of a refund request must agree with the payment: its method, and its

@@ -11,7 +11,7 @@ use super::machine::{self, PaymentEvent};
 use super::model::{now_ms, Amount, Attempt, Payment, PaymentId, PaymentStatus};
 use super::provider::{CallContext, ManualEntry, Provider, ProviderError, Settlement};
 use super::supervisor::{JobControl, JobKey};
-use super::{await_answer, failure_of, outcome_unknown, receipt_used_by, recovery, Asked, PaymentError, Payments, Record, Ticket};
+use super::{await_answer, failure_of, offline, outcome_unknown, receipt_used_by, recovery, Asked, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
 
 type Reply = oneshot::Sender<Result<Payment, PaymentError>>;
@@ -102,9 +102,13 @@ impl Payments {
             Ok(payment) => payment.status == PaymentStatus::Processing,
             Err(error) => is_unrecorded(error),
         };
+        let owes_check = matches!(&outcome, Ok(payment) if offline::owes_check(payment));
         let _ = reply.send(outcome);
         if unresolved {
             recovery::follow(&self, &method, &id, ticket.as_ref(), &control).await;
+        }
+        if owes_check {
+            self.follow_offline_check(&method, &id, &control).await;
         }
     }
 
@@ -128,6 +132,16 @@ impl Payments {
         if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key).await?.filter(|holder| holder != id) {
             return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
         }
+        // The provider is known to be down: a receipt within the offline limits is taken
+        // without asking it (the decision held until it is committed); any other tries
+        // online, as the provider may be back.
+        let mut offline_gate = None;
+        if let Some(policy) = method.offline.filter(|_| self.line_down(&method.id)) {
+            let gate = self.offline_gate().await;
+            if self.offline_verdict(&method.id, &policy, &inspected).await?.is_ok() {
+                offline_gate = Some(gate);
+            }
+        }
         let started_at = now_ms();
         let attempt = Attempt {
             number: payment.attempts + 1,
@@ -139,6 +153,7 @@ impl Payments {
             plugin_data: inspected.plugin_data.clone(),
             started_at,
             deadline_at: started_at + Self::plugin_budget(method),
+            issued_at: inspected.issued_at_unix_ms,
         };
         let deadline = attempt.deadline_at;
         let payment = match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
@@ -148,9 +163,39 @@ impl Payments {
             }
             Err(error) => return Err(error),
         };
+        if offline_gate.is_some() {
+            return self.take_offline(id, false, ticket).await;
+        }
         let context = CallContext { deadline_unix_ms: deadline, ..Self::context(&payment, method) };
         let redeemed = method.redeem(context, code, inspected).await;
-        self.finish_attempt(id, redeemed, ticket).await
+        match redeemed {
+            Err(error) if method.offline.is_some() && offline::unreachable(&error) => self.redeem_unreachable(method, id, error, ticket).await,
+            answered => {
+                if answered.is_ok() {
+                    self.mark_up(&method.id);
+                }
+                self.finish_attempt(id, answered, ticket).await
+            }
+        }
+    }
+
+    /// The provider could not be reached for this attempt: its receipt is taken offline
+    /// if it is within the method's limits. Otherwise it fails with the limit's code, or
+    /// (when the check may have reached the provider) stays `processing` and is looked up.
+    async fn redeem_unreachable(&self, method: &Method, id: &PaymentId, error: ProviderError, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
+        self.mark_down(method);
+        let policy = method.offline.expect("called for a method with offline acceptance");
+        let _gate = self.offline_gate().await;
+        let payment = self.load(id).await?;
+        let Some(inspected) = payment.attempt.as_ref().map(|attempt| attempt.inspected()) else {
+            return self.finish_attempt(id, Err(error), ticket).await;
+        };
+        let sent = outcome_unknown(&error);
+        match self.offline_verdict(&method.id, &policy, &inspected).await? {
+            Ok(()) => self.take_offline(id, sent, ticket).await,
+            Err(failure) if !sent => self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await,
+            Err(_) => self.finish_attempt(id, Err(error), ticket).await,
+        }
     }
 
     /// Records the end of an attempt: success, failure, or (unknown outcome) nothing yet.

@@ -5,7 +5,9 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::model::{rfc3339, Amount, Currency, Failure, NextAction, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus};
+use super::model::{
+    rfc3339, Amount, Currency, Failure, NextAction, OfflineState, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus,
+};
 
 /// Why the last attempt failed.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -41,8 +43,15 @@ pub struct PaymentView {
     pub refunded_amount: Amount,
     /// The provider's transaction id (`tx_…` for Smartum).
     pub transaction_id: Option<String>,
-    /// `true` when the provider confirmed it, `false` for a manual entry.
+    /// `true` when the provider confirmed it; `false` for a manual entry, or a receipt
+    /// taken offline and not confirmed yet.
     pub verified: Option<bool>,
+    /// How the receipt was verified, for the POS to print: `online` (the provider
+    /// confirmed it), `offline` (its signature was checked at the till while the provider
+    /// could not be reached; see `offline`), `manual` (entered by hand, unverified).
+    pub verification: Option<Verification>,
+    /// For a receipt taken offline: where its deferred check with the provider stands.
+    pub offline: Option<OfflineView>,
     pub benefit: Option<String>,
     pub failure: Option<FailureView>,
     pub split_of: Option<PaymentId>,
@@ -55,6 +64,39 @@ pub struct PaymentView {
     pub expires_at: String,
     /// Increases with every change; use with `?wait=S&version=V`.
     pub version: u64,
+}
+
+/// How a payment's receipt was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    Online,
+    Offline,
+    Manual,
+}
+
+/// The deferred check of a receipt taken offline.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OfflineView {
+    /// `pending` (the provider not asked or not answered yet), `confirmed`, `refused`
+    /// (an exception: see `reason`), `canceled` (refunded before it was sent).
+    pub state: OfflineState,
+    /// When the receipt was taken at the till (RFC 3339).
+    pub accepted_at: String,
+    /// When the provider confirmed or refused it, or the refund canceled it.
+    pub settled_at: Option<String>,
+    /// The provider's reason for refusing it.
+    pub reason: Option<FailureView>,
+}
+
+/// How `payment`'s receipt was verified, as the POS prints it.
+pub fn verification(payment: &Payment) -> Option<Verification> {
+    match (&payment.offline, payment.verified) {
+        (Some(check), _) if check.state != OfflineState::Confirmed => Some(Verification::Offline),
+        (_, Some(true)) => Some(Verification::Online),
+        (_, Some(false)) => Some(Verification::Manual),
+        (_, None) => None,
+    }
 }
 
 /// A refund.
@@ -88,6 +130,13 @@ pub fn payment_view(payment: &Payment) -> PaymentView {
         refunded_amount: payment.refunded_amount,
         transaction_id: payment.transaction_id.clone(),
         verified: payment.verified,
+        verification: verification(payment),
+        offline: payment.offline.as_ref().map(|check| OfflineView {
+            state: check.state,
+            accepted_at: rfc3339(check.accepted_at),
+            settled_at: check.settled_at.map(rfc3339),
+            reason: check.reason.as_ref().map(FailureView::from),
+        }),
         benefit: payment.benefit.clone(),
         failure: payment.failure.as_ref().map(FailureView::from),
         split_of: payment.split_of.clone(),
@@ -113,6 +162,48 @@ pub fn refund_view(refund: &Refund) -> RefundView {
         failure: refund.failure.as_ref().map(FailureView::from),
         created_at: rfc3339(refund.created_at),
     }
+}
+
+/// A receipt taken offline that the provider refused: what the shop follows up.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExceptionView {
+    /// The payment (it stays `succeeded`: the goods were handed over).
+    pub payment: PaymentId,
+    pub method: String,
+    pub register: String,
+    pub reference: Option<String>,
+    pub transaction_id: Option<String>,
+    /// What the receipt paid and the provider did not confirm.
+    pub amount: Amount,
+    pub currency: Currency,
+    /// The provider's reason (`receipt_already_used`, `invalid_code`, …).
+    pub reason: Option<FailureView>,
+    /// When the receipt was taken at the till (RFC 3339).
+    pub accepted_at: String,
+    /// When the provider refused it.
+    pub refused_at: Option<String>,
+}
+
+/// The exception a payment is, if the provider refused its receipt taken offline.
+pub fn exception_view(payment: &Payment) -> Option<ExceptionView> {
+    let check = payment.offline.as_ref().filter(|check| check.state == OfflineState::Refused)?;
+    Some(ExceptionView {
+        payment: payment.id.clone(),
+        method: payment.method.clone(),
+        register: payment.register.clone(),
+        reference: payment.reference.clone(),
+        transaction_id: payment.transaction_id.clone(),
+        amount: payment.captured_amount,
+        currency: payment.currency.clone(),
+        reason: check.reason.as_ref().map(FailureView::from),
+        accepted_at: rfc3339(check.accepted_at),
+        refused_at: check.settled_at.map(rfc3339),
+    })
+}
+
+/// An exception as event data.
+pub fn exception(payment: &Payment) -> serde_json::Value {
+    serde_json::to_value(exception_view(payment)).unwrap_or_default()
 }
 
 /// A payment as event data.

@@ -50,18 +50,23 @@ fn context(payment: &CallContext) -> abi::PaymentContext {
 }
 
 fn inspected_to_abi(inspected: &Inspected) -> abi::InspectedCode {
-    abi::InspectedCode {
+    let mut code = abi::InspectedCode {
         receipt_key: text(&inspected.receipt_key),
         transaction_id: optional(inspected.transaction_id.clone()),
         amount: inspected.amount.into(),
         signature_verified: inspected.signature_verified,
         plugin_data: text(&inspected.plugin_data),
         ..Default::default()
+    };
+    if let Some(issued_at) = inspected.issued_at_unix_ms {
+        code.set_issued_at_unix_ms(issued_at);
     }
+    code
 }
 
 fn inspected_from_abi(inspected: abi::InspectedCode) -> Inspected {
     Inspected {
+        issued_at_unix_ms: inspected.issued_at_unix_ms(),
         receipt_key: inspected.receipt_key.into_string(),
         transaction_id: inspected.transaction_id.into_option().map(RString::into_string),
         amount: inspected.amount.into_option(),
@@ -223,6 +228,10 @@ impl Provider for Method {
                 retryable: true,
             })
         })
+    }
+
+    async fn check_connection(&self, deadline_unix_ms: i64) -> Answer<String> {
+        self.call("check_connection", move |plugin| plugin.check_connection(deadline_unix_ms)).await.map(RString::into_string)
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Method {
     /// The capabilities as the payment engine reads them (no ABI types).
     pub abilities: Abilities,
     pub timeout: Duration,
+    /// Whether (and within which limits) signed receipts are taken while the provider
+    /// cannot be reached.
+    pub offline: Option<crate::config::OfflinePolicy>,
     inner: Arc<PaymentMethodBox>,
 }
 
@@ -141,6 +144,11 @@ fn create_method(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Method, Vec<Problem>> {
     let (plugin, kind) = resolve(catalog, config)?;
+    let abilities = adapter::abilities(kind.capabilities);
+    if config.offline.is_some() && !abilities.scan {
+        let key = format!("methods.{}.offline", config.id);
+        return Err(vec![Problem::new(Some(config.at.clone()), key, "offline acceptance is for methods that take scanned receipts")]);
+    }
     let host = HostBox::of(HostServices::new(&plugin.id, &config.id, http.clone(), runtime.clone()));
     let inner = instantiate(plugin, kind, config, host)?;
     Ok(Method {
@@ -149,8 +157,9 @@ fn create_method(
         plugin_version: plugin.version.clone(),
         kind: kind.kind.clone(),
         capabilities: kind.capabilities,
-        abilities: adapter::abilities(kind.capabilities),
+        abilities,
         timeout: config.timeout,
+        offline: config.offline,
         inner: Arc::new(inner),
     })
 }

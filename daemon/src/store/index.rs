@@ -6,7 +6,7 @@
 //! [`refund_keys`]); the store writes the difference between a record's old and new keys
 //! in the same transaction as the record, so an index never disagrees with the data.
 
-use crate::payments::model::{Compensation, Millis, Payment, PaymentId, PaymentStatus, Refund, RefundStatus};
+use crate::payments::model::{Compensation, Millis, OfflineState, Payment, PaymentId, PaymentStatus, Refund, RefundStatus};
 
 /// Which index a key belongs to (its first byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,7 @@ enum Tag {
     RefundOfRegister = 8,
     PendingRefund = 9,
     IdempotencyByTime = 10,
+    Exception = 11,
 }
 
 /// A set of payments an index holds, newest first.
@@ -39,8 +40,11 @@ pub enum PaymentIndex<'a> {
     RegisterStatus(&'a str, PaymentStatus),
     /// The legs paid against one payment (`split_of`).
     LegsOf(&'a PaymentId),
-    /// Payments with work left: not final, or a compensation under way.
+    /// Payments with work left: not final, a compensation under way, or a receipt taken
+    /// offline still owing its check.
     Open,
+    /// Payments whose receipt, taken offline, the provider later refused.
+    Exceptions,
 }
 
 /// A set of refunds an index holds, newest first.
@@ -98,6 +102,7 @@ fn payment_prefix(index: PaymentIndex<'_>) -> Vec<u8> {
             key
         }
         PaymentIndex::Open => vec![Tag::Open as u8],
+        PaymentIndex::Exceptions => vec![Tag::Exception as u8],
     }
 }
 
@@ -122,7 +127,14 @@ fn keyed(mut prefix: Vec<u8>, id: &str) -> Vec<u8> {
 
 /// Whether a payment still has work: it is resumed at start-up.
 pub fn is_open(payment: &Payment) -> bool {
-    !payment.status.is_final() || payment.compensation == Some(Compensation::Pending)
+    !payment.status.is_final()
+        || payment.compensation == Some(Compensation::Pending)
+        || payment.offline.as_ref().is_some_and(|check| check.state == OfflineState::Pending)
+}
+
+/// Whether the provider refused a receipt this payment took offline.
+pub fn is_exception(payment: &Payment) -> bool {
+    payment.offline.as_ref().is_some_and(|check| check.state == OfflineState::Refused)
 }
 
 /// Whether `payment` belongs to `index` as it is now: what an index entry claims, checked
@@ -136,6 +148,7 @@ pub fn holds_payment(index: PaymentIndex<'_>, payment: &Payment) -> bool {
         PaymentIndex::RegisterStatus(register, status) => payment.register == register && payment.status == status,
         PaymentIndex::LegsOf(parent) => payment.split_of.as_ref() == Some(parent),
         PaymentIndex::Open => is_open(payment),
+        PaymentIndex::Exceptions => is_exception(payment),
     }
 }
 
@@ -154,6 +167,9 @@ pub fn payment_keys(payment: &Payment) -> Vec<Vec<u8>> {
     }
     if is_open(payment) {
         keys.push(keyed(payment_prefix(PaymentIndex::Open), id));
+    }
+    if is_exception(payment) {
+        keys.push(keyed(payment_prefix(PaymentIndex::Exceptions), id));
     }
     keys
 }

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::config::StoreBackend;
 use crate::payments::model::{Millis, Payment, PaymentId, Refund, RefundId};
-pub use index::{PaymentIndex, RefundIndex};
+pub use index::{is_exception, PaymentIndex, RefundIndex};
 pub use postgres_store::PostgresStore;
 use retention::{Cutoffs, Totals};
 pub use sled_store::SledStore;

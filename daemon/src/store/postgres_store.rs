@@ -847,6 +847,7 @@ fn payment_condition<'a>(index: PaymentIndex<'a>, query: &mut IndexQuery<'a>) ->
         }
         PaymentIndex::LegsOf(parent) => format!("split_of = {}", query.bind(parent.as_str())),
         PaymentIndex::Open => "open".to_string(),
+        PaymentIndex::Exceptions => format!("({})", postgres_schema::EXCEPTION_CONDITION),
     }
 }
 

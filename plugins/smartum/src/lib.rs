@@ -141,13 +141,17 @@ impl SmartumMethod {
             Ok(Receipt::Signed(claims)) => {
                 self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
                 Self::check_amount(claims.amount, payment)?;
-                Ok(InspectedCode {
+                let mut inspected = InspectedCode {
                     receipt_key: RString::from(claims.transaction_id.as_str()),
                     transaction_id: ROption::RSome(claims.transaction_id.into()),
                     amount: ROption::RSome(claims.amount),
                     signature_verified: true,
                     ..Default::default()
-                })
+                };
+                if let Some(issued_at) = claims.issued_at_ms {
+                    inspected.set_issued_at_unix_ms(issued_at);
+                }
+                Ok(inspected)
             }
             Ok(Receipt::SignedUnreadable { transaction_id, why }) => {
                 // Signed by Smartum, but not in the shape assumed: Smartum decides online

@@ -13,6 +13,8 @@ pub struct ReceiptClaims {
     pub benefit: String,
     pub amount: u64,
     pub currency: String,
+    /// The signed issue time (`iat`), in milliseconds since the epoch.
+    pub issued_at_ms: Option<i64>,
 }
 
 /// A scanned code, understood.
@@ -83,6 +85,7 @@ fn claims_of(payload: &serde_json::Value) -> Result<ReceiptClaims, String> {
         benefit: text(claims::BENEFIT).ok_or_else(|| missing(claims::BENEFIT))?,
         amount: payload.get(claims::AMOUNT).and_then(|amount| amount.as_u64()).ok_or_else(|| missing(claims::AMOUNT))?,
         currency: text(claims::CURRENCY).ok_or_else(|| missing(claims::CURRENCY))?,
+        issued_at_ms: payload.get(claims::ISSUED_AT).and_then(|seconds| seconds.as_i64()).map(|seconds| seconds.saturating_mul(1000)),
     })
 }
 

@@ -46,6 +46,9 @@ pub mod claims {
     pub const AMOUNT: &str = "amount";
     /// ISO 4217.
     pub const CURRENCY: &str = "currency";
+    /// When Smartum issued the receipt (JWT `iat`, seconds since the epoch): optional,
+    /// but a receipt without it is never accepted offline.
+    pub const ISSUED_AT: &str = "iat";
 }
 
 /// Renew the access token this long before it expires.
