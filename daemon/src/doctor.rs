@@ -91,10 +91,20 @@ async fn offline(config: &Config) -> Vec<Finding> {
             match (exposures.is_some(), exposure) {
                 (_, Some(exposure)) => {
                     let oldest = exposure.oldest_accepted_at.as_deref().map(|at| format!("; oldest taken {at}")).unwrap_or_default();
-                    let line = format!("{limits}; open: {} receipt(s), {} of {}{oldest}", exposure.open_receipts, exposure.open_amount, policy.max_total);
-                    let down = exposure.provider_down_since.as_deref().map(|since| format!("; the provider is DOWN since {since}")).unwrap_or_default();
+                    let line = format!(
+                        "{limits}; open: {} receipt(s), {} of {}{oldest}",
+                        exposure.open_receipts, exposure.open_amount, policy.max_total
+                    );
+                    let down = exposure
+                        .provider_down_since
+                        .as_deref()
+                        .map(|since| format!("; the provider is DOWN since {since}"))
+                        .unwrap_or_default();
                     if exposure.open_amount.0 >= policy.max_total {
-                        fail(subject, format!("{line}{down}: the limit is reached, further receipts are refused until the provider answers"))
+                        fail(
+                            subject,
+                            format!("{line}{down}: the limit is reached, further receipts are refused until the provider answers"),
+                        )
                     } else {
                         ok(subject, format!("{line}{down}"))
                     }
@@ -115,8 +125,17 @@ async fn from_running_daemon(config: &Config) -> Option<Vec<crate::payments::Off
     })?;
     let address = std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), config.server.listen.port());
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().ok()?;
-    let status: serde_json::Value =
-        client.get(format!("http://{address}/v1/status")).bearer_auth(token).send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
+    let status: serde_json::Value = client
+        .get(format!("http://{address}/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     serde_json::from_value(status.get("offline")?.clone()).ok()
 }
 

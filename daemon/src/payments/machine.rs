@@ -227,15 +227,13 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
             check.reason = Some(failure);
             check.settled_at = Some(now);
         }
-        PaymentEvent::OfflineCanceled => {
-            match pending_check(&mut after) {
-                Some(check) if !check.sent => {
-                    check.state = OfflineState::Canceled;
-                    check.settled_at = Some(now);
-                }
-                _ => return Err(refuse(payment, "refunded before its receipt is confirmed")),
+        PaymentEvent::OfflineCanceled => match pending_check(&mut after) {
+            Some(check) if !check.sent => {
+                check.state = OfflineState::Canceled;
+                check.settled_at = Some(now);
             }
-        }
+            _ => return Err(refuse(payment, "refunded before its receipt is confirmed")),
+        },
     }
     Ok(changed(payment, after, now))
 }
@@ -267,15 +265,8 @@ fn accept_offline(payment: &Payment, after: &mut Payment, sent: bool, now: Milli
     after.failure = None;
     after.attempt = None;
     after.next_action = None;
-    after.offline = Some(OfflineCheck {
-        state: OfflineState::Pending,
-        attempt,
-        accepted_at: now,
-        sent,
-        tries: 0,
-        settled_at: None,
-        reason: None,
-    });
+    after.offline =
+        Some(OfflineCheck { state: OfflineState::Pending, attempt, accepted_at: now, sent, tries: 0, settled_at: None, reason: None });
     Ok(())
 }
 
@@ -504,7 +495,10 @@ mod tests {
         let refused = changed(next(&taken_offline(true), PaymentEvent::OfflineRefused(failure("receipt_already_used")), NOW));
         assert_eq!(refused.status, Succeeded, "the goods are gone: the payment stays succeeded");
         let check = refused.offline.as_ref().expect("kept");
-        assert_eq!((check.state, check.reason.as_ref().map(|reason| reason.code.as_str())), (OfflineState::Refused, Some("receipt_already_used")));
+        assert_eq!(
+            (check.state, check.reason.as_ref().map(|reason| reason.code.as_str())),
+            (OfflineState::Refused, Some("receipt_already_used"))
+        );
         assert!(matches!(next(&refused, PaymentEvent::OfflineConfirmed(settlement(3000)), NOW), Ok(Next::Unchanged)));
 
         let mismatch = changed(next(&taken_offline(false), PaymentEvent::OfflineConfirmed(settlement(2000)), NOW));

@@ -23,8 +23,8 @@ mod scan;
 pub mod supervisor;
 pub mod view;
 
-pub use purchase::canceled_body;
 pub use offline::{exposure_in, OfflineExposure};
+pub use purchase::canceled_body;
 pub use refunds::NewRefund;
 
 use std::collections::BTreeMap;

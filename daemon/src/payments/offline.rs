@@ -139,7 +139,10 @@ impl Payments {
         if amount > policy.max_amount {
             return refuse(
                 "offline_amount_exceeded",
-                format!("the provider cannot be reached, and this receipt ({amount}) is over what one receipt may pay offline ({})", policy.max_amount),
+                format!(
+                    "the provider cannot be reached, and this receipt ({amount}) is over what one receipt may pay offline ({})",
+                    policy.max_amount
+                ),
             );
         }
         let age = now_ms() - issued_at;
@@ -224,7 +227,9 @@ impl Payments {
     async fn check_offline_receipt(&self, method: &Method, id: &PaymentId) -> Result<bool, PaymentError> {
         let payment = self.load(id).await?;
         let Some(check) = payment.offline.clone().filter(|check| check.state == OfflineState::Pending) else { return Ok(true) };
+        // The attempt's own id (its idempotency key at the provider), and what it paid.
         let context = CallContext {
+            attempt_id: super::model::attempt_id(&payment.id, check.attempt.number),
             amount_due: payment.captured_amount.0,
             eligible_amount: payment.captured_amount.0,
             ..Self::context(&payment, method)
@@ -301,7 +306,8 @@ impl Payments {
 /// What `method`'s receipts taken offline and still unconfirmed in `store` risk (the
 /// open work is a short list: payments under way and receipts owing their check).
 pub async fn exposure_in(store: &Store, method: &str) -> Result<OfflineExposure, StoreError> {
-    let open: Vec<Payment> = store.unfinished_payments().await?.into_iter().filter(|payment| payment.method == method && owes_check(payment)).collect();
+    let open: Vec<Payment> =
+        store.unfinished_payments().await?.into_iter().filter(|payment| payment.method == method && owes_check(payment)).collect();
     let checks = open.iter().filter_map(|payment| payment.offline.as_ref());
     Ok(OfflineExposure {
         method: method.to_string(),
@@ -317,7 +323,8 @@ pub async fn exposure_in(store: &Store, method: &str) -> Result<OfflineExposure,
 pub(super) fn resume(payments: &Payments, method: Method, id: PaymentId) {
     let me = payments.owned();
     let job_id = id.clone();
-    let _ = payments.jobs.start(JobKey::Payment(id), move |control| async move { me.follow_offline_check(&method, &job_id, &control).await });
+    let _ =
+        payments.jobs.start(JobKey::Payment(id), move |control| async move { me.follow_offline_check(&method, &job_id, &control).await });
 }
 
 /// Whether `payment` owes a deferred check.

@@ -169,7 +169,9 @@ impl Payments {
         let context = CallContext { deadline_unix_ms: deadline, ..Self::context(&payment, method) };
         let redeemed = method.redeem(context, code, inspected).await;
         match redeemed {
-            Err(error) if method.offline.is_some() && offline::unreachable(&error) => self.redeem_unreachable(method, id, error, ticket).await,
+            Err(error) if method.offline.is_some() && offline::unreachable(&error) => {
+                self.redeem_unreachable(method, id, error, ticket).await
+            }
             answered => {
                 if answered.is_ok() {
                     self.mark_up(&method.id);
@@ -182,7 +184,13 @@ impl Payments {
     /// The provider could not be reached for this attempt: its receipt is taken offline
     /// if it is within the method's limits. Otherwise it fails with the limit's code, or
     /// (when the check may have reached the provider) stays `processing` and is looked up.
-    async fn redeem_unreachable(&self, method: &Method, id: &PaymentId, error: ProviderError, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
+    async fn redeem_unreachable(
+        &self,
+        method: &Method,
+        id: &PaymentId,
+        error: ProviderError,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
         self.mark_down(method);
         let policy = method.offline.expect("called for a method with offline acceptance");
         let _gate = self.offline_gate().await;

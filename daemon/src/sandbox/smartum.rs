@@ -215,6 +215,20 @@ impl SmartumSandbox {
         self.shared.ledger().transactions.get(id).cloned()
     }
 
+    /// Marks a paid transaction checked by someone else (`reference`), as another shop's
+    /// till would while this one is cut off: `false` if it is not `paid`.
+    pub fn check_elsewhere(&self, id: &str, reference: &str) -> bool {
+        let mut ledger = self.shared.ledger();
+        match ledger.transactions.get_mut(id) {
+            Some(transaction) if transaction.status == "paid" => {
+                transaction.status = "checked";
+                transaction.check_reference = Some(reference.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// When the last check or refund was answered (for "settled within a second of
     /// the provider's answer").
     pub fn last_answer_at(&self) -> Option<std::time::Instant> {

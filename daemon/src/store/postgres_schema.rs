@@ -23,7 +23,7 @@ pub const EXCEPTION_CONDITION: &str = "(record -> 'offline' ->> 'state') = 'refu
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
-    r#"
+        r#"
 CREATE TABLE posbridge_meta (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     -- The id of the next journal event: updated in every transaction that appends
