@@ -24,7 +24,10 @@ fn main() {
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), options.clone()).expect("sandbox");
     let install = Install::new(BIN);
     install.add_plugin("posbridge-plugin-smartum");
-    install.configure(&smartum.config_section(install.path(), "").unwrap());
+    // Offline acceptance on, with limits no run reaches: online payments are unaffected
+    // by it; the offline scans are measured at the end with the sandbox switched down.
+    let offline = "timeout = \"3s\"\noffline = { enabled = true, max_amount = 100000, max_total = 100000000, max_age = \"2h\" }";
+    install.configure(&smartum.config_section(install.path(), offline).unwrap());
     install.unlimited();
     let daemon = install.start();
     let client = reqwest::blocking::Client::new();
@@ -57,6 +60,7 @@ fn main() {
     let breakdown = daemon_breakdown(&client, &base);
     let (verify, verify_p521) = es512_verify_times(&smartum);
     let throughput = payments_per_second(&base, &smartum, iterations.max(100));
+    let mut offline_scan = offline_scans(&client, &base, &smartum, iterations);
 
     let (p50, p99) = percentiles(&mut payment);
     let (floor50, floor99) = percentiles(&mut floor);
@@ -85,6 +89,33 @@ fn main() {
     println!("ratio payment/single-request floor: p50 {:.2}x   p99 {:.2}x", ms(p50) / ms(floor50), ms(p99) / ms(floor99));
     println!("ratio payment/structural floor:     p50 {:.2}x   p99 {:.2}x", ms(p50) / ms(structural50), ms(p99) / ms(structural99));
     println!("throughput: {throughput:.1} payments/s (4 registers in parallel)");
+    let (offline50, offline99) = percentiles(&mut offline_scan);
+    println!("scan with Smartum down, receipt taken offline ({iterations} sequential; no provider round trip):");
+    println!(
+        "  p50 {:>8.3} ms   p99 {:>8.3} ms   (online scan above: p50 {:.3}, p99 {:.3}; offline/online p50 {:.2}x)",
+        ms(offline50),
+        ms(offline99),
+        ms(scan50),
+        ms(scan99),
+        ms(offline50) / ms(scan50)
+    );
+}
+
+/// Scan times of receipts taken offline: Smartum is switched unavailable, one scan finds
+/// it so (and waits out the method's timeout), then each scan is measured.
+fn offline_scans(client: &reqwest::blocking::Client, base: &str, smartum: &SmartumSandbox, iterations: usize) -> Vec<Duration> {
+    smartum.set_faults(posbridge::sandbox::Faults { unavailable: true, ..Default::default() });
+    let mut scans = Vec::with_capacity(iterations);
+    for index in 0..=iterations {
+        let receipt = smartum.create_receipt(100 + index as u64);
+        let (created, total, paid) = posbridge_testkit::create_and_scan(client, base, 100 + index as u64, &receipt.jws);
+        assert_eq!((paid["status"].as_str(), paid["verification"].as_str()), (Some("succeeded"), Some("offline")), "{paid}");
+        if index > 0 {
+            scans.push(total - created);
+        }
+    }
+    smartum.set_faults(posbridge::sandbox::Faults::default());
+    scans
 }
 
 /// The median time to verify one receipt signature: as the plugin does in a scan, and

@@ -214,6 +214,11 @@ impl Payments {
                 alive = control.pause(delay) => if !alive { return },
                 _ = line_up => {}
             }
+            if self.line_down(&method.id) {
+                // The prober asks; this check goes once the provider answers again.
+                delay = delays.next().unwrap_or(CHECK_MAX_DELAY);
+                continue;
+            }
             match self.check_offline_receipt(method, id).await {
                 Ok(true) => return,
                 Ok(false) => {}

@@ -138,6 +138,15 @@ mod tests {
     }
 
     #[test]
+    fn the_signed_issue_time_is_read_in_milliseconds_and_is_optional() {
+        let claims = serde_json::json!({"jti": "tx_R60D21hL60bj5N1v", "venue": "ven_x", "benefit": "exercise", "amount": 1200, "currency": "EUR", "iat": 1763800000});
+        assert_eq!(claims_of(&claims).unwrap().issued_at_ms, Some(1_763_800_000_000));
+        let mut without = claims.clone();
+        without.as_object_mut().unwrap().remove("iat");
+        assert_eq!(claims_of(&without).unwrap().issued_at_ms, None, "a receipt without iat still pays online");
+    }
+
+    #[test]
     fn bare_and_url_forms() {
         let tx = "tx_R60D21hL60bj5N1v";
         assert_eq!(parse(tx, &no_keys()), Ok(Receipt::TransactionId(tx.into())));
