@@ -219,8 +219,11 @@ fn offline_receipts_waiting_at_a_kill_are_checked_after_the_restart() {
         assert_taken_offline(paid);
     }
     shop.daemon.take().expect("running").kill();
-    shop.up();
     shop.daemon = Some(shop.install.start());
+    // Still down after the restart: the open total is what the store holds.
+    let status = shop.offline_status();
+    assert_eq!((status["open_receipts"].as_u64(), status["open_amount"].as_u64()), (Some(3), Some(4500)), "{status}");
+    shop.up();
     for (paid, transaction) in &taken {
         let confirmed = shop.until_checked(&shop.daemon().get_json(&format!("/v1/payments/{}", id(paid))).1);
         assert_eq!(confirmed["offline"]["state"], "confirmed", "{confirmed}");

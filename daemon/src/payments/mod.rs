@@ -342,6 +342,9 @@ impl Payments {
             reason: "injected after the commit".into()
         })));
         observe(&commit);
+        for payment in &commit.payments {
+            self.offline.note(payment);
+        }
         let mut expiring = self.expiring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payment in &commit.payments {
             // Card payments time out through their job, which cancels at the provider.
@@ -707,6 +710,7 @@ impl Payments {
         let ours = |method: &str| quiet_since.is_none() || self.method(method).is_ok();
         let due = |updated_at: Millis, key: JobKey| quiet_since.is_none_or(|since| updated_at < since && self.jobs.live(&key).is_none());
         for payment in self.store.unfinished_payments().await? {
+            self.offline.note(&payment);
             if !ours(&payment.method) {
                 continue;
             }

@@ -60,6 +60,46 @@ pub(super) struct OfflineDesk {
     line_up: tokio::sync::Notify,
     /// Held from an offline decision to its commit, so the open total is exact.
     gate: tokio::sync::Mutex<()>,
+    /// Receipts taken offline and not yet confirmed, as this daemon committed or found
+    /// them at start-up: the open total without reading the store (on a store shared
+    /// with other daemons, the store is read instead, as they take receipts too).
+    open: Mutex<HashMap<PaymentId, OpenReceipt>>,
+}
+
+/// A receipt still owing its check, as the open total counts it.
+struct OpenReceipt {
+    method: String,
+    amount: Amount,
+    accepted_at: Millis,
+}
+
+impl OfflineDesk {
+    /// Keeps the open receipts in step with a committed (or found) payment.
+    pub(super) fn note(&self, payment: &Payment) {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match payment.offline.as_ref().filter(|_| owes_check(payment)) {
+            Some(check) => {
+                let receipt = OpenReceipt { method: payment.method.clone(), amount: check.open_amount(), accepted_at: check.accepted_at };
+                open.insert(payment.id.clone(), receipt);
+            }
+            None => {
+                open.remove(&payment.id);
+            }
+        }
+    }
+
+    /// What `method`'s open receipts risk, as this daemon knows them.
+    fn exposure(&self, method: &str) -> OfflineExposure {
+        let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let receipts: Vec<&OpenReceipt> = open.values().filter(|receipt| receipt.method == method).collect();
+        OfflineExposure {
+            method: method.to_string(),
+            open_receipts: receipts.len(),
+            open_amount: Amount(receipts.iter().map(|receipt| receipt.amount.0).sum()),
+            oldest_accepted_at: receipts.iter().map(|receipt| receipt.accepted_at).min().map(super::model::rfc3339),
+            ..OfflineExposure::default()
+        }
+    }
 }
 
 /// A method's offline acceptance: its limits, and what its receipts taken offline still
@@ -188,10 +228,11 @@ impl Payments {
 
     /// What `method`'s receipts taken offline still risk (limits left at zero).
     pub async fn offline_exposure(&self, method: &str) -> Result<OfflineExposure, PaymentError> {
-        Ok(OfflineExposure {
-            provider_down_since: self.down_since(method).map(super::model::rfc3339),
-            ..exposure_in(&self.store, method).await?
-        })
+        let known = match self.store.is_shared() {
+            true => exposure_in(&self.store, method).await?,
+            false => self.offline.exposure(method),
+        };
+        Ok(OfflineExposure { provider_down_since: self.down_since(method).map(super::model::rfc3339), ..known })
     }
 
     /// Takes payment `id`'s attempt offline (`sent`: its check may have reached the
