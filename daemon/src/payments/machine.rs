@@ -207,12 +207,16 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
             let Some(check) = pending_check(&mut after) else { return Ok(Next::Unchanged) };
             check.settled_at = Some(now);
             if settlement.captured_amount != captured.0 {
+                // Kept: the provider took money under this transaction; the shop follows
+                // it up with what the provider said.
                 check.state = OfflineState::Refused;
                 check.reason = Some(Failure {
                     code: "amount_mismatch".into(),
                     message: format!("the provider confirmed {} cents, the receipt said {captured}", settlement.captured_amount),
                     retryable: false,
                 });
+                after.transaction_id = settlement.transaction_id.or(after.transaction_id);
+                after.plugin_data = Some(settlement.plugin_data);
                 return Ok(changed(payment, after, now));
             }
             check.state = OfflineState::Confirmed;

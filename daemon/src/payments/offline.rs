@@ -39,6 +39,9 @@ const CHECK_MAX_DELAY: Duration = Duration::from_secs(30);
 /// How often the prober asks a down provider's connection check.
 const PROBE_FIRST_DELAY: Duration = Duration::from_secs(1);
 const PROBE_MAX_DELAY: Duration = Duration::from_secs(10);
+/// How far in the future a receipt's issue time may be (clocks drift, the more so
+/// during the outages this is for) before it is not taken offline.
+const CLOCK_ALLOWANCE_MS: Millis = 5 * 60 * 1000;
 /// What a refund waiting for a confirmation is told to wait.
 pub const REFUND_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -186,6 +189,12 @@ impl Payments {
             );
         }
         let age = now_ms() - issued_at;
+        if age < -CLOCK_ALLOWANCE_MS {
+            return refuse(
+                "offline_not_verifiable",
+                "the provider cannot be reached, and this receipt says it was issued in the future (check this machine's clock)".into(),
+            );
+        }
         if age > policy.max_age.as_millis() as Millis {
             return refuse(
                 "offline_receipt_too_old",
@@ -305,7 +314,10 @@ impl Payments {
         }
         match method.redeem(context, check.attempt.code.clone(), check.attempt.inspected()).await {
             Ok(settlement) => self.settle_offline(method, id, PaymentEvent::OfflineConfirmed(settlement)).await,
-            Err(error) if unreachable(&error) || error.retryable() => Ok(self.unanswered(method, id, &error)),
+            // The provider may have acted (a panic, a lost answer): looked up next time.
+            Err(error) if unreachable(&error) || error.retryable() || super::outcome_unknown(&error) => {
+                Ok(self.unanswered(method, id, &error))
+            }
             Err(error) => self.settle_offline(method, id, PaymentEvent::OfflineRefused(failure_of(&error))).await,
         }
     }

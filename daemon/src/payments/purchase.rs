@@ -90,7 +90,21 @@ impl Payments {
     /// only what is still refundable), then mark the compensation done, answering the
     /// cancel in the same commit.
     async fn compensate(&self, leg: &Payment, ticket: Option<&Ticket>) -> Result<Canceled, PaymentError> {
-        self.refund_purchase(leg, Some(REASON.into()), &leg.client).await?;
+        // A leg whose receipt was taken offline refunds only once the provider confirmed
+        // it: the other legs are refunded meanwhile, and that one when it may be.
+        let mut delays = super::supervisor::backoff(std::time::Duration::from_secs(2), std::time::Duration::from_secs(30));
+        loop {
+            match self.refund_purchase(leg, Some(REASON.into()), &leg.client).await {
+                Err(PaymentError::NotConfirmedYet { payment, .. }) => {
+                    tracing::info!(leg = %payment, "compensation waits for the provider to confirm a receipt taken offline");
+                    tokio::time::sleep(delays.next().unwrap_or(std::time::Duration::from_secs(30))).await;
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         let compensation = self.compensation_refunds(leg).await?;
         let _guard = self.lock_purchase(&leg.id).await?;
         let before = self.load(&leg.id).await?;
@@ -146,9 +160,12 @@ impl Payments {
         Ok(legs)
     }
 
-    /// Refunds what is refundable of every succeeded leg of a purchase.
+    /// Refunds what is refundable of every succeeded leg of a purchase. A leg whose
+    /// receipt taken offline is not confirmed yet does not stop the others: its
+    /// `not_confirmed_yet` is answered after them.
     pub async fn refund_purchase(&self, payment: &Payment, reason: Option<String>, client: &str) -> Result<Vec<Refund>, PaymentError> {
         let mut refunds = Vec::new();
+        let mut waiting = None;
         for leg in self.purchase_legs(payment).await? {
             if leg.status == PaymentStatus::Succeeded && leg.refundable_amount().0 > 0 {
                 let request = NewRefund {
@@ -160,10 +177,16 @@ impl Payments {
                     reason: reason.clone(),
                     client: client.to_string(),
                 };
-                refunds.push(self.refund(request, Asked::default()).await?);
+                match self.refund(request, Asked::default()).await {
+                    Err(error @ PaymentError::NotConfirmedYet { .. }) => waiting = waiting.or(Some(error)),
+                    other => refunds.push(other?),
+                }
             }
         }
-        Ok(refunds)
+        match waiting {
+            Some(error) => Err(error),
+            None => Ok(refunds),
+        }
     }
 }
 
