@@ -220,8 +220,7 @@ fn routes() -> Vec<(RouteDoc, MethodRouter<Arc<AppState>>)> {
         (
             D::new("GET", "/v1/exceptions", "Receipts taken offline that the provider later refused, newest first (managers)")
                 .query(schema::<payments::ExceptionListParams>)
-                .ok(schema::<ExceptionList>)
-                .also(&[403]),
+                .ok(schema::<ExceptionList>),
             get(payments::list_exceptions),
         ),
         (D::new("GET", "/v1/scanners", "Configured scanners: register, connection, last scan").ok(schema::<ScannersView>), get(scanners)),
