@@ -437,10 +437,7 @@ pub async fn list(
                 .map(|text| parse_rfc3339(&text).ok_or_else(|| ApiError::invalid("expected an RFC 3339 timestamp").field(field)))
                 .transpose()
         };
-        let limit = params.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
-        }
+        let limit = page_limit(params.limit)?;
         bounded(params.register.as_deref(), "register", 0, 64)?;
         bounded(params.reference.as_deref(), "reference", 0, 128)?;
         let query = ListQuery {
@@ -451,12 +448,7 @@ pub async fn list(
             from: time(params.from, "from")?,
             to: time(params.to, "to")?,
             limit,
-            starting_after: params
-                .starting_after
-                .map(|id| {
-                    PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("starting_after must be a payment id").field("starting_after"))
-                })
-                .transpose()?,
+            starting_after: starting_after(params.starting_after)?,
         };
         Ok(query)
     })();
@@ -492,16 +484,28 @@ pub async fn list_refunds(
     }
     let result = async {
         let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        let limit = params.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
-        }
+        let limit = page_limit(params.limit)?;
         bounded(params.payment.as_deref(), "payment", 0, 64)?;
         let (refunds, has_more) = state.payments.list_refunds(limit, params.payment.as_deref(), client.visible_registers()).await?;
         let data: Vec<Value> = refunds.iter().map(|refund| serde_json::to_value(refund_view(refund)).unwrap_or_default()).collect();
         Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))
     };
     answer(result.await)
+}
+
+/// A list's `limit`: 1 to 100, default 20.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
+    }
+    Ok(limit)
+}
+
+/// A list's `starting_after`: the last payment id of the previous page.
+fn starting_after(id: Option<String>) -> Result<Option<PaymentId>, ApiError> {
+    id.map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("starting_after must be a payment id").field("starting_after")))
+        .transpose()
 }
 
 /// `GET /v1/exceptions` query.
@@ -529,14 +533,8 @@ pub async fn list_exceptions(
     let result = async {
         client.may_read_exceptions()?;
         let Query(params) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        let limit = params.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::invalid("limit is 1 to 100").field("limit"));
-        }
-        let after = params
-            .starting_after
-            .map(|id| PaymentId::parse(&id).ok_or_else(|| ApiError::invalid("starting_after must be a payment id").field("starting_after")))
-            .transpose()?;
+        let limit = page_limit(params.limit)?;
+        let after = starting_after(params.starting_after)?;
         let (payments, has_more) = state.payments.exceptions(limit, after.as_ref()).await?;
         let data: Vec<Value> = payments.iter().map(crate::payments::view::exception).collect();
         Ok((StatusCode::OK, json!({"data": data, "has_more": has_more})))

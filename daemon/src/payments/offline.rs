@@ -94,14 +94,24 @@ impl OfflineDesk {
     /// What `method`'s open receipts risk, as this daemon knows them.
     fn exposure(&self, method: &str) -> OfflineExposure {
         let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let receipts: Vec<&OpenReceipt> = open.values().filter(|receipt| receipt.method == method).collect();
-        OfflineExposure {
-            method: method.to_string(),
-            open_receipts: receipts.len(),
-            open_amount: Amount(receipts.iter().map(|receipt| receipt.amount.0).sum()),
-            oldest_accepted_at: receipts.iter().map(|receipt| receipt.accepted_at).min().map(super::model::rfc3339),
-            ..OfflineExposure::default()
-        }
+        exposure_of(method, open.values().filter(|receipt| receipt.method == method).map(|receipt| (receipt.amount, receipt.accepted_at)))
+    }
+}
+
+/// The exposure of `method`'s open receipts, each as (amount still owed, taken at).
+fn exposure_of(method: &str, receipts: impl Iterator<Item = (Amount, Millis)>) -> OfflineExposure {
+    let (mut count, mut total, mut oldest) = (0, 0, None::<Millis>);
+    for (amount, accepted_at) in receipts {
+        count += 1;
+        total += amount.0;
+        oldest = Some(oldest.map_or(accepted_at, |oldest| oldest.min(accepted_at)));
+    }
+    OfflineExposure {
+        method: method.to_string(),
+        open_receipts: count,
+        open_amount: Amount(total),
+        oldest_accepted_at: oldest.map(super::model::rfc3339),
+        ..OfflineExposure::default()
     }
 }
 
@@ -364,16 +374,10 @@ impl Payments {
 /// What `method`'s receipts taken offline and still unconfirmed in `store` risk (the
 /// open work is a short list: payments under way and receipts owing their check).
 pub async fn exposure_in(store: &Store, method: &str) -> Result<OfflineExposure, StoreError> {
-    let open: Vec<Payment> =
-        store.unfinished_payments().await?.into_iter().filter(|payment| payment.method == method && owes_check(payment)).collect();
-    let checks = open.iter().filter_map(|payment| payment.offline.as_ref());
-    Ok(OfflineExposure {
-        method: method.to_string(),
-        open_receipts: open.len(),
-        open_amount: Amount(checks.clone().map(|check| check.open_amount().0).sum()),
-        oldest_accepted_at: checks.map(|check| check.accepted_at).min().map(super::model::rfc3339),
-        ..OfflineExposure::default()
-    })
+    let open = store.unfinished_payments().await?;
+    let checks =
+        open.iter().filter(|payment| payment.method == method && owes_check(payment)).filter_map(|payment| payment.offline.as_ref());
+    Ok(exposure_of(method, checks.map(|check| (check.open_amount(), check.accepted_at))))
 }
 
 /// Starts the deferred check of a payment whose receipt was taken offline (after a
