@@ -222,3 +222,28 @@ fn a_settled_refund_without_a_payment_goes_after_the_retention_and_a_pending_one
     assert!(store.read_refund(&pending.id).unwrap().is_some());
     assert_eq!(store.refunds_in(RefundIndex::Pending).count(), 1, "its index entry stays too");
 }
+
+#[test]
+fn new_stores_are_uncompressed_and_a_compressed_one_stays_compressed_with_its_records() {
+    let conf = |path: &Path| String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    let (dir, store) = open();
+    drop(store);
+    assert!(conf(&dir.path().join("data")).contains("use_compression: false"), "a new store is written uncompressed");
+
+    // A store as an older posbridge created it: compressed by sled, with a payment.
+    let older = dir.path().join("older");
+    let first = payment(1_000, 1, "till-1", "R1", PaymentStatus::Succeeded);
+    {
+        let db = sled::Config::new().path(&older).use_compression(true).open().unwrap();
+        db.open_tree("payments").unwrap().insert(first.id.as_str().as_bytes(), encode(&first)).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&older).expect("a compressed store opens");
+    assert_eq!(store.read_payment(&first.id).unwrap().map(|payment| payment.id), Some(first.id.clone()));
+    let second = payment(2_000, 2, "till-1", "R2", PaymentStatus::AwaitingScan);
+    save(&store, vec![second.clone()], vec![]);
+    drop(store);
+    assert!(conf(&older).contains("use_compression: true"), "it stays compressed");
+    let store = Store::open(&older).unwrap();
+    assert!(store.read_payment(&second.id).unwrap().is_some());
+}
