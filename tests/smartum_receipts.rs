@@ -81,6 +81,34 @@ fn a_receipt_signed_with_an_unknown_key_names_the_configured_keys() {
     assert_eq!(smartum.transaction(&paid.transaction_id).unwrap().status, "paid", "nothing was redeemed");
 }
 
+/// The write-ahead records what the plugin read of a code while its signature is
+/// checked beside it: a forged receipt (the sandbox's `kid`, another key) naming a real
+/// transaction fails with `bad_signature` before Smartum is asked, and the reservation
+/// the write-ahead made for that transaction goes with it, so the genuine receipt then
+/// pays another payment.
+#[test]
+fn a_forged_receipt_written_ahead_is_refused_and_frees_its_transaction() {
+    let (_install, smartum, daemon) = shop();
+    let genuine = smartum.create_receipt(700);
+    let forger = posbridge::sandbox::smartum::signing_key_from_pem(&posbridge::sandbox::smartum::new_signing_key_pem()).unwrap();
+    let forged =
+        posbridge::sandbox::smartum::sign_receipt(&forger, &header(&smartum, None), &standard_claims(&genuine.transaction_id, 700));
+    let checks_before = smartum.checks();
+
+    let refused = pay(&daemon, &forged);
+    assert_eq!((refused["status"].as_str(), refused["failure"]["code"].as_str()), (Some("failed"), Some("bad_signature")), "{refused}");
+    assert_eq!(smartum.checks(), checks_before, "Smartum was not asked");
+    assert_eq!(smartum.transaction(&genuine.transaction_id).unwrap().status, "paid");
+
+    let paid = pay(&daemon, &genuine.jws);
+    assert_eq!((paid["status"].as_str(), paid["captured_amount"].as_u64()), (Some("succeeded"), Some(700)), "{paid}");
+    assert_eq!(paid["verified"], true, "{paid}");
+    assert_eq!(smartum.transaction(&genuine.transaction_id).unwrap().status, "checked");
+    let metrics = daemon.get("/metrics").text().unwrap();
+    let read = "posbridge_plugin_call_duration_seconds_count{method=\"smartum\",operation=\"read_code\"} 2";
+    assert!(metrics.contains(read), "both codes were read before their check, for the write-ahead: {metrics}");
+}
+
 /// The same Smartum method configured with keys from a JWKS instead of a PEM.
 fn shop_with_keys(keys_config: impl Fn(&SmartumSandbox, &Install) -> String) -> (Install, SmartumSandbox, Daemon) {
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -40,11 +40,14 @@
 //! is in this crate (helpers live in `posbridge-plugin-helpers`, the test host in
 //! `posbridge-plugin-testkit`). v1 is frozen as of 1.0.0: its types keep their fields
 //! and layout for every 1.x. Within v1, growth happens only where it was left room
-//! for: [`Extensions`] on every value type, named constants on the open enumerations
-//! ([`CardState`], [`RefundState`], [`LookupState`], [`LogLevel`]), capability bits,
-//! and trait methods or root-module fields appended after the `last_prefix_field`
-//! ones. So a plugin built against 1.0 loads into every 1.x host (a test in the
-//! repository loads one built against a pinned copy of 1.0). A new major version is
+//! for: [`Extensions`] on every value type (an operation grows through named values
+//! on its context and answer, as `inspect_code` did in 1.1 with
+//! [`PaymentContext::defers_signature`]), named constants on the open enumerations
+//! ([`CardState`], [`RefundState`], [`LookupState`], [`LogLevel`]) and capability bits.
+//! Not new trait methods: abi_stable refuses a plugin whose vtable is shorter than the
+//! host's, so a method appended in 1.x would shut out every plugin built before it (the
+//! repository's test, which loads a plugin built against a pinned copy of 1.0, says
+//! so). So a plugin built against 1.0 loads into every 1.x host. A new major version is
 //! a new root module type; the host refuses a plugin built for another major version
 //! with a message naming both.
 

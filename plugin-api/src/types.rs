@@ -205,6 +205,27 @@ pub struct PaymentContext {
     pub extensions: Extensions,
 }
 
+impl PaymentContext {
+    /// Extension name of [`PaymentContext::defers_signature`] (added in 1.1).
+    pub const DEFER_SIGNATURE: &'static str = "defer_signature";
+
+    /// Set on an `inspect_code` call when the host only needs to *read* the code
+    /// first: it records the answer in the attempt's write-ahead and calls
+    /// `inspect_code` again, without this, beside that write. A plugin may then skip
+    /// its costly check (the signature) and say so with
+    /// [`InspectedCode::set_signature_deferred`]; every other field must be what the
+    /// full inspection answers (the host refuses the attempt when they differ). A plugin
+    /// that ignores this answers in full, as before, and is not called again.
+    pub fn defers_signature(&self) -> bool {
+        self.extensions.get(Self::DEFER_SIGNATURE) == Some("true")
+    }
+
+    /// Sets [`PaymentContext::defers_signature`].
+    pub fn set_defer_signature(&mut self) {
+        self.extensions.set(Self::DEFER_SIGNATURE, "true");
+    }
+}
+
 /// What a scanned code says before anything is asked online (parsed, signature checked).
 ///
 /// The host records this (write-ahead) before calling [`redeem`](crate::PaymentMethod::redeem),
@@ -252,6 +273,21 @@ impl InspectedCode {
     /// Sets [`InspectedCode::issued_at_unix_ms`].
     pub fn set_issued_at_unix_ms(&mut self, unix_ms: i64) {
         self.extensions.set(Self::ISSUED_AT_UNIX_MS, unix_ms.to_string());
+    }
+
+    /// Extension name of [`InspectedCode::signature_deferred`] (added in 1.1).
+    pub const SIGNATURE_DEFERRED: &'static str = "signature_deferred";
+
+    /// The plugin left the signature unchecked because the host asked only to read
+    /// the code ([`PaymentContext::defers_signature`]); the host then inspects it in
+    /// full beside the write-ahead, before anything is redeemed.
+    pub fn signature_deferred(&self) -> bool {
+        self.extensions.get(Self::SIGNATURE_DEFERRED) == Some("true")
+    }
+
+    /// Sets [`InspectedCode::signature_deferred`].
+    pub fn set_signature_deferred(&mut self) {
+        self.extensions.set(Self::SIGNATURE_DEFERRED, "true");
     }
 }
 

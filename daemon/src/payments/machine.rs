@@ -37,8 +37,10 @@ pub enum PaymentEvent {
     /// Every leg that took money was refunded.
     CompensationDone,
     /// The provider could not be reached and the attempt's receipt was taken offline,
-    /// within the method's limits; `sent`: the attempt's check may have reached it.
-    AcceptedOffline { sent: bool },
+    /// within the method's limits; `sent`: the attempt's check may have reached it;
+    /// `verified`: its signature was checked (after the write-ahead recorded the code
+    /// as read, when the plugin reads codes apart).
+    AcceptedOffline { sent: bool, verified: bool },
     /// The deferred check of a receipt taken offline is about to be sent.
     OfflineCheckSent,
     /// The provider confirmed a receipt taken offline.
@@ -196,7 +198,7 @@ pub fn next(payment: &Payment, event: PaymentEvent, now: Millis) -> Result<Next,
         }
         PaymentEvent::CompensationStarted => after.compensation = Some(Compensation::Pending),
         PaymentEvent::CompensationDone => after.compensation = Some(Compensation::Done),
-        PaymentEvent::AcceptedOffline { sent } => accept_offline(payment, &mut after, sent, now)?,
+        PaymentEvent::AcceptedOffline { sent, verified } => accept_offline(payment, &mut after, sent, verified, now)?,
         PaymentEvent::OfflineCheckSent => {
             let Some(check) = pending_check(&mut after) else { return Ok(Next::Unchanged) };
             check.sent = true;
@@ -255,11 +257,12 @@ fn pending_check(payment: &mut Payment) -> Option<&mut OfflineCheck> {
 
 /// An attempt `processing` ends taken offline: `succeeded` with what the signed
 /// receipt says, unverified, its receipt kept reserved, its check owed.
-fn accept_offline(payment: &Payment, after: &mut Payment, sent: bool, now: Millis) -> Result<(), PaymentError> {
-    let attempt = match (&payment.status, &payment.attempt) {
+fn accept_offline(payment: &Payment, after: &mut Payment, sent: bool, verified: bool, now: Millis) -> Result<(), PaymentError> {
+    let mut attempt = match (&payment.status, &payment.attempt) {
         (PaymentStatus::Processing, Some(attempt)) if attempt.amount.is_some() => attempt.clone(),
         _ => return Err(refuse(payment, "taken offline")),
     };
+    attempt.signature_verified |= verified;
     after.status = PaymentStatus::Succeeded;
     after.captured_amount = attempt.amount.unwrap_or_default();
     after.transaction_id = attempt.transaction.clone();
@@ -468,7 +471,7 @@ mod tests {
 
     fn taken_offline(sent: bool) -> Payment {
         let processing = Payment { attempt: Some(attempt()), ..payment(Processing) };
-        changed(next(&processing, PaymentEvent::AcceptedOffline { sent }, NOW))
+        changed(next(&processing, PaymentEvent::AcceptedOffline { sent, verified: true }, NOW))
     }
 
     #[test]
@@ -484,8 +487,8 @@ mod tests {
         assert_eq!(check.open_amount(), Amount(3000));
         // Only an attempt under way, stating its amount, can be taken offline.
         let unsigned = Payment { attempt: Some(Attempt { amount: None, ..attempt() }), ..payment(Processing) };
-        assert!(next(&unsigned, PaymentEvent::AcceptedOffline { sent: false }, NOW).is_err());
-        assert!(next(&payment(AwaitingScan), PaymentEvent::AcceptedOffline { sent: false }, NOW).is_err());
+        assert!(next(&unsigned, PaymentEvent::AcceptedOffline { sent: false, verified: true }, NOW).is_err());
+        assert!(next(&payment(AwaitingScan), PaymentEvent::AcceptedOffline { sent: false, verified: true }, NOW).is_err());
     }
 
     #[test]

@@ -271,6 +271,7 @@ impl Attempt {
             signature_verified: self.signature_verified,
             plugin_data: self.plugin_data.clone(),
             issued_at_unix_ms: self.issued_at,
+            signature_deferred: false,
         }
     }
 }

@@ -256,8 +256,14 @@ impl Payments {
 
     /// Takes payment `id`'s attempt offline (`sent`: its check may have reached the
     /// provider), answering the request that scanned it.
-    pub(super) async fn take_offline(&self, id: &PaymentId, sent: bool, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
-        let payment = self.transition(id, PaymentEvent::AcceptedOffline { sent }, Record::answer(ticket, 200)).await?;
+    pub(super) async fn take_offline(
+        &self,
+        id: &PaymentId,
+        sent: bool,
+        verified: bool,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
+        let payment = self.transition(id, PaymentEvent::AcceptedOffline { sent, verified }, Record::answer(ticket, 200)).await?;
         tracing::warn!(payment = %id, amount = payment.captured_amount.0, sent, "receipt taken offline; it is checked when the provider answers again");
         crate::metrics::record_offline_receipt(&payment.method, "accepted");
         Ok(payment)

@@ -67,6 +67,20 @@ pub struct Inspected {
     /// When the provider issued the code, as its signature proves: needed to take it
     /// offline (`offline.max_age`).
     pub issued_at_unix_ms: Option<i64>,
+    /// Read without its signature check (`read_code`): to be inspected in full before
+    /// anything is redeemed. Never stored.
+    pub signature_deferred: bool,
+}
+
+impl Inspected {
+    /// Whether this (checked) answer says of the code what `read` (its reading before
+    /// the check) said: what the write-ahead recorded is what is redeemed.
+    pub fn agrees_with(&self, read: &Inspected) -> bool {
+        let Inspected { receipt_key, transaction_id, amount, signature_verified: _, plugin_data, issued_at_unix_ms, signature_deferred: _ } =
+            read;
+        (&self.receipt_key, &self.transaction_id, &self.amount, &self.plugin_data, &self.issued_at_unix_ms)
+            == (receipt_key, transaction_id, amount, plugin_data, issued_at_unix_ms)
+    }
 }
 
 /// What the provider took.
@@ -205,6 +219,10 @@ pub type Answer<T> = Result<T, ProviderError>;
 pub trait Provider: Send + Sync {
     fn eligible_amount(&self, lines: Vec<CartItem>) -> impl Future<Output = Answer<u64>> + Send;
     fn inspect_code(&self, payment: CallContext, code: String) -> impl Future<Output = Answer<Inspected>> + Send;
+    /// `inspect_code` asked only to read the code for the write-ahead: a plugin that
+    /// can leave its signature check for later says so (`signature_deferred`, and
+    /// `inspect_code` is then called beside the write-ahead); any other answers in full.
+    fn read_code(&self, payment: CallContext, code: String) -> impl Future<Output = Answer<Inspected>> + Send;
     fn redeem(&self, payment: CallContext, code: String, inspected: Inspected) -> impl Future<Output = Answer<Settlement>> + Send;
     fn accept_manual(&self, payment: CallContext, entry: ManualEntry) -> impl Future<Output = Answer<Settlement>> + Send;
     fn start_card(&self, payment: CallContext) -> impl Future<Output = Answer<CardProgress>> + Send;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::machine::{self, PaymentEvent};
-use super::model::{now_ms, Amount, Attempt, Payment, PaymentId, PaymentStatus};
-use super::provider::{CallContext, ManualEntry, Provider, ProviderError, Settlement};
+use super::model::{now_ms, Amount, Attempt, Failure, Payment, PaymentId, PaymentStatus};
+use super::provider::{CallContext, Inspected, ManualEntry, Provider, ProviderError, Settlement};
 use super::supervisor::{JobControl, JobKey};
 use super::{await_answer, failure_of, offline, outcome_unknown, receipt_used_by, recovery, Asked, PaymentError, Payments, Record, Ticket};
 use crate::plugins::Method;
@@ -112,40 +112,132 @@ impl Payments {
         }
     }
 
-    /// Inspect offline → write-ahead → redeem → settle.
+    /// Inspect offline → write-ahead → redeem → settle. A plugin that can read a code
+    /// without its signature check (`read_code`) has what it read written ahead while
+    /// `inspect_code` checks the signature beside it: the scan waits for the longer of
+    /// the two, not both.
     async fn attempt(&self, method: &Method, id: &PaymentId, code: String, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
         let payment = self.load(id).await?;
         machine::check_scannable(&payment, now_ms(), "scanned")?;
-        let answer = Record::answer(ticket, 200);
         // Every call of this attempt carries the next attempt's id (the payment's
         // context before the write-ahead names it).
-        let inspected = match method.inspect_code(Self::context(&payment, method), code.clone()).await {
-            Ok(inspected) => inspected,
-            Err(error) => {
-                let failure = failure_of(&error);
-                if matches!(error, ProviderError::Failed(_)) && !error.retryable() {
-                    self.note_refused_code(&payment.method, &payment.register, &code, &failure);
-                }
-                return self.transition(id, PaymentEvent::AttemptFailed(failure), answer).await;
-            }
+        let context = Self::context(&payment, method);
+        // While the provider is known to be down, whether a receipt is taken offline is
+        // decided on the checked code, before the write-ahead: no overlap then.
+        let offline_now = method.offline.is_some() && self.line_down(&method.id);
+        let inspected = match offline_now {
+            true => method.inspect_code(context, code.clone()).await,
+            false => method.read_code(context, code.clone()).await,
         };
-        if let Some(holder) = self.store.redeemed_by(&inspected.receipt_key).await?.filter(|holder| holder != id) {
-            return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
+        let inspected = match inspected {
+            Ok(read) if read.signature_deferred => return self.attempt_overlapped(method, &payment, code, read, ticket).await,
+            Ok(inspected) => inspected,
+            Err(error) => return self.refused_code(&payment, &code, error, ticket).await,
+        };
+        if let Some(refused) = self.redeemed_elsewhere(id, &inspected, ticket).await? {
+            return Ok(refused);
         }
         // The provider is known to be down: a receipt within the offline limits is taken
         // without asking it (the decision held until it is committed); any other tries
         // online, as the provider may be back.
         let mut offline_gate = None;
-        if let Some(policy) = method.offline.filter(|_| self.line_down(&method.id)) {
+        if let Some(policy) = method.offline.filter(|_| offline_now) {
             let gate = self.offline_gate().await;
             if self.offline_verdict(&method.id, &policy, &inspected).await?.is_ok() {
                 offline_gate = Some(gate);
             }
         }
+        let payment = match self.write_ahead(method, &payment, code.clone(), &inspected, ticket).await? {
+            Ok(payment) => payment,
+            Err(refused) => return Ok(refused),
+        };
+        if offline_gate.is_some() {
+            return self.take_offline(id, false, inspected.signature_verified, ticket).await;
+        }
+        self.redeem_attempt(method, &payment, code, inspected, ticket).await
+    }
+
+    /// The write-ahead of what the plugin read, and `inspect_code`, together; the
+    /// provider is asked only once both are done and the inspection agrees.
+    async fn attempt_overlapped(
+        &self,
+        method: &Method,
+        payment: &Payment,
+        code: String,
+        read: Inspected,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
+        let id = &payment.id;
+        if let Some(refused) = self.redeemed_elsewhere(id, &read, ticket).await? {
+            return Ok(refused);
+        }
+        let (checked, written) = tokio::join!(
+            method.inspect_code(Self::context(payment, method), code.clone()),
+            self.write_ahead(method, payment, code.clone(), &read, ticket)
+        );
+        let payment = match written? {
+            Ok(payment) => payment,
+            Err(refused) => return Ok(refused),
+        };
+        let inspected = match checked {
+            Ok(inspected) if inspected.agrees_with(&read) => inspected,
+            Ok(_) => {
+                let failure = Failure {
+                    code: "plugin_error".into(),
+                    message: "the plugin read the code differently before and after checking its signature; it was not redeemed".into(),
+                    retryable: false,
+                };
+                return self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await;
+            }
+            // Refused before the provider was asked: the write-ahead's reservation goes.
+            Err(error) => return self.refused_code(&payment, &code, error, ticket).await,
+        };
+        self.redeem_attempt(method, &payment, code, inspected, ticket).await
+    }
+
+    /// A code the plugin refused offline: the attempt fails with the plugin's reason.
+    async fn refused_code(
+        &self,
+        payment: &Payment,
+        code: &str,
+        error: ProviderError,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
+        let failure = failure_of(&error);
+        if matches!(error, ProviderError::Failed(_)) && !error.retryable() {
+            self.note_refused_code(&payment.method, &payment.register, code, &failure);
+        }
+        self.transition(&payment.id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await
+    }
+
+    /// The attempt's failure when another payment already holds its receipt.
+    async fn redeemed_elsewhere(
+        &self,
+        id: &PaymentId,
+        inspected: &Inspected,
+        ticket: Option<&Ticket>,
+    ) -> Result<Option<Payment>, PaymentError> {
+        let Some(holder) = self.store.redeemed_by(&inspected.receipt_key).await?.filter(|holder| holder != id) else {
+            return Ok(None);
+        };
+        self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), Record::answer(ticket, 200)).await.map(Some)
+    }
+
+    /// Records the attempt durably (its receipt reserved) before the provider is asked:
+    /// `Ok(Ok(processing))`, or `Ok(Err(failed))` when another payment took the receipt
+    /// meanwhile.
+    async fn write_ahead(
+        &self,
+        method: &Method,
+        payment: &Payment,
+        code: String,
+        inspected: &Inspected,
+        ticket: Option<&Ticket>,
+    ) -> Result<Result<Payment, Payment>, PaymentError> {
         let started_at = now_ms();
         let attempt = Attempt {
             number: payment.attempts + 1,
-            code: code.clone(),
+            code,
             key: inspected.receipt_key.clone(),
             transaction: inspected.transaction_id.clone(),
             amount: inspected.amount.map(Amount),
@@ -155,52 +247,58 @@ impl Payments {
             deadline_at: started_at + Self::plugin_budget(method),
             issued_at: inspected.issued_at_unix_ms,
         };
-        let deadline = attempt.deadline_at;
-        let payment = match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
-            Ok(payment) => payment,
+        let id = &payment.id;
+        match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
+            Ok(payment) => Ok(Ok(payment)),
             Err(PaymentError::ReceiptAlreadyUsed { holder }) => {
-                return self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), answer).await;
+                self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), Record::answer(ticket, 200)).await.map(Err)
             }
-            Err(error) => return Err(error),
-        };
-        if offline_gate.is_some() {
-            return self.take_offline(id, false, ticket).await;
+            Err(error) => Err(error),
         }
-        let context = CallContext { deadline_unix_ms: deadline, ..Self::context(&payment, method) };
-        let redeemed = method.redeem(context, code, inspected).await;
-        match redeemed {
+    }
+
+    /// Asks the provider to redeem the written-ahead attempt and records the outcome.
+    async fn redeem_attempt(
+        &self,
+        method: &Method,
+        payment: &Payment,
+        code: String,
+        inspected: Inspected,
+        ticket: Option<&Ticket>,
+    ) -> Result<Payment, PaymentError> {
+        let deadline = payment.attempt.as_ref().map_or(0, |attempt| attempt.deadline_at);
+        let context = CallContext { deadline_unix_ms: deadline, ..Self::context(payment, method) };
+        match method.redeem(context, code, inspected.clone()).await {
             Err(error) if method.offline.is_some() && offline::unreachable(&error) => {
-                self.redeem_unreachable(method, id, error, ticket).await
+                self.redeem_unreachable(method, &payment.id, &inspected, error, ticket).await
             }
             answered => {
                 if answered.is_ok() {
                     self.mark_up(&method.id);
                 }
-                self.finish_attempt(id, answered, ticket).await
+                self.finish_attempt(&payment.id, answered, ticket).await
             }
         }
     }
 
-    /// The provider could not be reached for this attempt: its receipt is taken offline
-    /// if it is within the method's limits. Otherwise it fails with the limit's code, or
-    /// (when the check may have reached the provider) stays `processing` and is looked up.
+    /// The provider could not be reached for this attempt: its receipt (`inspected`, as
+    /// checked) is taken offline if it is within the method's limits. Otherwise it fails
+    /// with the limit's code, or (when the check may have reached the provider) stays
+    /// `processing` and is looked up.
     async fn redeem_unreachable(
         &self,
         method: &Method,
         id: &PaymentId,
+        inspected: &Inspected,
         error: ProviderError,
         ticket: Option<&Ticket>,
     ) -> Result<Payment, PaymentError> {
         self.mark_down(method);
         let policy = method.offline.expect("called for a method with offline acceptance");
         let _gate = self.offline_gate().await;
-        let payment = self.load(id).await?;
-        let Some(inspected) = payment.attempt.as_ref().map(|attempt| attempt.inspected()) else {
-            return self.finish_attempt(id, Err(error), ticket).await;
-        };
         let sent = outcome_unknown(&error);
-        match self.offline_verdict(&method.id, &policy, &inspected).await? {
-            Ok(()) => self.take_offline(id, sent, ticket).await,
+        match self.offline_verdict(&method.id, &policy, inspected).await? {
+            Ok(()) => self.take_offline(id, sent, inspected.signature_verified, ticket).await,
             Err(failure) if !sent => self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await,
             Err(_) => self.finish_attempt(id, Err(error), ticket).await,
         }

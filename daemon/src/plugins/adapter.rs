@@ -67,12 +67,26 @@ fn inspected_to_abi(inspected: &Inspected) -> abi::InspectedCode {
 fn inspected_from_abi(inspected: abi::InspectedCode) -> Inspected {
     Inspected {
         issued_at_unix_ms: inspected.issued_at_unix_ms(),
+        signature_deferred: inspected.signature_deferred(),
         receipt_key: inspected.receipt_key.into_string(),
         transaction_id: inspected.transaction_id.into_option().map(RString::into_string),
         amount: inspected.amount.into_option(),
         signature_verified: inspected.signature_verified,
         plugin_data: inspected.plugin_data.into_string(),
     }
+}
+
+/// An inspected code as the engine takes it: one naming no receipt key could pay twice.
+fn with_receipt_key(inspected: abi::InspectedCode) -> Answer<Inspected> {
+    if inspected.receipt_key.trim().is_empty() {
+        return Err(ProviderError::Failed(Refusal {
+            code: "plugin_error".into(),
+            message: "the plugin inspected the code but named no receipt key, so it could be redeemed twice".into(),
+            field: None,
+            retryable: false,
+        }));
+    }
+    Ok(inspected_from_abi(inspected))
 }
 
 /// A card state; one this host does not know (a newer plugin's) is still undecided.
@@ -153,15 +167,14 @@ impl Provider for Method {
     async fn inspect_code(&self, payment: CallContext, code: String) -> Answer<Inspected> {
         let payment = context(&payment);
         let inspected = self.call("inspect_code", move |plugin| plugin.inspect_code(&payment, code.as_str().into())).await?;
-        if inspected.receipt_key.trim().is_empty() {
-            return Err(ProviderError::Failed(Refusal {
-                code: "plugin_error".into(),
-                message: "the plugin inspected the code but named no receipt key, so it could be redeemed twice".into(),
-                field: None,
-                retryable: false,
-            }));
-        }
-        Ok(inspected_from_abi(inspected))
+        with_receipt_key(inspected)
+    }
+
+    async fn read_code(&self, payment: CallContext, code: String) -> Answer<Inspected> {
+        let mut payment = context(&payment);
+        payment.set_defer_signature();
+        let read = self.call("read_code", move |plugin| plugin.inspect_code(&payment, code.as_str().into())).await?;
+        with_receipt_key(read)
     }
 
     async fn redeem(&self, payment: CallContext, code: String, inspected: Inspected) -> Answer<Settlement> {

@@ -24,7 +24,7 @@ const EXPLANATION: &str = posbridge_plugin_api::InspectedCode::EXPLANATION;
 const COMMIT_MARGIN_MS: i64 = 2_000;
 use serde_json::json;
 
-pub use jws::{JwsError, KeySet};
+pub use jws::{JwsError, KeySet, SignatureCheck};
 use posbridge_plugin_helpers::time::{parse_rfc3339_ms, same_helsinki_day};
 pub use receipt::{parse as parse_receipt, Receipt, ReceiptClaims, ReceiptError};
 pub use settings::{is_smartum_id, RefundWindow, SmartumSettings, KNOWN_BENEFITS};
@@ -134,10 +134,12 @@ fn failure(code: &str, message: impl Into<String>) -> MethodError {
 }
 
 impl SmartumMethod {
-    /// Parses a code and checks what can be checked offline.
-    fn inspect(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
+    /// Parses a code and checks what can be checked offline (the signature only when
+    /// `check` says so: `read_code` defers it to `inspect_code`).
+    fn inspect(&self, payment: &PaymentContext, code: &str, check: SignatureCheck) -> Result<InspectedCode, MethodError> {
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match receipt::parse(code, &keys) {
+        let verified = check == SignatureCheck::Verify;
+        match receipt::parse(code, &keys, check) {
             Ok(Receipt::Signed(claims)) => {
                 self.check_claims(&claims.venue, &claims.benefit, &claims.currency, payment)?;
                 Self::check_amount(claims.amount, payment)?;
@@ -145,25 +147,29 @@ impl SmartumMethod {
                     receipt_key: RString::from(claims.transaction_id.as_str()),
                     transaction_id: ROption::RSome(claims.transaction_id.into()),
                     amount: ROption::RSome(claims.amount),
-                    signature_verified: true,
+                    signature_verified: verified,
                     ..Default::default()
                 };
                 if let Some(issued_at) = claims.issued_at_ms {
                     inspected.set_issued_at_unix_ms(issued_at);
                 }
-                Ok(inspected)
+                Ok(Self::noting_deferral(inspected, check))
             }
             Ok(Receipt::SignedUnreadable { transaction_id, why }) => {
                 // Signed by Smartum, but not in the shape assumed: Smartum decides online
                 // (amount, venue, benefit), and the payment records it.
-                self.api.log_warning(&format!("a signed receipt's claims were not understood ({why}); confirming {transaction_id} online"));
-                Ok(InspectedCode {
+                if verified {
+                    self.api
+                        .log_warning(&format!("a signed receipt's claims were not understood ({why}); confirming {transaction_id} online"));
+                }
+                let inspected = InspectedCode {
                     receipt_key: RString::from(transaction_id.as_str()),
                     transaction_id: ROption::RSome(transaction_id.into()),
-                    signature_verified: true,
+                    signature_verified: verified,
                     plugin_data: RString::from(json!({"offline_claims": "not_understood", "why": why}).to_string()),
                     ..Default::default()
-                })
+                };
+                Ok(Self::noting_deferral(inspected, check))
             }
             Ok(Receipt::TransactionId(id)) => Ok(InspectedCode {
                 receipt_key: RString::from(id.as_str()),
@@ -184,6 +190,15 @@ impl SmartumMethod {
                 Err(failure("bad_signature", "the receipt's signature is not Smartum's"))
             }
         }
+    }
+
+    /// A signed receipt read without its signature check says so, for the host to
+    /// inspect it in full beside the write-ahead.
+    fn noting_deferral(mut inspected: InspectedCode, check: SignatureCheck) -> InspectedCode {
+        if check == SignatureCheck::Defer {
+            inspected.set_signature_deferred();
+        }
+        inspected
     }
 
     /// What `inspect_code` understood of `code`, for `posbridge inspect`: the form, the
@@ -350,7 +365,11 @@ impl PaymentMethod for SmartumMethod {
     }
 
     fn inspect_code(&self, payment: &PaymentContext, code: &str) -> Result<InspectedCode, MethodError> {
-        let mut result = self.inspect(payment, code);
+        if payment.defers_signature() {
+            // Read for the write-ahead; inspected in full (and explained) beside it.
+            return self.inspect(payment, code, SignatureCheck::Defer);
+        }
+        let mut result = self.inspect(payment, code, SignatureCheck::Verify);
         let explanation = self.explain(code, &result).to_string();
         match &mut result {
             Ok(inspected) => inspected.extensions.set(EXPLANATION, explanation),
@@ -524,6 +543,33 @@ mod tests {
         assert_eq!(refused.code.as_str(), "refund_window_closed");
         let refund_posts = host.requests().iter().filter(|request| request.path().ends_with("/refunds")).count();
         assert_eq!(refund_posts, 1, "the late refund was refused without asking Smartum");
+    }
+
+    #[test]
+    fn asked_only_to_read_a_signed_receipt_it_defers_the_signature_and_the_full_inspection_checks_it() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use p521::ecdsa::signature::Signer;
+        let (method, _host) = method_at(parse_rfc3339_ms("2026-11-25T12:00:00Z").unwrap());
+        // Signed under the configured kid with a key that is not the configured one.
+        let forger = p521::ecdsa::SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+        let claims =
+            json!({"jti": "tx_R60D21hL60bj5N1v", "venue": "ven_pDmadXvNHA6XWoew", "benefit": "exercise", "amount": 700, "currency": "EUR"});
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512","kid":"k1"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature: p521::ecdsa::Signature = forger.sign(input.as_bytes());
+        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        let payment = PaymentContext { currency: "EUR".into(), amount_due: 2000, eligible_amount: 2000, ..Default::default() };
+        let mut reading = payment.clone();
+        reading.set_defer_signature();
+
+        let read = method.inspect_code(&reading, &forged).expect("read without the signature check");
+        assert!(read.signature_deferred() && !read.signature_verified, "{read:?}");
+        assert_eq!((read.receipt_key.as_str(), read.amount), ("tx_R60D21hL60bj5N1v", ROption::RSome(700)));
+        let checked = method.inspect_code(&payment, &forged).expect_err("the full inspection checks the signature");
+        assert_eq!(checked.code.as_str(), "bad_signature");
+        // A bare transaction id has no signature to defer: its reading is final.
+        let bare = method.inspect_code(&reading, "tx_R60D21hL60bj5N1v").unwrap();
+        assert!(!bare.signature_deferred(), "{bare:?}");
     }
 
     #[test]
