@@ -25,6 +25,8 @@ use std::sync::{Mutex, OnceLock};
 use image::imageops::{self, FilterType};
 use image::{GrayImage, ImageReader};
 
+mod locate;
+
 /// Why an image could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -47,6 +49,9 @@ const MAX_ALLOC: u64 = 96 * 1024 * 1024;
 /// Which form of the image yielded the codes (for logs and the benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
+    /// Our own locator and module sampler ([`locate`]) on the Otsu threshold; rqrr only
+    /// decodes the sampled grid.
+    Located,
     /// The image as it is: rqrr alone.
     AsIs,
     /// Black and white at the threshold that best splits the histogram (Otsu): blur.
@@ -168,14 +173,47 @@ pub fn find_codes_with(gray: &GrayImage, strategy: Strategy) -> Found {
                 .map(|region| {
                     let crop = imageops::crop_imm(gray, region.x, region.y, region.width, region.height).to_image();
                     let dark = looks_dark(&crop);
+                    let forms = Forms::new(&crop);
+                    let located = located(&crop, forms.plain.threshold(&crop), dark);
+                    if located.by.is_some() && !located.unexplained {
+                        return Found { codes: located.codes, by: located.by };
+                    }
                     // Every form in the likely polarity before any in the other.
                     let order: Vec<(Pass, bool)> = [dark, !dark].into_iter().flat_map(|invert| STAGED.map(|pass| (pass, invert))).collect();
-                    first_hit(&Forms::new(&crop), &order, workers)
+                    let found = first_hit(&forms, &order, workers);
+                    if located.by.is_none() {
+                        return found;
+                    }
+                    // Ours read some codes but saw finder patterns of another: keep ours
+                    // and add what rqrr found beside them.
+                    let mut codes = located.codes;
+                    codes.extend(found.codes.into_iter().filter(|code| !codes.contains(code)).collect::<Vec<_>>());
+                    Found { codes, by: located.by }
                 })
                 .find(|found| found.by.is_some())
                 .unwrap_or(none)
         }
     }
+}
+
+/// What our locator ([`locate`]) read on the crop's Otsu threshold, the likely polarity
+/// first (the other only when the first reads nothing).
+struct Located {
+    codes: Vec<String>,
+    by: Option<(Pass, bool)>,
+    unexplained: bool,
+}
+
+fn located(crop: &GrayImage, threshold: u8, dark: bool) -> Located {
+    let mut unexplained = false;
+    for invert in [dark, !dark] {
+        let found = locate::read_codes(crop, threshold, invert);
+        if !found.codes.is_empty() {
+            return Located { codes: found.codes, by: Some((Pass::Located, invert)), unexplained: found.unexplained };
+        }
+        unexplained |= found.unexplained;
+    }
+    Located { codes: Vec::new(), by: None, unexplained }
 }
 
 /// The old order: cheapest first on the whole frame.
@@ -284,6 +322,7 @@ impl<'a> Forms<'a> {
     fn scan(&self, pass: Pass, invert: bool) -> Vec<String> {
         let gray = self.gray;
         match pass {
+            Pass::Located => locate::read_codes(gray, self.plain.threshold(gray), invert).codes,
             Pass::AsIs => scan_grey(gray, invert),
             Pass::Global => self.plain.otsu(gray, invert),
             Pass::Local => self.plain.local(gray, invert),
@@ -327,9 +366,14 @@ impl Base {
         self.local(self.image(), invert)
     }
 
+    /// The Otsu threshold of `gray` (this form's image), computed once.
+    fn threshold(&self, gray: &GrayImage) -> u8 {
+        *self.otsu.get_or_init(|| otsu_threshold(gray))
+    }
+
     /// Black at or below the Otsu threshold (above it when inverted).
     fn otsu(&self, gray: &GrayImage, invert: bool) -> Vec<String> {
-        let threshold = *self.otsu.get_or_init(|| otsu_threshold(gray));
+        let threshold = self.threshold(gray);
         let (width, pixels) = (gray.width() as usize, gray.as_raw());
         scan_bitmap(gray, |x, y| (pixels[y * width + x] <= threshold) != invert)
     }
