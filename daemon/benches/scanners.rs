@@ -4,7 +4,8 @@
 //!   payment's `succeeded`, through the release binary against the sandbox Smartum,
 //! - `/v1/decode` per 1280×720 frame, and how many of each kind of frame rqrr alone, the
 //!   old whole-frame pipeline ("before") and the staged one ("after") decode, with the
-//!   median time of each in process and of the daemon's answer over HTTP.
+//!   median time of each in process and of the daemon's answer over HTTP, and how many
+//!   of the staged pipeline's answers our own locator read (`Pass::Located`).
 //!
 //! `cargo bench -p posbridge --bench scanners`
 
@@ -140,10 +141,13 @@ fn decode_frames(base: &str, smartum: &SmartumSandbox) {
     ];
     let client = reqwest::blocking::Client::new();
     println!("/v1/decode, 1280x720 frames, 20 receipts each; median times per frame");
-    println!("  {:<32} {:>11} | {:>17} | {:>29}", "", "rqrr alone", "before (old order)", "after: in process | HTTP, PNG");
+    println!(
+        "  {:<32} {:>11} | {:>17} | {:>29} | {:>7}",
+        "", "rqrr alone", "before (old order)", "after: in process | HTTP, PNG", "located"
+    );
     for (name, make) in kinds {
         let (mut alone, mut before, mut after, mut served) = (0, Vec::new(), Vec::new(), Vec::new());
-        let (mut found_before, mut found_after, mut found_served) = (0, 0, 0);
+        let (mut found_before, mut found_after, mut found_served, mut located) = (0, 0, 0, 0);
         for _ in 0..20 {
             let text = smartum.create_receipt(3000).jws;
             let frame = make(&text, &dark);
@@ -156,6 +160,7 @@ fn decode_frames(base: &str, smartum: &SmartumSandbox) {
             let (found, took) = timed(|| find_codes(&frame));
             after.push(took);
             found_after += usize::from(found.codes == [text.clone()]);
+            located += usize::from(found.by.is_some_and(|(pass, _)| pass == Pass::Located));
             let body = encode(&frame, image::ImageFormat::Png);
             let (answer, took) = timed(|| {
                 let answer: Value = client
@@ -173,7 +178,7 @@ fn decode_frames(base: &str, smartum: &SmartumSandbox) {
             found_served += usize::from(answer["codes"] == json!([text]));
         }
         println!(
-            "  {name:<32} {alone:>5}/20   | {found_before:>2}/20 {:>7.1} ms | {found_after:>2}/20 {:>6.1} ms | {found_served:>2}/20 {:>6.1} ms",
+            "  {name:<32} {alone:>5}/20   | {found_before:>2}/20 {:>7.1} ms | {found_after:>2}/20 {:>6.1} ms | {found_served:>2}/20 {:>6.1} ms | {located:>4}/20",
             median(before),
             median(after),
             median(served)

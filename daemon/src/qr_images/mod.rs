@@ -1,29 +1,37 @@
 //! QR codes in camera frames and screenshots (`POST /v1/decode`).
 //!
-//! rqrr alone misses dark-mode screens (light modules on dark) and blurred photos, so an
-//! image is tried in several forms (Otsu threshold, local-mean threshold, rqrr's own,
-//! unsharp-masked, enlarged 2×), each as it is and inverted, until one yields a code.
-//! Found this way ([`Strategy::Staged`]):
+//! rqrr alone misses dark-mode screens (light modules on dark) and blurred photos, and
+//! most of its time on a receipt-sized code (version 15–16) goes to refining the code's
+//! perspective by trial. So ([`Strategy::Staged`]):
 //! - the frame's busy regions (16-pixel blocks with a wide range of grey) are located
-//!   once, and every form works on a cropped region instead of the whole frame; a frame
+//!   once, and everything works on a cropped region instead of the whole frame; a frame
 //!   without contrast costs that one pass;
-//! - the forms go in measured cost × success order, the likely polarity first (a dark
-//!   edge around the region means a dark-mode screen);
+//! - each crop goes first to our own locator ([`locate`], [`Pass::Located`]): finder
+//!   patterns, version, alignment patterns and a least-squares fit are measured on the
+//!   crop's Otsu threshold, every module is read at its centre, and rqrr only decodes
+//!   that grid (its error correction). It reads every kind of frame the benchmark makes,
+//!   in a few ms;
+//! - when it reads nothing (or sees finder patterns of a code it could not read), the
+//!   crop is tried in rqrr's forms (Otsu threshold, local-mean threshold, rqrr's own,
+//!   unsharp-masked, enlarged 2×), each as it is and inverted, until one yields a code,
+//!   in measured cost × success order, the likely polarity first (a dark edge around
+//!   the region means a dark-mode screen). The locator can thus only add codes;
 //! - thresholds are handed to rqrr as bitmaps (no intermediate image), and inverting
 //!   flips the comparison instead of copying; each form's image, integral image and
-//!   Otsu threshold are made once and shared by both polarities;
+//!   Otsu threshold are made once and shared by both polarities and the locator;
 //! - when other decodes leave cores idle, the next forms run on them in parallel, and
 //!   the answer is still the first form in order that has codes.
 //!
-//! Most of a successful decode is rqrr's own grid fitting, which does not shrink with
-//! the crop. The benchmark `scanners` prints the old whole-frame order
-//! ([`Strategy::Exhaustive`]) beside this one.
+//! The benchmark `scanners` prints the old whole-frame order ([`Strategy::Exhaustive`])
+//! beside this one, and how many frames the locator read.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use image::imageops::{self, FilterType};
 use image::{GrayImage, ImageReader};
+
+mod locate;
 
 /// Why an image could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +55,9 @@ const MAX_ALLOC: u64 = 96 * 1024 * 1024;
 /// Which form of the image yielded the codes (for logs and the benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
+    /// Our own locator and module sampler ([`locate`]) on the Otsu threshold; rqrr only
+    /// decodes the sampled grid.
+    Located,
     /// The image as it is: rqrr alone.
     AsIs,
     /// Black and white at the threshold that best splits the histogram (Otsu): blur.
@@ -138,12 +149,14 @@ pub enum Strategy {
     /// The pipeline before [`Strategy::Staged`]: every form of the whole frame in the
     /// order [`Pass`] lists them, each as is then inverted, one at a time.
     Exhaustive,
-    /// The busy regions of the frame located once; each cropped region tried in the
-    /// forms of [`STAGED`] (measured cost × success), on idle cores in parallel.
+    /// The busy regions of the frame located once; each cropped region read by our
+    /// locator, then if needed tried in the forms of [`STAGED`] (measured cost ×
+    /// success), on idle cores in parallel.
     Staged,
 }
 
-/// Tries the forms of the image, each as it is and inverted, until one has codes.
+/// Reads the image's codes: our locator on each busy region, then rqrr's forms, each
+/// as it is and inverted, until one has codes.
 pub fn find_codes(gray: &GrayImage) -> Found {
     find_codes_with(gray, Strategy::Staged)
 }
@@ -168,14 +181,47 @@ pub fn find_codes_with(gray: &GrayImage, strategy: Strategy) -> Found {
                 .map(|region| {
                     let crop = imageops::crop_imm(gray, region.x, region.y, region.width, region.height).to_image();
                     let dark = looks_dark(&crop);
+                    let forms = Forms::new(&crop);
+                    let located = located(&crop, forms.plain.threshold(&crop), dark);
+                    if located.by.is_some() && !located.unexplained {
+                        return Found { codes: located.codes, by: located.by };
+                    }
                     // Every form in the likely polarity before any in the other.
                     let order: Vec<(Pass, bool)> = [dark, !dark].into_iter().flat_map(|invert| STAGED.map(|pass| (pass, invert))).collect();
-                    first_hit(&Forms::new(&crop), &order, workers)
+                    let found = first_hit(&forms, &order, workers);
+                    if located.by.is_none() {
+                        return found;
+                    }
+                    // Ours read some codes but saw finder patterns of another: keep ours
+                    // and add what rqrr found beside them.
+                    let mut codes = located.codes;
+                    codes.extend(found.codes.into_iter().filter(|code| !codes.contains(code)).collect::<Vec<_>>());
+                    Found { codes, by: located.by }
                 })
                 .find(|found| found.by.is_some())
                 .unwrap_or(none)
         }
     }
+}
+
+/// What our locator ([`locate`]) read on the crop's Otsu threshold, the likely polarity
+/// first (the other only when the first reads nothing).
+struct Located {
+    codes: Vec<String>,
+    by: Option<(Pass, bool)>,
+    unexplained: bool,
+}
+
+fn located(crop: &GrayImage, threshold: u8, dark: bool) -> Located {
+    let mut unexplained = false;
+    for invert in [dark, !dark] {
+        let found = locate::read_codes(crop, threshold, invert);
+        if !found.codes.is_empty() {
+            return Located { codes: found.codes, by: Some((Pass::Located, invert)), unexplained: found.unexplained };
+        }
+        unexplained |= found.unexplained;
+    }
+    Located { codes: Vec::new(), by: None, unexplained }
 }
 
 /// The old order: cheapest first on the whole frame.
@@ -284,6 +330,7 @@ impl<'a> Forms<'a> {
     fn scan(&self, pass: Pass, invert: bool) -> Vec<String> {
         let gray = self.gray;
         match pass {
+            Pass::Located => locate::read_codes(gray, self.plain.threshold(gray), invert).codes,
             Pass::AsIs => scan_grey(gray, invert),
             Pass::Global => self.plain.otsu(gray, invert),
             Pass::Local => self.plain.local(gray, invert),
@@ -327,9 +374,14 @@ impl Base {
         self.local(self.image(), invert)
     }
 
+    /// The Otsu threshold of `gray` (this form's image), computed once.
+    fn threshold(&self, gray: &GrayImage) -> u8 {
+        *self.otsu.get_or_init(|| otsu_threshold(gray))
+    }
+
     /// Black at or below the Otsu threshold (above it when inverted).
     fn otsu(&self, gray: &GrayImage, invert: bool) -> Vec<String> {
-        let threshold = *self.otsu.get_or_init(|| otsu_threshold(gray));
+        let threshold = self.threshold(gray);
         let (width, pixels) = (gray.width() as usize, gray.as_raw());
         scan_bitmap(gray, |x, y| (pixels[y * width + x] <= threshold) != invert)
     }
