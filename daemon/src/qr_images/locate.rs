@@ -195,11 +195,14 @@ impl<'a> View<'a> {
         Some(sum / count)
     }
 
-    /// Finder pattern candidates, most often seen first.
+    /// Finder pattern candidates, most often seen first. A frame crowded with finder-like
+    /// shapes (a hostile upload tiled with them) stops being scanned after
+    /// [`MAX_SIGHTINGS`]: each sighting is compared with every candidate kept so far.
     fn finders(&self) -> Vec<Finder> {
         let mut found: Vec<Finder> = Vec::new();
         let mut runs: Vec<(usize, usize, bool)> = Vec::new();
-        for y in 0..self.height {
+        let mut sightings = 0;
+        'rows: for y in 0..self.height {
             let row = &self.dark[y * self.width..(y + 1) * self.width];
             runs.clear();
             let mut start = 0;
@@ -226,6 +229,10 @@ impl<'a> View<'a> {
                 let Some((centre_x, across)) = cross_check(line, self.width, x, down) else { continue };
                 let module = (across + down) as f64 / 14.0;
                 merge(&mut found, Finder { centre: Point::new(centre_x, centre_y), module, hits: 1 });
+                sightings += 1;
+                if sightings >= MAX_SIGHTINGS {
+                    break 'rows;
+                }
             }
         }
         found.sort_by_key(|finder| std::cmp::Reverse(finder.hits));
@@ -323,7 +330,10 @@ impl<'a> View<'a> {
         let step_x = fit.map(expected.x + 1.0, expected.y).minus(centre);
         let step_y = fit.map(expected.x, expected.y + 1.0).minus(centre);
         let module = (step_x.length() + step_y.length()) / 2.0;
-        if !(1.0..=64.0).contains(&module) {
+        // A degenerate fit can map far outside any frame (the pixel arithmetic below
+        // must not overflow).
+        let inside = |value: f64| value.abs() < 1e7;
+        if !(1.0..=64.0).contains(&module) || !inside(centre.x) || !inside(centre.y) {
             return None;
         }
         // The 25 module centres of the pattern relative to its centre, in pixels, and
@@ -452,11 +462,17 @@ fn cross_check(dark: impl Fn(usize) -> bool, length: usize, start: usize, expect
     Some((first as f64 + (centre_back + centre_on) as f64 / 2.0, total))
 }
 
+/// The most finder sightings one frame is scanned for (a real code gives a few dozen
+/// per finder; 8,192 × 512 candidates bounds the merging at a few million comparisons).
+const MAX_SIGHTINGS: usize = 8_192;
+
 /// Adds a sighting to the candidate it repeats (within two of its modules, of a similar
 /// size), or as a new candidate.
 fn merge(found: &mut Vec<Finder>, sighting: Finder) {
     let same = found.iter().position(|finder| {
-        let close = finder.centre.minus(sighting.centre).length() <= 2.0 * finder.module.max(sighting.module);
+        let reach = 2.0 * finder.module.max(sighting.module);
+        let apart = finder.centre.minus(sighting.centre);
+        let close = apart.x.abs() <= reach && apart.y.abs() <= reach && apart.length() <= reach;
         let ratio = finder.module / sighting.module;
         close && (0.6..=1.67).contains(&ratio)
     });
@@ -716,6 +732,21 @@ mod tests {
         // Stripes and checks have contrast but no finder triple.
         let stripes = GrayImage::from_fn(640, 480, |x, y| Luma([if (x / 7 + y / 11) % 2 == 0 { 30 } else { 220 }]));
         assert!(read(&stripes, false).codes.is_empty());
+    }
+
+    #[test]
+    fn a_frame_tiled_with_finder_patterns_is_scanned_within_its_bound_and_gives_nothing() {
+        // 1-px modules, a finder every 9 px: ~12,000 finders, far more sightings than
+        // the scan takes (a hostile upload).
+        let tile = |x: u32, y: u32| {
+            let (x, y) = ((x % 9) as i32 - 3, (y % 9) as i32 - 3);
+            let ring = x.abs().max(y.abs());
+            ring <= 3 && ring != 2
+        };
+        let frame = GrayImage::from_fn(1024, 1024, |x, y| Luma([if tile(x, y) { 20 } else { 230 }]));
+        let located = read(&frame, false);
+        assert!(located.codes.is_empty(), "{located:?}");
+        assert!(located.unexplained, "finder-like shapes no code explains send the frame to the other passes");
     }
 
     #[test]
