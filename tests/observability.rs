@@ -56,9 +56,16 @@ fn request_ids_ids_on_log_lines_and_outcome_metrics() {
         "posbridge_plugin_call_duration_seconds_bucket{method=\"smartum\",operation=\"redeem\",le=\"+Inf\"} 1",
         "posbridge_plugin_call_duration_seconds_count{method=\"smartum\",operation=\"redeem\"} 1",
         "# TYPE posbridge_plugin_call_duration_seconds histogram",
+        "# TYPE posbridge_store_commit_duration_seconds histogram",
     ] {
         assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
     }
+    // The payment's creation, write-ahead and settlement each waited for a commit.
+    let commits = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("posbridge_store_commit_duration_seconds_count{backend=\"sled\"} "))
+        .and_then(|count| count.parse::<u64>().ok());
+    assert!(commits.is_some_and(|count| count >= 3), "store commits counted: {commits:?}\n{metrics}");
     // A refused reload is counted.
     install.write("conf.d/oops.toml", "[store]\nretention = \"soon\"\n");
     daemon.wait_for_log(&["config reload refused"], std::time::Duration::from_secs(30)).expect("refused");

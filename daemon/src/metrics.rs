@@ -14,12 +14,32 @@ struct Timing {
 /// Upper bounds (seconds) of the plugin call latency histogram.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// Upper bounds (seconds) of the store commit histogram: a local flush takes a fraction
+/// of a millisecond on a good disk, tens on a worn one; a shared database adds its
+/// round trips.
+const COMMIT_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
+
+/// A latency histogram: counts per bucket (then +Inf) and the sum of what was counted.
+#[derive(Default, Clone, Copy)]
+struct Histogram {
+    counts: [u64; 11],
+    seconds: f64,
+}
+
+impl Histogram {
+    fn record(&mut self, bounds: &[f64; 10], seconds: f64) {
+        let slot = bounds.iter().position(|bound| seconds <= *bound).unwrap_or(bounds.len());
+        self.counts[slot] += 1;
+        self.seconds += seconds;
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     http: BTreeMap<(String, String, u16), Timing>,
     plugin_calls: BTreeMap<(String, String, String), Timing>,
-    /// (method, operation) → counts per bucket of `BUCKETS`, then +Inf.
-    plugin_latency: BTreeMap<(String, String), [u64; 11]>,
+    /// (method, operation) → latency over `BUCKETS`.
+    plugin_latency: BTreeMap<(String, String), Histogram>,
     reloads: BTreeMap<&'static str, u64>,
     payments: BTreeMap<(String, String), u64>,
     refunds: BTreeMap<(String, String), u64>,
@@ -27,6 +47,8 @@ struct Registry {
     scanner_events: BTreeMap<(String, String), u64>,
     connections_refused: u64,
     decodes_refused: BTreeMap<&'static str, u64>,
+    /// Store backend → durable commits (write and flush, or the SQL transaction).
+    store_commits: BTreeMap<&'static str, Histogram>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -53,10 +75,14 @@ pub fn record_plugin_call(method: &str, operation: &str, outcome: &str, seconds:
         let timing = registry.plugin_calls.entry((method.to_string(), operation.to_string(), outcome.to_string())).or_default();
         timing.count += 1;
         timing.seconds += seconds;
-        let histogram = registry.plugin_latency.entry((method.to_string(), operation.to_string())).or_default();
-        let slot = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
-        histogram[slot] += 1;
+        registry.plugin_latency.entry((method.to_string(), operation.to_string())).or_default().record(&BUCKETS, seconds);
     });
+}
+
+/// Times one durable store commit (every acknowledged change waits for one: a slow
+/// disk or database shows here first).
+pub fn record_store_commit(backend: &'static str, seconds: f64) {
+    with(|registry| registry.store_commits.entry(backend).or_default().record(&COMMIT_BUCKETS, seconds));
 }
 
 /// Counts a payment reaching `status` (succeeded, failed, canceled, expired).
@@ -138,20 +164,17 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, series: impl Ite
     }
 }
 
-/// Plugin call latency as a Prometheus histogram (cumulative buckets, sum, count).
-fn histogram(out: &mut String, registry: &Registry) {
-    let _ = writeln!(out, "# HELP posbridge_plugin_call_duration_seconds Plugin (provider) call latency.\n# TYPE posbridge_plugin_call_duration_seconds histogram");
-    for ((method, operation), counts) in &registry.plugin_latency {
-        let labels = format!("method=\"{}\",operation=\"{operation}\"", escape(method));
-        let bounds = BUCKETS.iter().map(f64::to_string).chain(std::iter::once("+Inf".to_string()));
+/// A family of Prometheus histograms (cumulative buckets, sum, count), one per label set.
+fn histograms<'a>(out: &mut String, name: &str, help: &str, bounds: &[f64; 10], series: impl Iterator<Item = (String, &'a Histogram)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, histogram) in series {
+        let bounds = bounds.iter().map(f64::to_string).chain(std::iter::once("+Inf".to_string()));
         let mut cumulative = 0;
-        for (bound, count) in bounds.zip(counts) {
+        for (bound, count) in bounds.zip(histogram.counts) {
             cumulative += count;
-            let _ = writeln!(out, "posbridge_plugin_call_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }
-        let sum: f64 =
-            registry.plugin_calls.iter().filter(|((m, o, _), _)| m == method && o == operation).map(|(_, timing)| timing.seconds).sum();
-        let _ = writeln!(out, "posbridge_plugin_call_duration_seconds_sum{{{labels}}} {sum:.6}\nposbridge_plugin_call_duration_seconds_count{{{labels}}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {:.6}\n{name}_count{{{labels}}} {cumulative}", histogram.seconds);
     }
 }
 
@@ -237,7 +260,19 @@ pub fn render(extra: &[(&str, &str, f64)]) -> String {
         family(&mut out, "posbridge_decodes_refused_total", "Images refused before decoding (busy, too large).", "counter", decodes);
         let reloads = registry.reloads.iter().map(|(outcome, count)| (format!("outcome=\"{outcome}\""), count.to_string()));
         family(&mut out, "posbridge_config_reloads_total", "Config reloads, applied or refused.", "counter", reloads);
-        histogram(&mut out, registry);
+        let plugin_latency = registry
+            .plugin_latency
+            .iter()
+            .map(|((method, operation), histogram)| (format!("method=\"{}\",operation=\"{operation}\"", escape(method)), histogram));
+        histograms(&mut out, "posbridge_plugin_call_duration_seconds", "Plugin (provider) call latency.", &BUCKETS, plugin_latency);
+        let commits = registry.store_commits.iter().map(|(backend, histogram)| (format!("backend=\"{backend}\""), histogram));
+        histograms(
+            &mut out,
+            "posbridge_store_commit_duration_seconds",
+            "Durable store commits (write and flush), each acknowledged change waits for one.",
+            &COMMIT_BUCKETS,
+            commits,
+        );
     });
     for (name, help, value) in extra {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

@@ -218,7 +218,12 @@ impl Store {
     /// Writes `commit` atomically and durably: returns once it is durable, with the
     /// events it appended (then visible to event streams).
     pub async fn commit(&self, commit: &Commit) -> Result<Vec<Event>, StoreError> {
-        on_backend!(self, store => Backend::commit(store, commit).await)
+        let started = std::time::Instant::now();
+        let committed = on_backend!(self, store => Backend::commit(store, commit).await);
+        if committed.is_ok() {
+            crate::metrics::record_store_commit(self.backend(), started.elapsed().as_secs_f64());
+        }
+        committed
     }
 
     /// Writes `commit` without waiting for durability: for bulk loads (benchmarks,
