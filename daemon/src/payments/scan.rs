@@ -125,10 +125,8 @@ impl Payments {
         // While the provider is known to be down, whether a receipt is taken offline is
         // decided on the checked code, before the write-ahead: no overlap then.
         let offline_now = method.offline.is_some() && self.line_down(&method.id);
-        let inspected = match offline_now {
-            true => method.inspect_code(context, code.clone()).await,
-            false => method.read_code(context, code.clone()).await,
-        };
+        let inspected =
+            if offline_now { method.inspect_code(context, code.clone()).await } else { method.read_code(context, code.clone()).await };
         let inspected = match inspected {
             Ok(read) if read.signature_deferred => return self.attempt_overlapped(method, &payment, code, read, ticket).await,
             Ok(inspected) => inspected,
@@ -187,7 +185,7 @@ impl Payments {
                     message: "the plugin read the code differently before and after checking its signature; it was not redeemed".into(),
                     retryable: false,
                 };
-                return self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await;
+                return self.fail_attempt(id, failure, ticket).await;
             }
             // Refused before the provider was asked: the write-ahead's reservation goes.
             Err(error) => return self.refused_code(&payment, &code, error, ticket).await,
@@ -207,7 +205,13 @@ impl Payments {
         if matches!(error, ProviderError::Failed(_)) && !error.retryable() {
             self.note_refused_code(&payment.method, &payment.register, code, &failure);
         }
-        self.transition(&payment.id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await
+        self.fail_attempt(&payment.id, failure, ticket).await
+    }
+
+    /// Ends the attempt failed with `failure` (its receipt reservation released), the
+    /// POS's answer recorded.
+    async fn fail_attempt(&self, id: &PaymentId, failure: Failure, ticket: Option<&Ticket>) -> Result<Payment, PaymentError> {
+        self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await
     }
 
     /// The attempt's failure when another payment already holds its receipt.
@@ -220,7 +224,7 @@ impl Payments {
         let Some(holder) = self.store.redeemed_by(&inspected.receipt_key).await?.filter(|holder| holder != id) else {
             return Ok(None);
         };
-        self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), Record::answer(ticket, 200)).await.map(Some)
+        self.fail_attempt(id, receipt_used_by(&holder), ticket).await.map(Some)
     }
 
     /// Records the attempt durably (its receipt reserved) before the provider is asked:
@@ -250,9 +254,7 @@ impl Payments {
         let id = &payment.id;
         match self.transition(id, PaymentEvent::AttemptStarted(attempt), Record::open(ticket, 200, id.as_str())).await {
             Ok(payment) => Ok(Ok(payment)),
-            Err(PaymentError::ReceiptAlreadyUsed { holder }) => {
-                self.transition(id, PaymentEvent::AttemptFailed(receipt_used_by(&holder)), Record::answer(ticket, 200)).await.map(Err)
-            }
+            Err(PaymentError::ReceiptAlreadyUsed { holder }) => self.fail_attempt(id, receipt_used_by(&holder), ticket).await.map(Err),
             Err(error) => Err(error),
         }
     }
@@ -299,7 +301,7 @@ impl Payments {
         let sent = outcome_unknown(&error);
         match self.offline_verdict(&method.id, &policy, inspected).await? {
             Ok(()) => self.take_offline(id, sent, inspected.signature_verified, ticket).await,
-            Err(failure) if !sent => self.transition(id, PaymentEvent::AttemptFailed(failure), Record::answer(ticket, 200)).await,
+            Err(failure) if !sent => self.fail_attempt(id, failure, ticket).await,
             Err(_) => self.finish_attempt(id, Err(error), ticket).await,
         }
     }
@@ -311,9 +313,8 @@ impl Payments {
         outcome: Result<Settlement, ProviderError>,
         ticket: Option<&Ticket>,
     ) -> Result<Payment, PaymentError> {
-        let answer = Record::answer(ticket, 200);
         match outcome {
-            Ok(settlement) => match self.transition(id, PaymentEvent::Settled(settlement), answer).await {
+            Ok(settlement) => match self.transition(id, PaymentEvent::Settled(settlement), Record::answer(ticket, 200)).await {
                 // The provider took it; the store could not say so yet (a shared store's
                 // database away, say). Never "nothing happened": the job looks the
                 // payment up until the store records it.
@@ -327,7 +328,7 @@ impl Payments {
                 tracing::warn!(payment = %id, %error, "provider outcome unknown; the payment's job looks it up");
                 self.load(id).await
             }
-            Err(error) => self.transition(id, PaymentEvent::AttemptFailed(failure_of(&error)), answer).await,
+            Err(error) => self.fail_attempt(id, failure_of(&error), ticket).await,
         }
     }
 

@@ -137,13 +137,12 @@ struct View<'a> {
 impl<'a> View<'a> {
     fn new(gray: &'a GrayImage, threshold: u8, invert: bool) -> Self {
         let cut = if invert { i32::from(threshold) + 1 } else { 255 - i32::from(threshold) };
-        let ink_of = |pixel: u8| if invert { i32::from(pixel) } else { 255 - i32::from(pixel) };
         let (mut sums, mut counts, mut histogram) = ([0i64; 2], [0i64; 2], [0usize; 256]);
         let dark: Vec<bool> = gray
             .as_raw()
             .iter()
             .map(|&pixel| {
-                let ink = ink_of(pixel);
+                let ink = ink_of(pixel, invert);
                 histogram[ink as usize] += 1;
                 let dark = ink >= cut;
                 sums[usize::from(dark)] += i64::from(ink);
@@ -165,12 +164,7 @@ impl<'a> View<'a> {
     }
 
     fn ink(&self, x: usize, y: usize) -> i32 {
-        let pixel = i32::from(self.gray.as_raw()[y * self.width + x]);
-        if self.invert {
-            pixel
-        } else {
-            255 - pixel
-        }
+        ink_of(self.gray.as_raw()[y * self.width + x], self.invert)
     }
 
     /// The mean ink of the pixels within `radius` of the one containing `at`, or `None`
@@ -394,6 +388,15 @@ impl<'a> View<'a> {
         let module = fit.map(s / 2.0 + 1.0, s / 2.0).minus(fit.map(s / 2.0, s / 2.0)).length();
         let radius = usize::from(module >= 4.5);
         rqrr::SimpleGrid::from_func(size, |column, row| self.module_dark(fit, column, row, radius))
+    }
+}
+
+/// How dark `pixel` is, 0–255 (light on dark when `invert`: a dark-mode screen).
+fn ink_of(pixel: u8, invert: bool) -> i32 {
+    if invert {
+        i32::from(pixel)
+    } else {
+        255 - i32::from(pixel)
     }
 }
 

@@ -157,19 +157,20 @@ fn decode_json(part: &str, what: &str) -> Result<serde_json::Value, JwsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use p521::ecdsa::signature::Signer;
     use p521::ecdsa::{Signature, SigningKey};
     use p521::pkcs8::{EncodePublicKey, LineEnding};
 
-    fn key_pair() -> (SigningKey, String) {
+    pub(crate) fn key_pair() -> (SigningKey, String) {
         let signing = SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
         let public = p521::PublicKey::from_affine(*VerifyingKey::from(&signing).as_affine()).unwrap();
         (signing, public.to_public_key_pem(LineEnding::LF).unwrap())
     }
 
-    fn sign(key: &SigningKey, header: &str, payload: &str) -> String {
+    /// A compact ES512 JWS of `header` and `payload` (JSON texts) signed with `key`.
+    pub(crate) fn sign(key: &SigningKey, header: &str, payload: &str) -> String {
         let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
         let signature: Signature = key.sign(input.as_bytes());
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))

@@ -547,17 +547,12 @@ mod tests {
 
     #[test]
     fn asked_only_to_read_a_signed_receipt_it_defers_the_signature_and_the_full_inspection_checks_it() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        use p521::ecdsa::signature::Signer;
         let (method, _host) = method_at(parse_rfc3339_ms("2026-11-25T12:00:00Z").unwrap());
         // Signed under the configured kid with a key that is not the configured one.
-        let forger = p521::ecdsa::SigningKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+        let (forger, _) = jws::tests::key_pair();
         let claims =
             json!({"jti": "tx_R60D21hL60bj5N1v", "venue": "ven_pDmadXvNHA6XWoew", "benefit": "exercise", "amount": 700, "currency": "EUR"});
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512","kid":"k1"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signature: p521::ecdsa::Signature = forger.sign(input.as_bytes());
-        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        let forged = jws::tests::sign(&forger, r#"{"alg":"ES512","kid":"k1"}"#, &claims.to_string());
         let payment = PaymentContext { currency: "EUR".into(), amount_due: 2000, eligible_amount: 2000, ..Default::default() };
         let mut reading = payment.clone();
         reading.set_defer_signature();
