@@ -8,6 +8,12 @@
 //!
 //! `cargo bench -p posbridge --bench payment_latency` (set `BENCH_ITERATIONS` to change
 //! the sample size; default 300).
+//!
+//! A shared machine's speed can drift by a third between runs, so compare builds in alternating
+//! runs and by their ratio to the floors of the same run: copy each build's `posbridge`
+//! beside the original in the target directory (the plugin is looked up there) and name
+//! it in `BENCH_DAEMON` (the bench binary itself needs no rebuild). The daemon's CPU time
+//! per payment is printed too: on two cores it is most of a payment's latency.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,7 +28,7 @@ fn main() {
     let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|text| text.parse().ok()).unwrap_or(300);
     let options = SandboxOptions::default();
     let smartum = SmartumSandbox::start("127.0.0.1:0".parse().unwrap(), options.clone()).expect("sandbox");
-    let install = Install::new(BIN);
+    let install = Install::new(&std::env::var("BENCH_DAEMON").unwrap_or(BIN.to_string()));
     install.add_plugin("posbridge-plugin-smartum");
     // Offline acceptance on, with limits no run reaches: online payments are unaffected
     // by it; the offline scans are measured at the end with the sandbox switched down.
@@ -49,6 +55,7 @@ fn main() {
     let mut structural = Vec::with_capacity(iterations);
     let floor_probe = Floor::start();
     let provider_url = format!("{}/v1/transactions/tx_floorProbe", smartum.url());
+    let cpu_before = cpu_seconds(daemon.pid());
     for index in 0..iterations {
         let (created, total) = pay(100 + index as u64);
         create.push(created);
@@ -57,6 +64,9 @@ fn main() {
         floor.push(floor_probe.measure(&client));
         structural.push(floor_probe.measure_structural(&client, &provider_url));
     }
+    // The floors run in this process: the daemon's CPU time over the loop is its own
+    // work for the payments (on 2 cores it is most of their latency).
+    let cpu_per_payment = (cpu_seconds(daemon.pid()) - cpu_before) / iterations as f64;
     let breakdown = daemon_breakdown(&client, &base);
     let (verify, verify_p521) = es512_verify_times(&smartum);
     let throughput = payments_per_second(&base, &smartum, iterations.max(100));
@@ -82,6 +92,7 @@ fn main() {
         ms(verify_p521) / ms(verify)
     );
     println!("  inside the daemon, mean per payment (its own metrics): {breakdown}");
+    println!("  daemon CPU time (user + system, all threads) per payment: {:.3} ms", cpu_per_payment * 1000.0);
     println!("single-request floor: one bare axum round trip on loopback + one sled flush:");
     println!("  p50 {:>8.3} ms   p99 {:>8.3} ms", ms(floor50), ms(floor99));
     println!("structural floor: two bare round trips + three sled flushes + one round trip to the local fake Smartum:");
@@ -181,14 +192,28 @@ fn daemon_breakdown(client: &reqwest::blocking::Client, base: &str) -> String {
         "posbridge_store_commit_duration_seconds_sum{backend=\"sled\"}",
         "posbridge_store_commit_duration_seconds_count{backend=\"sled\"}",
     );
+    let commits = value("posbridge_store_commit_duration_seconds_count{backend=\"sled\"}");
+    let payments = value("posbridge_http_requests_total{method=\"POST\",route=\"/v1/payments\",status=\"201\"}");
     format!(
-        "create handled {:.3} ms, scan handled {:.3} ms, of which plugin read_code {:.3} ms, inspect_code {:.3} ms (beside the write-ahead) and redeem {:.3} ms; each store commit (apply + flush) {commit:.3} ms",
+        "create handled {:.3} ms, scan handled {:.3} ms, of which plugin read_code {:.3} ms, inspect_code {:.3} ms (beside the write-ahead) and redeem {:.3} ms; each store commit (apply + flush) {commit:.3} ms, {:.2} commits per payment",
         route("POST", "/v1/payments"),
         route("POST", "/v1/payments/{id}/scan"),
         plugin("read_code"),
         plugin("inspect_code"),
-        plugin("redeem")
+        plugin("redeem"),
+        commits / payments.max(1.0)
     )
+}
+
+/// CPU seconds (user + system) a process has used, all its threads, dead ones included.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which ends at the last ')': utime and stime are
+    // the 14th and 15th of the whole line.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..].split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // SAFETY: sysconf reads a constant of the C library; it touches no memory of ours.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn ms(duration: Duration) -> f64 {
