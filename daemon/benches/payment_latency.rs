@@ -9,11 +9,12 @@
 //! `cargo bench -p posbridge --bench payment_latency` (set `BENCH_ITERATIONS` to change
 //! the sample size; default 300).
 //!
-//! A shared machine's speed can drift by a third between runs, so compare builds in alternating
-//! runs and by their ratio to the floors of the same run: copy each build's `posbridge`
-//! beside the original in the target directory (the plugin is looked up there) and name
-//! it in `BENCH_DAEMON` (the bench binary itself needs no rebuild). The daemon's CPU time
-//! per payment is printed too: on two cores it is most of a payment's latency.
+//! A shared machine's speed can drift by up to half between runs, so compare builds in
+//! alternating runs and by their ratio to the floors of the same run: copy each build's
+//! `posbridge` beside the original in the target directory and name it in `BENCH_DAEMON`
+//! (the bench binary itself needs no rebuild). The plugin is looked up beside the binary,
+//! so only the daemon is swapped (docs/performance.md). The daemon's CPU time per payment
+//! is printed too: on two cores it is about as large as a payment's latency.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -65,7 +66,7 @@ fn main() {
         structural.push(floor_probe.measure_structural(&client, &provider_url));
     }
     // The floors run in this process: the daemon's CPU time over the loop is its own
-    // work for the payments (on 2 cores it is most of their latency).
+    // work for the payments (on 2 cores about as large as their latency).
     let cpu_per_payment = (cpu_seconds(daemon.pid()) - cpu_before) / iterations as f64;
     let breakdown = daemon_breakdown(&client, &base);
     let (verify, verify_p521) = es512_verify_times(&smartum);
