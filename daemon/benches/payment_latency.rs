@@ -189,11 +189,9 @@ fn daemon_breakdown(client: &reqwest::blocking::Client, base: &str) -> String {
         };
         find("posbridge_http_request_seconds_sum") / find("posbridge_http_requests_total").max(1.0) * 1000.0
     };
-    let commit = mean(
-        "posbridge_store_commit_duration_seconds_sum{backend=\"sled\"}",
-        "posbridge_store_commit_duration_seconds_count{backend=\"sled\"}",
-    );
-    let commits = value("posbridge_store_commit_duration_seconds_count{backend=\"sled\"}");
+    let commit_count = "posbridge_store_commit_duration_seconds_count{backend=\"sled\"}";
+    let commit = mean("posbridge_store_commit_duration_seconds_sum{backend=\"sled\"}", commit_count);
+    let commits = value(commit_count);
     let payments = value("posbridge_http_requests_total{method=\"POST\",route=\"/v1/payments\",status=\"201\"}");
     format!(
         "create handled {:.3} ms, scan handled {:.3} ms, of which plugin read_code {:.3} ms, inspect_code {:.3} ms (beside the write-ahead) and redeem {:.3} ms; each store commit (apply + flush) {commit:.3} ms, {:.2} commits per payment",
